@@ -1,0 +1,77 @@
+"""The ``svcreg`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from svcreg.controlplane import build, cluster
+
+
+def _cluster_command(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else None
+    try:
+        if args.action == "build":
+            binaries = build.ensure_binaries()
+            print(binaries.path_dir)
+            return 0
+        if args.action == "up":
+            print(cluster.up(directory).exports(), end="")
+            return 0
+        if args.action == "down":
+            stopped = cluster.down(directory)
+            print("stopped" if stopped else "not running", file=sys.stderr)
+            return 0
+        running = cluster.status(directory)
+        if running is None:
+            print("not running (start it with: eval \"$(svcreg cluster up)\")", file=sys.stderr)
+            return 1
+        if args.action == "env":
+            print(running.exports(), end="")
+            return 0
+        print(f"server:     {running.server}")
+        print(f"kubeconfig: {running.kubeconfig}")
+        print(f"etcd:       {running.etcd_url}")
+        print(f"tools:      {running.path_dir}")
+        for record in running.processes:
+            print(f"{record.name + ':':<16}pid {record.pid}, log {record.log}")
+        return 0
+    except (build.BuildError, cluster.ClusterError) as error:
+        print(f"svcreg: {error}", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="svcreg", description="A Kubernetes-native service registry.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    cluster_parser = commands.add_parser(
+        "cluster",
+        help="a local kube-apiserver and etcd on loopback, built from Go modules",
+        description="Run a local control plane in the background. "
+        'Use: eval "$(svcreg cluster up)" to start it and point kubectl at it.',
+    )
+    cluster_parser.add_argument(
+        "action",
+        choices=["up", "down", "status", "env", "build"],
+        help="up: start (idempotent) and print exports; down: stop and remove state; "
+        "status: what runs; env: print exports of a running one; build: only build the binaries",
+    )
+    cluster_parser.add_argument(
+        "--dir", help="state directory (default: $SVCREG_CLUSTER_DIR or ~/.cache/svcreg/cluster)"
+    )
+    cluster_parser.set_defaults(handler=_cluster_command)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
