@@ -26,7 +26,7 @@ def _cluster_command(args: argparse.Namespace) -> int:
             return 0
         running = cluster.status(directory)
         if running is None:
-            print("not running (start it with: eval \"$(svcreg cluster up)\")", file=sys.stderr)
+            print('not running (start it with: eval "$(svcreg cluster up)")', file=sys.stderr)
             return 1
         if args.action == "env":
             print(running.exports(), end="")

@@ -161,16 +161,14 @@ def build_component(component: Component, report: progress.Reporter = progress.s
 
     def reader() -> None:
         nonlocal compiled, last_line
-        for line in process.stderr:  # type: ignore[union-attr]
-            line = line.rstrip()
+        for raw in process.stderr:  # type: ignore[union-attr]
+            line = raw.rstrip()
             with lock:
                 tail.append(line)
                 del tail[:-40]
-                if line.startswith("go: downloading"):
-                    last_line = line
-                else:
+                if not line.startswith("go: downloading"):
                     compiled += 1
-                    last_line = line
+                last_line = line
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
@@ -196,8 +194,8 @@ def ensure_binaries(report: progress.Reporter = progress.stderr_reporter) -> Bin
     found: dict[str, Path] = {}
     for component in COMPONENTS:
         directory = build_component(component, report)
-        for binary in component.binaries:
-            found[binary] = directory / binary
+        for command in component.binaries:
+            found[command] = directory / command
     path_dir = cache_root() / "path"
     path_dir.mkdir(parents=True, exist_ok=True)
     for name, binary in found.items():

@@ -67,7 +67,7 @@ class Cluster:
         """Shell lines for ``eval "$(svcreg cluster up)"``."""
         return (
             f"export KUBECONFIG={shlex.quote(self.kubeconfig)}\n"
-            f"export PATH={shlex.quote(self.path_dir)}:\"$PATH\"\n"
+            f'export PATH={shlex.quote(self.path_dir)}:"$PATH"\n'
         )
 
 
@@ -167,7 +167,10 @@ def _kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "svcreg-local", "cluster": {"server": server, "certificate-authority-data": b64(keys.ca_cert)}}
+            {
+                "name": "svcreg-local",
+                "cluster": {"server": server, "certificate-authority-data": b64(keys.ca_cert)},
+            }
         ],
         "users": [
             {
@@ -178,7 +181,9 @@ def _kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
                 },
             }
         ],
-        "contexts": [{"name": "svcreg-local", "context": {"cluster": "svcreg-local", "user": "svcreg-admin"}}],
+        "contexts": [
+            {"name": "svcreg-local", "context": {"cluster": "svcreg-local", "user": "svcreg-admin"}}
+        ],
         "current-context": "svcreg-local",
     }
     path.write_text(yaml.safe_dump(config))
@@ -284,7 +289,9 @@ def _wait_ready(cluster: Cluster, report: progress.Reporter) -> None:
     while time.monotonic() - started < READY_TIMEOUT_SECONDS:
         for record in cluster.processes:
             if not _alive(record):
-                raise ClusterError(f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}")
+                raise ClusterError(
+                    f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}"
+                )
         if _ready(cluster):
             return
         if time.monotonic() - last_report > 5:

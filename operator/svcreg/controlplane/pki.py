@@ -117,7 +117,9 @@ def generate(directory: Path) -> Pki:
     )
     ca_key = _key()
     ca_name = _name("svcreg-local-ca")
-    _write_cert(pki.ca_cert, _issue(subject=ca_name, key=ca_key, issuer=ca_name, issuer_key=ca_key, is_ca=True))
+    _write_cert(
+        pki.ca_cert, _issue(subject=ca_name, key=ca_key, issuer=ca_name, issuer_key=ca_key, is_ca=True)
+    )
 
     serving_key = _key()
     sans: list[x509.GeneralName] = [

@@ -16,7 +16,7 @@ def stderr_reporter(message: str) -> None:
     print(f"svcreg: {message}", file=sys.stderr, flush=True)
 
 
-def silent(message: str) -> None:  # noqa: ARG001 - matches Reporter
+def silent(message: str) -> None:
     """A reporter for callers that do not want progress (tests capture logs instead)."""
 
 

@@ -1,0 +1,18 @@
+.PHONY: run test install lint down
+
+# Start the local control plane with the CRD and examples applied.
+run:
+	bash scripts/run.sh
+
+# Install everything (venv, pip, Go builds) and run all checks and tests.
+test:
+	bash scripts/test.sh
+
+install:
+	bash scripts/install.sh
+
+lint:
+	.venv/bin/ruff check operator tests bench && .venv/bin/ruff format --check operator tests bench && .venv/bin/mypy operator/svcreg
+
+down:
+	.venv/bin/svcreg cluster down

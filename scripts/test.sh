@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what is needed, then run every check: ruff, mypy, unit tests, and the integration
+# tests against a real kube-apiserver and etcd started for this run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+
+echo "== ruff" >&2
+.venv/bin/ruff check operator tests bench
+.venv/bin/ruff format --check operator tests bench
+echo "== mypy" >&2
+.venv/bin/mypy operator/svcreg
+echo "== unit tests" >&2
+.venv/bin/pytest tests/unit -q
+echo "== integration tests (real kube-apiserver and etcd)" >&2
+.venv/bin/pytest tests/integration -v

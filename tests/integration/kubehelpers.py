@@ -1,0 +1,106 @@
+"""What integration tests need from a real API server: namespaces, ServiceAccounts, tokens, RBAC."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from svcreg import kube
+from svcreg.controlplane.cluster import Cluster
+
+_counter = itertools.count()
+
+
+@dataclass
+class Kube:
+    cluster: Cluster
+    api: client.ApiClient
+    env: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env = self.cluster.env()
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    @property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self.api)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return kube.kubectl(*args, env=self.env, input=input, check=check)
+
+    def apply(
+        self, manifest: dict[str, Any] | str, namespace: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=check)
+
+    def create_namespace(self, prefix: str = "t") -> str:
+        name = f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        return name
+
+    def create_service_account(self, namespace: str, name: str) -> None:
+        self.core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+
+    def token(
+        self, namespace: str, service_account: str, audiences: list[str] | None = None, seconds: int = 3600
+    ) -> str:
+        """A real ServiceAccount token from the TokenRequest API."""
+        spec = client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=seconds)
+        answer = self.core.create_namespaced_service_account_token(
+            service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec)
+        )
+        token: str = answer.status.token
+        return token
+
+    def grant(
+        self, namespace: str, service_account: str, verbs: list[str], sa_namespace: str | None = None
+    ) -> None:
+        """A Role on serviceregistrations with ``verbs``, bound to the ServiceAccount."""
+        role = f"svcreg-{'-'.join(verbs)}-{uuid.uuid4().hex[:5]}"
+        self.rbac.create_namespaced_role(
+            namespace,
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name=role),
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=["svcreg.io"], resources=["serviceregistrations"], verbs=verbs
+                    )
+                ],
+            ),
+        )
+        self.rbac.create_namespaced_role_binding(
+            namespace,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name=role),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=role),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="ServiceAccount", name=service_account, namespace=sa_namespace or namespace
+                    )
+                ],
+            ),
+        )
+
+    def get_registration(self, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            "svcreg.io", "v1alpha1", namespace, "serviceregistrations", name
+        )
+        return obj
