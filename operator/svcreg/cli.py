@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from svcreg import settings
 from svcreg.controlplane import build, cluster
 
 
@@ -43,6 +46,19 @@ def _cluster_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from svcreg import runner  # noqa: PLC0415 - Kopf is imported only for the commands that run it
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    asyncio.run(runner.run(settings.from_args(args)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="svcreg", description="A Kubernetes-native service registry.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -63,6 +79,14 @@ def parser() -> argparse.ArgumentParser:
         "--dir", help="state directory (default: $SVCREG_CLUSTER_DIR or ~/.cache/svcreg/cluster)"
     )
     cluster_parser.set_defaults(handler=_cluster_command)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="the operator and the HTTP endpoint, against the current kubeconfig or in-cluster config",
+    )
+    settings.add_run_arguments(run_parser)
+    run_parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run_parser.set_defaults(handler=_run_command)
     return root
 
 

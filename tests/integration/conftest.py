@@ -55,9 +55,15 @@ def _wait_for_policy(helper: Kube, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         result = helper.kubectl(
-            "create", "--dry-run=server", "-n", "default", "-f", "-",
-            input=yaml.safe_dump(_POLICY_PROBE), check=False,
-        )  # fmt: skip
+            "create",
+            "--dry-run=server",
+            "-n",
+            "default",
+            "-f",
+            "-",
+            input=yaml.safe_dump(_POLICY_PROBE),
+            check=False,
+        )
         if result.returncode != 0 and "spec.capabilities[0]" in result.stderr:
             return
         if time.monotonic() > deadline:

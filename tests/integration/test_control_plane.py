@@ -88,8 +88,12 @@ def test_cli_up_env_status_down_leaves_no_process(tmp_path: Path) -> None:
     pids = [p.pid for p in state.processes]
     shell = subprocess.run(
         ["bash", "-c", f'eval "$({sys.executable} -m svcreg.cli cluster env)"; kubectl get --raw /readyz'],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert shell.stdout.strip() == "ok", shell.stderr
     assert _cli("cluster", "status", env=env).returncode == 0
 

@@ -98,9 +98,16 @@ def test_status_cannot_be_changed_through_the_main_resource(k8s: Kube, namespace
     # Through the status subresource it works, and the spec's generation does not move.
     generation = k8s.get_registration(namespace, name)["metadata"]["generation"]
     k8s.kubectl(
-        "patch", "svcreg", name, "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"health": "Healthy"}}),
-    )  # fmt: skip
+        "patch",
+        "svcreg",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"health": "Healthy"}}),
+    )
     stored = k8s.get_registration(namespace, name)
     assert stored["status"]["health"] == "Healthy"
     assert stored["metadata"]["generation"] == generation

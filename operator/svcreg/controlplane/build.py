@@ -138,10 +138,17 @@ def build_component(component: Component, report: progress.Reporter = progress.s
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     command = [
-        _go(), "build", "-v", "-trimpath", "-mod=readonly",
-        "-ldflags", " ".join(component.ldflags),
-        "-o", str(staging) + os.sep, *component.packages,
-    ]  # fmt: skip
+        _go(),
+        "build",
+        "-v",
+        "-trimpath",
+        "-mod=readonly",
+        "-ldflags",
+        " ".join(component.ldflags),
+        "-o",
+        str(staging) + os.sep,
+        *component.packages,
+    ]
     what = f"{', '.join(component.binaries)} {component.version}"
     report(f"building {what} from Go modules (cold builds take minutes; cached in {target.parent})")
     started = time.monotonic()

@@ -1,0 +1,1 @@
+"""The HTTP side of svcreg (aiohttp): health, readiness and metrics; discovery builds on it."""

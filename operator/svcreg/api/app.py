@@ -1,0 +1,40 @@
+"""The aiohttp application: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from svcreg.metrics import Metrics
+
+ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+METRICS_KEY = web.AppKey("metrics", Metrics)
+READY_KEY = web.AppKey("ready", object)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    check: ReadyCheck = request.app[READY_KEY]  # type: ignore[assignment]
+    ready, details = check()
+    return web.json_response({"ready": ready, **details}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(metrics_: Metrics, ready: ReadyCheck) -> web.Application:
+    app = web.Application()
+    app[METRICS_KEY] = metrics_
+    app[READY_KEY] = ready
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

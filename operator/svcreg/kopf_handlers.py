@@ -1,0 +1,53 @@
+"""Kopf adapters: configure Kopf, start and stop the prober, feed it watch events. Nothing else.
+
+Raw ``on.event`` handlers are used instead of create/update/delete handlers: they add no
+finalizer (``kubectl delete`` never waits for the operator), write no per-object progress
+annotations, and a re-list after 410 Gone simply re-feeds ``Prober.observe``, which is
+idempotent and cheap when nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from svcreg import model
+from svcreg.endpoints import SERVICE_LABEL
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Should a change handler ever be added, its progress goes to annotations with our prefix,
+    # never under status (status belongs to svcreg's conditions).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=model.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=model.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    # Known Kopf failure: a watch that silently stops delivering. Time-box every watch.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    memo.prober_task = asyncio.create_task(memo.prober.run(), name="svcreg-prober")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = getattr(memo, "prober_task", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@kopf.on.event(model.GROUP, model.VERSION, model.PLURAL)
+def registration_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.prober.observe(event.get("type"), event["object"])
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_LABEL: kopf.PRESENT})
+def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo.prober.observe_endpoint_slice(event.get("type"), event["object"])

@@ -1,0 +1,156 @@
+"""A small async Kubernetes API client for the writes and reviews svcreg makes itself.
+
+Kopf owns the watches; status patches, Events, deletes and (for discovery) TokenReviews and
+SubjectAccessReviews go through this client so that they can be issued from the scheduler and
+the HTTP server without a thread per call. Credentials come from the same places as kubectl's:
+in-cluster ServiceAccount (token re-read as it rotates) or the current kubeconfig.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import ssl
+import uuid
+from typing import Any
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from svcreg import model
+
+logger = logging.getLogger(__name__)
+
+
+class KubeApiError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def _load_configuration() -> k8s_client.Configuration:
+    configuration = k8s_client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeApi:
+    def __init__(
+        self, configuration: k8s_client.Configuration | None = None, *, max_connections: int = 32
+    ) -> None:
+        self.configuration = configuration or _load_configuration()
+        context = ssl.create_default_context(cafile=self.configuration.ssl_ca_cert or None)
+        if self.configuration.cert_file:
+            context.load_cert_chain(self.configuration.cert_file, self.configuration.key_file)
+        if not self.configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._http = httpx.AsyncClient(
+            base_url=self.configuration.host,
+            verify=context,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self.instance = socket.gethostname()
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        # Calls the in-cluster refresh hook, so a rotated ServiceAccount token is picked up.
+        authorization = self.configuration.get_api_key_with_prefix("authorization")
+        if authorization:
+            headers["Authorization"] = authorization
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return await self._http.request(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers=self._headers(content_type if json is not None else None),
+        )
+
+    @staticmethod
+    def _registration_path(namespace: str, name: str) -> str:
+        return f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}/{name}"
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the resource is gone (not an error)."""
+        response = await self.request(
+            "PATCH",
+            self._registration_path(namespace, name) + "/status",
+            json={"status": status},
+            content_type="application/merge-patch+json",
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise KubeApiError(response.status_code, response.text[:500])
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def delete_registration(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete exactly this object (uid precondition), never a same-named successor."""
+        response = await self.request(
+            "DELETE",
+            self._registration_path(namespace, name),
+            json={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
+        )
+        if response.status_code in (404, 409):
+            return False
+        if response.status_code >= 400:
+            raise KubeApiError(response.status_code, response.text[:500])
+        return True
+
+    async def post_event(
+        self, *, namespace: str, name: str, uid: str, event_type: str, reason: str, message: str, action: str
+    ) -> None:
+        now = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": model.API_VERSION,
+                "kind": model.KIND,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "action": action,
+            "source": {"component": "svcreg-operator", "host": self.instance},
+            "reportingComponent": "svcreg.io/operator",
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        response = await self.request("POST", f"/api/v1/namespaces/{namespace}/events", json=event)
+        if response.status_code >= 400 and response.status_code != 404:
+            raise KubeApiError(response.status_code, response.text[:500])

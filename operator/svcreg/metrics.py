@@ -1,0 +1,51 @@
+"""Prometheus metrics, all prefixed ``svcreg_``.
+
+A dedicated registry (not the process-global default) so tests and benchmarks can run several
+components in one process without duplicate-metric errors.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.probe_duration = Histogram(
+            "svcreg_probe_duration_seconds",
+            "Probe duration by kind and result.",
+            ["kind", "result"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.probes = Counter(
+            "svcreg_probes_total", "Probes run, by kind and result.", ["kind", "result"], registry=r
+        )
+        self.registrations = Gauge("svcreg_registrations", "Registrations by health.", ["health"], registry=r)
+        self.scheduler_lag = Histogram(
+            "svcreg_scheduler_lag_seconds",
+            "How late probe jobs start versus their due time.",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.status_writes = Counter(
+            "svcreg_status_writes_total", "Status patches sent, by result.", ["result"], registry=r
+        )
+        self.events = Counter(
+            "svcreg_events_total", "Kubernetes Events posted, by type.", ["type"], registry=r
+        )
+        self.partition_suspected = Gauge(
+            "svcreg_partition_suspected",
+            "1 while the prober suspects its own network and holds health.",
+            registry=r,
+        )
+        self.held_transitions = Counter(
+            "svcreg_held_transitions_total",
+            "Failures not applied because a partition was suspected.",
+            registry=r,
+        )
+        self.deregistrations = Counter(
+            "svcreg_deregistrations_total", "Registrations deleted by deregisterAfterSeconds.", registry=r
+        )

@@ -1,0 +1,1 @@
+"""Health probes: one interface, ``async probe(target) -> Outcome``, per check kind."""

@@ -1,0 +1,70 @@
+"""HTTP(S) probes: one request on a fresh connection, judged by its status line.
+
+A deliberately small HTTP/1.1 client: the probe needs only the status code, must connect to the
+address the policy checked (not re-resolve), and has to be cheap at a thousand probes a second.
+A fresh connection per probe (``Connection: close``) tests what a new caller would see, as the
+kubelet's probes do.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from svcreg.probes import net
+from svcreg.probes.base import Outcome, Reason, Target
+from svcreg.probes.policy import ProbePolicy
+
+_MAX_STATUS_LINE = 1024
+
+
+def request_bytes(target: Target) -> bytes:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default_port = 443 if target.tls else 80
+    authority = host if target.port == default_port else f"{host}:{target.port}"
+    lines = [
+        f"{target.method} {target.path} HTTP/1.1",
+        f"Host: {authority}",
+        "User-Agent: svcreg-probe/1",
+        "Accept: */*",
+        "Connection: close",
+    ]
+    if target.method == "POST":
+        lines.append("Content-Length: 0")
+    for name, value in target.headers:
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} contains a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_status(line: bytes) -> int:
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise ValueError(f"not an HTTP/1.x status line: {line[:80]!r}")
+    return int(parts[1])
+
+
+async def probe(
+    target: Target, policy: ProbePolicy, ssl_context: ssl.SSLContext, phase: net.Phase
+) -> Outcome:
+    reader, writer = await net.open_checked(target, policy, phase, ssl_context if target.tls else None)
+    try:
+        writer.write(request_bytes(target))
+        await writer.drain()
+        line = await reader.readline()
+    finally:
+        await net.close(writer)
+    latency = phase.elapsed()
+    if not line:
+        return Outcome.fail(
+            Reason.CONNECTION_RESET, f"{target.display} closed the connection without a response", latency
+        )
+    if len(line) > _MAX_STATUS_LINE or not line.endswith(b"\n"):
+        return Outcome.fail(Reason.PROTOCOL_ERROR, f"{target.display} sent an overlong status line", latency)
+    try:
+        status = parse_status(line)
+    except ValueError as error:
+        return Outcome.fail(Reason.PROTOCOL_ERROR, f"{target.display} {error}", latency)
+    if any(low <= status <= high for low, high in target.expected):
+        return Outcome.ok(latency, f"HTTP {status}")
+    return Outcome.fail(Reason.BAD_STATUS, f"{target.method} {target.path} answered HTTP {status}", latency)

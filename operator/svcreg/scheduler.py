@@ -1,0 +1,133 @@
+"""One probe scheduler for every registration, instead of one Kopf timer per resource.
+
+A heap of due times drives a single dispatch loop. Each registration keeps its own interval; the
+first run lands at a random point in its first interval (jitter), so ten thousand registrations
+created at once do not all fire in the same second. A global semaphore bounds how many probe
+jobs run at once. Lag (how late a job starts versus its due time) is what tells an operator the
+prober is overloaded, so it is measured for every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[Hashable], Awaitable[None]]
+
+
+@dataclass(order=True)
+class _Entry:
+    due: float
+    sequence: int
+    key: Hashable = field(compare=False)
+    version: int = field(compare=False)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        job: Job,
+        *,
+        concurrency: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+        on_lag: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._job = job
+        self._clock = clock
+        self._on_lag = on_lag
+        self._rng = rng or random.Random()
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._heap: list[_Entry] = []
+        self._intervals: dict[Hashable, float] = {}
+        self._versions: dict[Hashable, int] = {}
+        self._running: set[Hashable] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sequence = 0
+        self._wakeup = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._intervals)
+
+    def schedule(self, key: Hashable, interval: float, *, soon: bool = False) -> None:
+        """Add or reschedule ``key``. ``soon`` runs it within a second (a spec change); otherwise
+        the first run is spread over one interval."""
+        self._intervals[key] = interval
+        version = self._versions.get(key, 0) + 1
+        self._versions[key] = version
+        delay = self._rng.uniform(0, min(1.0, interval)) if soon else self._rng.uniform(0, interval)
+        self._push(key, self._clock() + delay, version)
+
+    def unschedule(self, key: Hashable) -> None:
+        self._intervals.pop(key, None)
+        self._versions.pop(key, None)
+
+    def _push(self, key: Hashable, due: float, version: int) -> None:
+        self._sequence += 1
+        entry = _Entry(due, self._sequence, key, version)
+        heapq.heappush(self._heap, entry)
+        if self._heap[0] is entry:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """Dispatch due jobs until cancelled."""
+        try:
+            while True:
+                await self._dispatch_due()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _dispatch_due(self) -> None:
+        if not self._heap:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            return
+        entry = self._heap[0]
+        delay = entry.due - self._clock()
+        if delay > 0:
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+            return
+        heapq.heappop(self._heap)
+        if self._versions.get(entry.key) != entry.version:
+            return  # rescheduled or removed since this entry was pushed
+        interval = self._intervals[entry.key]
+        if entry.key in self._running:
+            # The previous run is still going (its own timeout is below the interval, but a
+            # serviceRef fans out): skip this slot rather than pile up.
+            self._push(entry.key, entry.due + interval, entry.version)
+            return
+        await self._semaphore.acquire()
+        now = self._clock()
+        lag = max(0.0, now - entry.due)
+        if self._on_lag is not None:
+            self._on_lag(lag)
+        # Keep the cadence; after a long stall, start again from now instead of bursting.
+        next_due = entry.due + interval if lag < interval else now + interval
+        self._push(entry.key, next_due, entry.version)
+        self._running.add(entry.key)
+        task = asyncio.create_task(self._run_one(entry.key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, key: Hashable) -> None:
+        try:
+            await self._job(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("probe job for %s failed", key)
+        finally:
+            self._running.discard(key)
+            self._semaphore.release()
