@@ -1,0 +1,85 @@
+"""``svcreg run`` as a real subprocess against the test control plane."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from svcreg.controlplane.cluster import Cluster
+from tests.targets import free_port
+
+
+class OperatorProcess:
+    def __init__(self, cluster: Cluster, log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = log
+        self.args = ["--port", str(self.port), "--standalone", *args]
+        self.env = cluster.env()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "svcreg.cli", "run", *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_until(lambda: self.ready() is not None, "the operator to serve /readyz")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def ready(self) -> dict[str, object] | None:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+        except httpx.HTTPError:
+            return None
+        body: dict[str, object] = answer.json()
+        body["httpStatus"] = answer.status_code
+        return body
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            match = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", line)
+            if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+                total += float(match.group(2))
+        return total
+
+    def probes(self) -> float:
+        return self.metric("svcreg_probes_total")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until(self, condition: object, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"operator exited ({self.process.returncode}) waiting for {what}:\n"
+                    + self.log_text()[-3000:]
+                )
+            if condition():  # type: ignore[operator]
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out waiting for {what}; operator log:\n{self.log_text()[-3000:]}"
+                )
+            time.sleep(0.1)

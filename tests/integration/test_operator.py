@@ -1,0 +1,426 @@
+"""The operator against the real API server and real local targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from svcreg.controlplane.cluster import Cluster
+from tests.targets import GrpcTarget, HttpTarget, TcpListener, free_port, host_address, http_target
+
+from .kubehelpers import Kube
+from .operator_process import OperatorProcess
+
+
+@pytest.fixture(scope="module")
+def operator(
+    k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for most tests, watching the ``t-*`` namespaces the ``namespace`` fixture
+    makes; tests that need their own operator use other prefixes. Its partition guard needs more
+    targets than these tests create."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(
+        control_plane,
+        log,
+        "--probe-allow",
+        "127.0.0.0/8",
+        "--probe-allow",
+        f"{host_address()}/32",
+        "--partition-min-targets",
+        "1000",
+        "--namespace",
+        "t-*",
+    ).start()
+    yield process
+    process.stop()
+    assert "Traceback" not in process.log_text(), process.log_text()[-5000:]
+
+
+@pytest.fixture
+def web() -> Iterator[HttpTarget]:
+    with http_target() as target:
+        yield target
+
+
+def registration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "svcreg.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def fast_check(**check: Any) -> dict[str, Any]:
+    return {"intervalSeconds": 1, "timeoutSeconds": 0.5, **check}
+
+
+def wait_health(k8s: Kube, namespace: str, name: str, health: str, timeout: str = "60s") -> dict[str, Any]:
+    k8s.kubectl(
+        "wait",
+        f"--for=jsonpath={{.status.health}}={health}",
+        f"svcreg/{name}",
+        "-n",
+        namespace,
+        f"--timeout={timeout}",
+    )
+    return k8s.get_registration(namespace, name)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == kind)
+
+
+def events(k8s: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
+    listed = k8s.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return sorted((e.type, e.reason) for e in listed.items)
+
+
+def test_http_registration_becomes_ready_with_conditions_and_an_event(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    k8s.apply(
+        registration("web", {"endpoint": web.url, "healthCheck": fast_check(path="/healthz")}), namespace
+    )
+    k8s.kubectl("wait", "--for=condition=Ready", "svcreg/web", "-n", namespace, "--timeout=60s")
+    obj = k8s.get_registration(namespace, "web")
+    assert obj["status"]["health"] == "Healthy"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert [c["type"] for c in obj["status"]["conditions"]] == ["Accepted", "Healthy", "Ready"]
+    assert all(c["observedGeneration"] == 1 and c["reason"] for c in obj["status"]["conditions"])
+    assert ("Normal", "Healthy") in events(k8s, namespace, "web")
+    assert not any(k.startswith("kopf") for k in obj["metadata"].get("annotations", {}))
+    assert not obj["metadata"].get("finalizers")
+    assert "kopf" not in obj["status"]
+
+
+def test_failure_threshold_recovery_and_events(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    k8s.apply(
+        registration("api", {"endpoint": web.url, "healthCheck": fast_check(failureThreshold=2)}), namespace
+    )
+    wait_health(k8s, namespace, "api", "Healthy")
+    web.mode = "fail"
+    obj = wait_health(k8s, namespace, "api", "Unhealthy")
+    assert condition(obj, "Healthy")["reason"] == "BadStatus"
+    assert condition(obj, "Ready")["status"] == "False"
+    web.mode = "ok"
+    wait_health(k8s, namespace, "api", "Healthy")
+    assert {("Warning", "Unhealthy"), ("Normal", "Healthy")} <= set(events(k8s, namespace, "api"))
+
+
+def test_slow_target_is_degraded_and_hanging_one_times_out(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    web.mode = "slow"
+    web.slow_seconds = 0.2
+    k8s.apply(
+        registration("slow", {"endpoint": web.url, "healthCheck": fast_check(degradedLatencyMs=100)}),
+        namespace,
+    )
+    obj = wait_health(k8s, namespace, "slow", "Degraded")
+    assert condition(obj, "Ready")["status"] == "True"  # Degraded stays in rotation
+    assert condition(obj, "Healthy")["reason"] == "SlowResponse"
+    web.mode = "hang"
+    obj = wait_health(k8s, namespace, "slow", "Unhealthy")
+    assert condition(obj, "Healthy")["reason"] == "Timeout"
+
+
+def test_maintenance(k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget) -> None:
+    k8s.apply(
+        registration("m", {"endpoint": web.url, "maintenance": True, "healthCheck": fast_check()}), namespace
+    )
+    obj = wait_health(k8s, namespace, "m", "Maintenance")
+    assert (condition(obj, "Ready")["status"], condition(obj, "Ready")["reason"]) == ("False", "Maintenance")
+
+
+def test_tcp_and_grpc_checks(k8s: Kube, namespace: str, operator: OperatorProcess) -> None:
+    listener, grpc_server = TcpListener(), GrpcTarget()
+    try:
+        k8s.apply(
+            registration("db", {"endpoint": f"tcp://127.0.0.1:{listener.port}", "healthCheck": fast_check()}),
+            namespace,
+        )
+        k8s.apply(
+            registration(
+                "rpc",
+                {
+                    "endpoint": f"grpc://127.0.0.1:{grpc_server.port}",
+                    "healthCheck": fast_check(timeoutSeconds=0.8, failureThreshold=1),
+                },
+            ),
+            namespace,
+        )
+        wait_health(k8s, namespace, "db", "Healthy")
+        wait_health(k8s, namespace, "rpc", "Healthy")
+        grpc_server.set(serving=False)
+        obj = wait_health(k8s, namespace, "rpc", "Unhealthy")
+        assert condition(obj, "Healthy")["reason"] == "NotServing"
+    finally:
+        listener.close()
+        grpc_server.close()
+    obj = wait_health(k8s, namespace, "db", "Unhealthy")
+    assert condition(obj, "Healthy")["reason"] == "ConnectionRefused"
+
+
+def test_ttl_registration_expires_without_heartbeats(
+    k8s: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    k8s.apply(
+        registration(
+            "beat",
+            {
+                "endpoint": "http://10.0.0.5:8080",
+                "healthCheck": {"type": "ttl", "ttlSeconds": 2, "intervalSeconds": 1, "timeoutSeconds": 0.5},
+            },
+        ),
+        namespace,
+    )
+    obj = wait_health(k8s, namespace, "beat", "Expired")
+    assert condition(obj, "Healthy")["reason"] == "HeartbeatExpired"
+    assert ("Warning", "Expired") in events(k8s, namespace, "beat")
+
+
+def test_metadata_address_is_forbidden_and_never_probed(
+    k8s: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    k8s.apply(
+        registration(
+            "imds",
+            {
+                "endpoint": "http://169.254.169.254/latest/meta-data",
+                "healthCheck": fast_check(failureThreshold=5),
+            },
+        ),
+        namespace,
+    )
+    obj = wait_health(k8s, namespace, "imds", "Unhealthy")
+    assert condition(obj, "Healthy")["reason"] == "TargetForbidden"
+    assert "never probed" in condition(obj, "Healthy")["message"]
+
+
+def test_steady_state_makes_no_writes(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    k8s.apply(registration("steady", {"endpoint": web.url, "healthCheck": fast_check()}), namespace)
+    wait_health(k8s, namespace, "steady", "Healthy")
+    version = k8s.get_registration(namespace, "steady")["metadata"]["resourceVersion"]
+    seen = web.connections
+    operator.wait_until(lambda: web.connections >= seen + 5, "five more probes of the target")
+    assert k8s.get_registration(namespace, "steady")["metadata"]["resourceVersion"] == version
+
+
+def test_deletion_mid_probe_is_not_an_error(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    k8s.apply(
+        registration(
+            "doomed", {"endpoint": web.url, "healthCheck": {"intervalSeconds": 2, "timeoutSeconds": 1.5}}
+        ),
+        namespace,
+    )
+    wait_health(k8s, namespace, "doomed", "Healthy")
+    web.mode = "hang"
+    seen = web.connections
+    operator.wait_until(lambda: web.connections > seen, "a probe to be in flight")
+    k8s.kubectl("delete", "svcreg", "doomed", "-n", namespace, "--wait=true", "--timeout=30s")
+    probes = operator.probes()
+    operator.wait_until(lambda: operator.probes() >= probes + 3, "the operator to keep probing")
+    assert operator.ready()["httpStatus"] == 200  # type: ignore[index]
+
+
+def test_spec_change_moves_observed_generation(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    k8s.apply(registration("gen", {"endpoint": web.url, "healthCheck": fast_check()}), namespace)
+    wait_health(k8s, namespace, "gen", "Healthy")
+    k8s.kubectl(
+        "patch", "svcreg", "gen", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"weight": 7}})
+    )
+    k8s.kubectl(
+        "wait",
+        "--for=jsonpath={.status.observedGeneration}=2",
+        "svcreg/gen",
+        "-n",
+        namespace,
+        "--timeout=30s",
+    )
+
+
+def test_service_ref_probes_each_ready_address_of_hand_made_endpoint_slices(
+    k8s: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    address = host_address()
+    with http_target(host="0.0.0.0") as target:
+        dead_port = free_port()
+        discovery = client.DiscoveryV1Api(k8s.api)
+        for name, port, ready in (
+            ("web-a", target.port, True),
+            ("web-b", dead_port, True),
+            ("web-c", dead_port + 1, False),
+        ):
+            discovery.create_namespaced_endpoint_slice(
+                namespace,
+                client.V1EndpointSlice(
+                    metadata=client.V1ObjectMeta(name=name, labels={"kubernetes.io/service-name": "web"}),
+                    address_type="IPv4",
+                    ports=[client.DiscoveryV1EndpointPort(name="http", port=port, protocol="TCP")],
+                    endpoints=[
+                        client.V1Endpoint(
+                            addresses=[address], conditions=client.V1EndpointConditions(ready=ready)
+                        )
+                    ],
+                ),
+            )
+        k8s.apply(
+            registration(
+                "web",
+                {
+                    "serviceRef": {"name": "web", "port": "http"},
+                    "healthCheck": fast_check(type="http", failureThreshold=1),
+                },
+            ),
+            namespace,
+        )
+        obj = wait_health(k8s, namespace, "web", "Degraded")
+        assert sorted((i["port"], i["health"]) for i in obj["status"]["instances"]) == [
+            (target.port, "Healthy"),
+            (dead_port, "Unhealthy"),
+        ]
+        discovery.delete_namespaced_endpoint_slice("web-b", namespace)
+        obj = wait_health(k8s, namespace, "web", "Healthy")
+        assert [i["port"] for i in obj["status"]["instances"]] == [target.port]
+
+
+def test_service_ref_without_endpoints_is_not_accepted(
+    k8s: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    k8s.apply(
+        registration("ghost", {"serviceRef": {"name": "ghost"}, "healthCheck": fast_check()}), namespace
+    )
+    k8s.kubectl("wait", "--for=condition=Accepted=false", "svcreg/ghost", "-n", namespace, "--timeout=30s")
+    assert condition(k8s.get_registration(namespace, "ghost"), "Accepted")["reason"] == "NoEndpoints"
+
+
+def test_loopback_needs_probe_allow(
+    k8s: Kube, control_plane: Cluster, tmp_path: Path, web: HttpTarget
+) -> None:
+    namespace = k8s.create_namespace("closed")
+    process = OperatorProcess(control_plane, tmp_path / "closed.log", "--namespace", namespace).start()
+    try:
+        k8s.apply(registration("local", {"endpoint": web.url, "healthCheck": fast_check()}), namespace)
+        obj = wait_health(k8s, namespace, "local", "Unhealthy")
+        assert condition(obj, "Healthy")["reason"] == "TargetForbidden"
+        assert "--probe-allow" in condition(obj, "Healthy")["message"]
+        assert web.connections == 0
+    finally:
+        process.stop()
+
+
+def test_restart_causes_no_transition_and_no_write(
+    k8s: Kube, control_plane: Cluster, tmp_path: Path, web: HttpTarget
+) -> None:
+    namespace = k8s.create_namespace("restart")
+    args = ("--namespace", namespace, "--probe-allow", "127.0.0.0/8")
+    first = OperatorProcess(control_plane, tmp_path / "first.log", *args).start()
+    try:
+        k8s.apply(registration("stable", {"endpoint": web.url, "healthCheck": fast_check()}), namespace)
+        k8s.apply(
+            registration(
+                "beat",
+                {
+                    "endpoint": "http://10.0.0.5:8080",
+                    "healthCheck": {
+                        "type": "ttl",
+                        "ttlSeconds": 30,
+                        "intervalSeconds": 1,
+                        "timeoutSeconds": 0.5,
+                    },
+                },
+            ),
+            namespace,
+        )
+        wait_health(k8s, namespace, "stable", "Healthy")
+        k8s.kubectl("wait", "--for=condition=Accepted", "svcreg/beat", "-n", namespace, "--timeout=30s")
+    finally:
+        first.stop()
+    before = {
+        n: k8s.get_registration(namespace, n)["metadata"]["resourceVersion"] for n in ("stable", "beat")
+    }
+    events_before = events(k8s, namespace, "stable")
+    second = OperatorProcess(control_plane, tmp_path / "second.log", *args).start()
+    try:
+        seen = web.connections
+        second.wait_until(lambda: web.connections >= seen + 3, "three probes after the restart")
+        after = {
+            n: k8s.get_registration(namespace, n)["metadata"]["resourceVersion"] for n in ("stable", "beat")
+        }
+        assert after == before
+        assert events(k8s, namespace, "stable") == events_before
+        assert second.metric("svcreg_status_writes_total") == 0
+    finally:
+        second.stop()
+
+
+def test_partition_guard_holds_then_releases(k8s: Kube, control_plane: Cluster, tmp_path: Path) -> None:
+    namespace = k8s.create_namespace("partition")
+    process = OperatorProcess(
+        control_plane,
+        tmp_path / "partition.log",
+        "--namespace",
+        namespace,
+        "--probe-allow",
+        "127.0.0.0/8",
+        "--partition-min-targets",
+        "5",
+        "--partition-ratio",
+        "0.8",
+        "--partition-window",
+        "5",
+    ).start()
+    targets = [HttpTarget() for _ in range(6)]
+    ports = [t.port for t in targets]
+    try:
+        for i, target in enumerate(targets):
+            k8s.apply(
+                registration(
+                    f"r{i}", {"endpoint": target.url, "healthCheck": fast_check(failureThreshold=3)}
+                ),
+                namespace,
+            )
+        for i in range(6):
+            wait_health(k8s, namespace, f"r{i}", "Healthy")
+        # The prober loses every target at once: it must suspect itself, not empty the registry.
+        for target in targets:
+            target.close()
+        process.wait_until(
+            lambda: (process.ready() or {}).get("partitionSuspected") is True, "the partition to be suspected"
+        )
+        assert process.ready()["httpStatus"] == 503  # type: ignore[index]
+        assert process.metric("svcreg_partition_suspected") == 1
+        held = process.metric("svcreg_held_transitions_total")
+        process.wait_until(
+            lambda: process.metric("svcreg_held_transitions_total") >= held + 12, "failures to be held"
+        )
+        assert {k8s.get_registration(namespace, f"r{i}")["status"]["health"] for i in range(6)} == {"Healthy"}
+        # Five come back on their ports; the sixth is really down and must now go Unhealthy.
+        targets = [HttpTarget(port=port) for port in ports[:5]]
+        process.wait_until(
+            lambda: (process.ready() or {}).get("partitionSuspected") is False, "the partition to clear"
+        )
+        wait_health(k8s, namespace, "r5", "Unhealthy")
+        assert {k8s.get_registration(namespace, f"r{i}")["status"]["health"] for i in range(5)} == {"Healthy"}
+        assert process.metric("svcreg_partition_suspected") == 0
+        assert "partition suspected" in process.log_text() and "partition cleared" in process.log_text()
+    finally:
+        for target in targets:
+            if not target._loop.is_closed():
+                target.close()
+        process.stop()

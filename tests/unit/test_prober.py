@@ -1,0 +1,299 @@
+"""The prober's write path without a cluster: real probes, a recording stand-in for the API."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from svcreg.model import Health
+from svcreg.partition import GuardSettings, PartitionGuard
+from svcreg.prober import Prober
+from svcreg.probes.policy import ProbePolicy
+from svcreg.probes.runner import ProbeRunner
+from svcreg.probes.ttl import HeartbeatStore
+from tests.targets import HttpTarget, free_port, http_target
+
+
+class RecordingApi:
+    """Stands in for KubeApi: applies status patches to an in-memory object and records writes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        self.patches.append((namespace, name))
+        obj = self.objects.get((namespace, name))
+        if obj is None:
+            return None
+        obj["status"] = {k: v for k, v in status.items() if v is not None}
+        return copy.deepcopy(obj)
+
+    async def post_event(self, *, name: str, event_type: str, reason: str, **_: Any) -> None:
+        self.events.append((name, event_type, reason))
+
+    async def delete_registration(self, namespace: str, name: str, uid: str) -> bool:
+        self.deleted.append((namespace, name))
+        return self.objects.pop((namespace, name), None) is not None
+
+
+def registration(
+    name: str, spec: dict[str, Any], status: dict[str, Any] | None = None, generation: int = 1
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generation},
+        "spec": spec,
+    }
+    if status:
+        body["status"] = status
+    return body
+
+
+def http_spec(port: int, **check: Any) -> dict[str, Any]:
+    return {"endpoint": f"http://127.0.0.1:{port}", "healthCheck": {"timeoutSeconds": 0.5, **check}}
+
+
+@pytest.fixture
+def web() -> Iterator[HttpTarget]:
+    with http_target() as target:
+        yield target
+
+
+def make(api: RecordingApi, guard: PartitionGuard | None = None) -> Prober:
+    runner = ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore())
+    return Prober(api, runner, guard=guard)  # type: ignore[arg-type]
+
+
+def add(api: RecordingApi, prober: Prober, body: dict[str, Any], event: str | None = "ADDED") -> None:
+    api.objects[("ns", body["metadata"]["name"])] = body
+    prober.observe(event, copy.deepcopy(body))
+
+
+async def test_steady_state_writes_nothing(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port)))
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Healthy"
+    assert api.events == [("a", "Normal", "Healthy")]
+    writes = len(api.patches)
+    for _ in range(5):
+        await prober.probe_now(("ns", "a"))
+    assert len(api.patches) == writes
+
+
+async def test_thresholds_then_unhealthy_with_a_warning_event(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port, failureThreshold=3)))
+    await prober.probe_now(("ns", "a"))
+    web.mode = "fail"
+    healths = []
+    for _ in range(3):
+        await prober.probe_now(("ns", "a"))
+        healths.append(api.objects[("ns", "a")]["status"]["health"])
+    assert healths == ["Healthy", "Healthy", "Unhealthy"]
+    assert api.events[-1] == ("a", "Warning", "Unhealthy")
+    healthy = next(c for c in api.objects[("ns", "a")]["status"]["conditions"] if c["type"] == "Healthy")
+    assert (healthy["status"], healthy["reason"]) == ("False", "BadStatus")
+
+
+async def test_restart_resumes_from_status_without_writing(web: HttpTarget) -> None:
+    api = RecordingApi()
+    first = make(api)
+    add(api, first, registration("a", http_spec(web.port)))
+    await first.probe_now(("ns", "a"))
+    written = copy.deepcopy(api.objects[("ns", "a")])
+    api.patches.clear()
+    api.events.clear()
+    restarted = make(api)
+    restarted.observe(None, written)  # the initial listing after a restart
+    for _ in range(3):
+        await restarted.probe_now(("ns", "a"))
+    assert api.patches == [] and api.events == []
+
+
+async def test_spec_change_is_observed_in_status(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port)))
+    await prober.probe_now(("ns", "a"))
+    changed = copy.deepcopy(api.objects[("ns", "a")])
+    changed["metadata"]["generation"] = 2
+    changed["spec"]["weight"] = 5
+    add(api, prober, changed, "MODIFIED")
+    await prober.probe_now(("ns", "a"))
+    status = api.objects[("ns", "a")]["status"]
+    assert status["observedGeneration"] == 2 and all(
+        c["observedGeneration"] == 2 for c in status["conditions"]
+    )
+    assert [e for e in api.events if e[2] == "Healthy"] == [("a", "Normal", "Healthy")]  # no new transition
+
+
+async def test_maintenance_is_reported_and_not_probed(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", {**http_spec(web.port), "maintenance": True}))
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Maintenance"
+    assert web.connections == 0
+
+
+async def test_deleted_mid_probe_is_not_an_error(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port)))
+    del api.objects[("ns", "a")]  # deleted while the probe ran; the watch has not told us yet
+    await prober.probe_now(("ns", "a"))
+    assert api.patches == [("ns", "a")] and api.events == []
+    assert prober.metrics.status_writes.labels("notfound")._value.get() == 1
+
+
+def _unhealthy_since(seconds_ago: int) -> dict[str, Any]:
+    when = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    return {
+        "health": "Unhealthy",
+        "observedGeneration": 1,
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Valid",
+                "message": "spec is valid",
+                "lastTransitionTime": when,
+                "observedGeneration": 1,
+            },
+            {
+                "type": "Healthy",
+                "status": "False",
+                "reason": "ConnectionRefused",
+                "message": f"127.0.0.1:{0} refused the connection",
+                "lastTransitionTime": when,
+                "observedGeneration": 1,
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ConnectionRefused",
+                "message": "x",
+                "lastTransitionTime": when,
+                "observedGeneration": 1,
+            },
+        ],
+    }
+
+
+async def test_deregister_after_seconds_posts_an_event_then_deletes() -> None:
+    api = RecordingApi()
+    prober = make(api)
+    port = free_port()
+    add(
+        api,
+        prober,
+        registration("gone", {**http_spec(port), "deregisterAfterSeconds": 60}, _unhealthy_since(120)),
+        None,
+    )
+    add(
+        api,
+        prober,
+        registration("young", {**http_spec(port), "deregisterAfterSeconds": 600}, _unhealthy_since(120)),
+        None,
+    )
+    await prober.probe_now(("ns", "gone"))
+    await prober.probe_now(("ns", "young"))
+    assert api.deleted == [("ns", "gone")]
+    assert ("gone", "Warning", "Deregistering") in api.events
+
+
+async def test_partition_guard_holds_health_then_lets_real_failures_through() -> None:
+    api = RecordingApi()
+    guard = PartitionGuard(GuardSettings(window=60, min_targets=4, ratio=0.75))
+    prober = make(api, guard)
+    targets = [HttpTarget() for _ in range(5)]
+    try:
+        # failureThreshold 2: the guard holds transitions that would happen once it suspects a
+        # partition; the first failing round is absorbed by the threshold while it gathers evidence.
+        for i, target in enumerate(targets):
+            add(api, prober, registration(f"r{i}", http_spec(target.port, failureThreshold=2)))
+            await prober.probe_now(("ns", f"r{i}"))
+        assert {api.objects[("ns", f"r{i}")]["status"]["health"] for i in range(5)} == {"Healthy"}
+        # Every target stops answering at once: the prober suspects itself.
+        for target in targets:
+            target.close()
+        for _ in range(2):
+            for i in range(5):
+                await prober.probe_now(("ns", f"r{i}"))
+        assert guard.suspected
+        assert prober.metrics.partition_suspected._value.get() == 1
+        assert {api.objects[("ns", f"r{i}")]["status"]["health"] for i in range(5)} == {"Healthy"}
+        assert prober.metrics.held_transitions._value.get() >= 5
+    finally:
+        for target in targets:
+            if not target._loop.is_closed():
+                target.close()
+    # Four come back: failures are no longer global, and the one that is really down goes Unhealthy.
+    revived = [HttpTarget() for _ in range(4)]
+    try:
+        for i, target in enumerate(revived):
+            body = copy.deepcopy(api.objects[("ns", f"r{i}")])
+            body["spec"]["endpoint"] = f"http://127.0.0.1:{target.port}"
+            body["metadata"]["generation"] = 2
+            add(api, prober, body, "MODIFIED")
+        for _ in range(2):
+            for i in range(5):
+                await prober.probe_now(("ns", f"r{i}"))
+        assert not guard.suspected
+        assert api.objects[("ns", "r4")]["status"]["health"] == "Unhealthy"
+        assert {api.objects[("ns", f"r{i}")]["status"]["health"] for i in range(4)} == {"Healthy"}
+    finally:
+        for target in revived:
+            target.close()
+
+
+def endpoint_slice(service: str, addresses: list[tuple[str, bool]], port: int) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{service}-abc",
+            "namespace": "ns",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in addresses],
+    }
+
+
+async def test_service_ref_probes_every_ready_address(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    spec = {
+        "serviceRef": {"name": "web", "port": "http"},
+        "healthCheck": {"type": "http", "timeoutSeconds": 0.5, "failureThreshold": 1},
+    }
+    add(api, prober, registration("web", spec))
+    await prober.probe_now(("ns", "web"))
+    accepted = api.objects[("ns", "web")]["status"]["conditions"][0]
+    assert (accepted["status"], accepted["reason"]) == ("False", "NoEndpoints")
+    # 127.0.0.1 answers, 127.0.0.2 refuses, 127.0.0.3 is not ready (never probed).
+    prober.observe_endpoint_slice(
+        "ADDED",
+        endpoint_slice("web", [("127.0.0.1", True), ("127.0.0.2", True), ("127.0.0.3", False)], web.port),
+    )
+    await prober.probe_now(("ns", "web"))
+    status = api.objects[("ns", "web")]["status"]
+    assert status["health"] == Health.DEGRADED
+    assert [(i["address"], i["health"]) for i in status["instances"]] == [
+        ("127.0.0.1", "Healthy"),
+        ("127.0.0.2", "Unhealthy"),
+    ]
+    assert status["conditions"][1]["reason"] == "SomeInstancesUnhealthy"
+    prober.observe_endpoint_slice("MODIFIED", endpoint_slice("web", [("127.0.0.1", True)], web.port))
+    await prober.probe_now(("ns", "web"))
+    assert api.objects[("ns", "web")]["status"]["health"] == Health.HEALTHY

@@ -1,0 +1,144 @@
+"""Every probe kind against real sockets on loopback (the policy opens 127.0.0.0/8)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from svcreg.probes.base import Reason, Target
+from svcreg.probes.policy import ProbePolicy
+from svcreg.probes.runner import ProbeRunner
+from svcreg.probes.ttl import HeartbeatStore
+from tests.targets import GrpcTarget, HttpTarget, TcpListener, free_port, http_target
+
+
+@pytest.fixture
+def runner() -> ProbeRunner:
+    return ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore())
+
+
+@pytest.fixture
+def web() -> Iterator[HttpTarget]:
+    with http_target() as target:
+        yield target
+
+
+def http(port: int, **fields: object) -> Target:
+    return Target(kind="http", host="127.0.0.1", port=port, timeout=fields.pop("timeout", 1.0), **fields)  # type: ignore[arg-type]
+
+
+async def test_http_pass_and_bad_status(runner: ProbeRunner, web: HttpTarget) -> None:
+    outcome = await runner.run(http(web.port))
+    assert outcome is not None and outcome.passed and outcome.message == "HTTP 200"
+    web.mode = "fail"
+    outcome = await runner.run(http(web.port))
+    assert outcome is not None and outcome.reason == Reason.BAD_STATUS and not outcome.connection_level
+    outcome = await runner.run(http(web.port, expected=((500, 599),)))
+    assert outcome is not None and outcome.passed
+
+
+async def test_hanging_target_costs_its_timeout_and_is_not_a_connection_failure(
+    runner: ProbeRunner, web: HttpTarget
+) -> None:
+    web.mode = "hang"
+    outcome = await runner.run(http(web.port, timeout=0.2))
+    assert outcome is not None and outcome.reason == Reason.TIMEOUT
+    assert not outcome.connection_level and "did not answer" in outcome.message
+
+
+async def test_a_hanging_target_does_not_stall_others(runner: ProbeRunner, web: HttpTarget) -> None:
+    with http_target() as healthy:
+        web.mode = "hang"
+        hung = asyncio.create_task(runner.run(http(web.port, timeout=30)))
+        fast = await asyncio.wait_for(runner.run(http(healthy.port)), timeout=10)
+        assert fast is not None and fast.passed and not hung.done()
+        hung.cancel()
+        await asyncio.gather(hung, return_exceptions=True)
+
+
+async def test_reset_garbage_and_refused(runner: ProbeRunner, web: HttpTarget) -> None:
+    web.mode = "reset"
+    reset = await runner.run(http(web.port))
+    assert reset is not None and reset.reason == Reason.CONNECTION_RESET
+    web.mode = "garbage"
+    lying = await runner.run(http(web.port))
+    assert lying is not None and lying.reason == Reason.PROTOCOL_ERROR and "status line" in lying.message
+    refused = await runner.run(http(free_port()))
+    assert refused is not None and refused.reason == Reason.CONNECTION_REFUSED and refused.connection_level
+
+
+async def test_tls_is_verified_by_default(runner: ProbeRunner, tmp_path: Path) -> None:
+    with http_target(tmp_path) as secure:
+        outcome = await runner.run(http(secure.port, tls=True))
+        assert outcome is not None and outcome.reason == Reason.TLS_ERROR
+
+        trusting = ProbeRunner(
+            runner.policy, runner.heartbeats, ssl.create_default_context(cafile=str(secure.ca_file))
+        )
+        trusted = await trusting.run(http(secure.port, tls=True))
+        assert trusted is not None and trusted.passed
+
+
+async def test_forbidden_target_is_never_connected_to(web: HttpTarget) -> None:
+    closed = ProbeRunner(ProbePolicy(), HeartbeatStore())
+    outcome = await closed.run(http(web.port))
+    assert outcome is not None and outcome.reason == Reason.TARGET_FORBIDDEN
+    assert web.connections == 0
+
+
+async def test_dns_failure(runner: ProbeRunner) -> None:
+    outcome = await runner.run(Target(kind="http", host="no-such-host.invalid", port=80, timeout=2))
+    assert outcome is not None and outcome.reason == Reason.DNS_FAILURE
+
+
+async def test_tcp(runner: ProbeRunner) -> None:
+    listener = TcpListener()
+    try:
+        outcome = await runner.run(Target(kind="tcp", host="127.0.0.1", port=listener.port, timeout=1))
+        assert outcome is not None and outcome.passed
+    finally:
+        listener.close()
+    outcome = await runner.run(Target(kind="tcp", host="127.0.0.1", port=listener.port, timeout=1))
+    assert outcome is not None and outcome.reason == Reason.CONNECTION_REFUSED
+
+
+async def test_grpc_health(runner: ProbeRunner) -> None:
+    server = GrpcTarget()
+    try:
+        target = Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2)
+        outcome = await runner.run(target)
+        assert outcome is not None and outcome.passed and outcome.message == "SERVING"
+        server.set(serving=False)
+        outcome = await runner.run(target)
+        assert outcome is not None and outcome.reason == Reason.NOT_SERVING
+        unknown = await runner.run(
+            Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2, grpc_service="x")
+        )
+        assert unknown is not None and unknown.reason == Reason.NOT_SERVING
+    finally:
+        server.close()
+    gone = await runner.run(Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2))
+    assert gone is not None and not gone.passed and gone.connection_level
+
+
+def test_ttl_heartbeats_with_start_up_grace() -> None:
+    now = [1000.0]
+    store = HeartbeatStore(clock=lambda: now[0])
+    target = Target(kind="ttl", host="", port=0, timeout=1, heartbeat_key=("ns", "a"), ttl_seconds=30)
+    assert store.evaluate(target) is None  # grace after (re)start
+    now[0] += 31
+    expired = store.evaluate(target)
+    assert expired is not None and expired.reason == Reason.HEARTBEAT_EXPIRED
+    store.record(("ns", "a"))
+    assert store.evaluate(target).passed  # type: ignore[union-attr]
+    store.record(("ns", "a"), "warning", "disk 91%")
+    warning = store.evaluate(target)
+    assert warning is not None and warning.passed and warning.degraded and "disk 91%" in warning.message
+    store.record(("ns", "a"), "critical")
+    assert store.evaluate(target).reason == Reason.HEARTBEAT_CRITICAL  # type: ignore[union-attr]
+    now[0] += 31
+    assert store.evaluate(target).reason == Reason.HEARTBEAT_EXPIRED  # type: ignore[union-attr]

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Hashable
+
+from svcreg.scheduler import Scheduler
+
+
+class Progress:
+    """Jobs call ``bump``; tests wait for a condition to hold, woken by each bump."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+
+    def bump(self) -> None:
+        self.changed.set()
+
+    async def until(self, condition: Callable[[], bool], limit: float = 10.0) -> None:
+        async with asyncio.timeout(limit):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_each_key_runs_on_its_own_interval_and_a_hung_job_blocks_nothing() -> None:
+    runs: Counter[Hashable] = Counter()
+    release = asyncio.Event()
+    progress = Progress()
+
+    async def job(key: Hashable) -> None:
+        runs[key] += 1
+        progress.bump()
+        if key == "hung":
+            await release.wait()
+
+    scheduler = Scheduler(job, concurrency=4)
+    scheduler.schedule("hung", 0.05, soon=True)
+    scheduler.schedule("fast", 0.05, soon=True)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await progress.until(lambda: runs["fast"] >= 5)
+        assert runs["hung"] == 1  # a still-running job is not started again on top of itself
+    finally:
+        release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_concurrency_is_bounded() -> None:
+    running = 0
+    peak = 0
+    done = 0
+    progress = Progress()
+    gate = asyncio.Event()
+
+    async def job(key: Hashable) -> None:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        progress.bump()
+        await gate.wait()  # hold every slot until the bound has been reached
+        running -= 1
+        done += 1
+        progress.bump()
+
+    scheduler = Scheduler(job, concurrency=3)
+    for i in range(20):
+        scheduler.schedule(i, 60, soon=True)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await progress.until(lambda: running == 3)
+        gate.set()
+        await progress.until(lambda: done >= 20)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert peak == 3
+
+
+async def test_unscheduled_and_rescheduled_keys_do_not_run_stale_entries() -> None:
+    runs: list[Hashable] = []
+    progress = Progress()
+
+    async def job(key: Hashable) -> None:
+        runs.append(key)
+        progress.bump()
+
+    scheduler = Scheduler(job)
+    scheduler.schedule("gone", 0.05, soon=True)
+    scheduler.unschedule("gone")
+    scheduler.schedule("kept", 0.05, soon=True)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await progress.until(lambda: len(runs) >= 3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(runs) == {"kept"} and len(scheduler) == 1
+
+
+def test_first_runs_are_spread_over_one_interval() -> None:
+    clock = [0.0]
+
+    async def job(key: Hashable) -> None:
+        return None
+
+    async def build() -> list[float]:
+        scheduler = Scheduler(job, clock=lambda: clock[0], rng=random.Random(7))
+        for i in range(1000):
+            scheduler.schedule(i, 10.0)
+        return sorted(entry.due for entry in scheduler._heap)
+
+    dues = asyncio.run(build())
+    assert dues[0] >= 0 and dues[-1] < 10
+    # Roughly uniform: each second of the interval gets about a tenth of the first runs.
+    per_second = Counter(int(d) for d in dues)
+    assert len(per_second) == 10 and max(per_second.values()) < 150
