@@ -9,20 +9,35 @@ in-cluster ServiceAccount (token re-read as it rotates) or the current kubeconfi
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import socket
 import ssl
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from svcreg import model
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class KubeApiError(RuntimeError):
@@ -36,8 +51,15 @@ def _load_configuration() -> k8s_client.Configuration:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # Pass KUBECONFIG explicitly: the kubernetes package reads it once, at import time.
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     return configuration
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def now_rfc3339() -> str:
@@ -45,6 +67,9 @@ def now_rfc3339() -> str:
 
 
 class KubeApi:
+    """aiohttp underneath: its connection pool stays cheap with hundreds of callers waiting,
+    which matters when thousands of registrations change health at once."""
+
     def __init__(
         self, configuration: k8s_client.Configuration | None = None, *, max_connections: int = 32
     ) -> None:
@@ -55,13 +80,21 @@ class KubeApi:
         if not self.configuration.verify_ssl:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        self._http = httpx.AsyncClient(
-            base_url=self.configuration.host,
-            verify=context,
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._ssl = context
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self.base_url = self.configuration.host.rstrip("/")
         self.instance = socket.gethostname()
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running event loop that will use it.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=30, connect=10),
+                json_serialize=json.dumps,
+            )
+        return self._session
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -74,7 +107,8 @@ class KubeApi:
         return headers
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def request(
         self,
@@ -84,14 +118,16 @@ class KubeApi:
         json: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        return await self._http.request(
+    ) -> Response:
+        body = None if json is None else _dumps(json)
+        async with self._client().request(
             method,
-            path,
-            json=json,
+            self.base_url + path,
+            data=body,
             params=params,
             headers=self._headers(content_type if json is not None else None),
-        )
+        ) as answer:
+            return Response(answer.status, await answer.read())
 
     @staticmethod
     def _registration_path(namespace: str, name: str) -> str:
@@ -109,8 +145,8 @@ class KubeApi:
             return None
         if response.status_code >= 400:
             raise KubeApiError(response.status_code, response.text[:500])
-        body: dict[str, Any] = response.json()
-        return body
+        answer: dict[str, Any] = response.json()
+        return answer
 
     async def delete_registration(self, namespace: str, name: str, uid: str) -> bool:
         """Delete exactly this object (uid precondition), never a same-named successor."""

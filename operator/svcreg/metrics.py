@@ -6,6 +6,8 @@ components in one process without duplicate-metric errors.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -28,7 +30,24 @@ class Metrics:
             "svcreg_scheduler_lag_seconds",
             "How late probe jobs start versus their due time.",
             registry=r,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                0.75,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+            ),
         )
         self.status_writes = Counter(
             "svcreg_status_writes_total", "Status patches sent, by result.", ["result"], registry=r
@@ -46,6 +65,19 @@ class Metrics:
             "Failures not applied because a partition was suspected.",
             registry=r,
         )
+        self._probe_children: dict[tuple[str, bool, str], tuple[Any, Any]] = {}
         self.deregistrations = Counter(
             "svcreg_deregistrations_total", "Registrations deleted by deregisterAfterSeconds.", registry=r
         )
+
+    def observe_probe(self, kind: str, passed: bool, reason: str, latency: float) -> None:
+        """Count one probe; label children are looked up once per combination (hot path)."""
+        key = (kind, passed, reason)
+        children = self._probe_children.get(key)
+        if children is None:
+            result = "pass" if passed else str(reason)
+            outcome = "pass" if passed else "fail"
+            children = (self.probes.labels(kind, result), self.probe_duration.labels(kind, outcome))
+            self._probe_children[key] = children
+        children[0].inc()
+        children[1].observe(latency)

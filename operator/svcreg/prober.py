@@ -48,16 +48,24 @@ class Tracked:
     states: dict[str, HealthState] = field(default_factory=dict)
     written_health: Health | None = None
     deleting: bool = False
+    # The verdict last compared with ``status``: when neither changed, nothing can differ, so
+    # the steady state skips building a status at all.
+    last_verdict: status_mod.Verdict | None = None
+    last_compared: dict[str, Any] | None = None
+    thresholds: Thresholds = field(init=False)
 
-    @property
-    def thresholds(self) -> Thresholds:
-        if self.spec is None:
-            return Thresholds()
-        check = self.spec.health_check
-        if self.spec.check_type() == "ttl":
-            # A heartbeat already carries its own deadline (ttlSeconds): apply it at once.
-            return Thresholds(success=1, failure=1)
-        return Thresholds(check.success_threshold, check.failure_threshold, check.degraded_latency_ms / 1000)
+    def __post_init__(self) -> None:
+        self.thresholds = _thresholds(self.spec)
+
+
+def _thresholds(spec: ServiceRegistrationSpec | None) -> Thresholds:
+    if spec is None:
+        return Thresholds()
+    check = spec.health_check
+    if spec.check_type() == "ttl":
+        # A heartbeat already carries its own deadline (ttlSeconds): apply it at once.
+        return Thresholds(success=1, failure=1)
+    return Thresholds(check.success_threshold, check.failure_threshold, check.degraded_latency_ms / 1000)
 
 
 def _resumed_states(tracked: Tracked) -> dict[str, HealthState]:
@@ -212,7 +220,10 @@ class Prober:
             await self._write(tracked, verdict)
             return
         targets = list(tracked.plan.targets.items())
-        if targets:
+        if len(targets) == 1:  # the common case: no gather, so no extra task per probe
+            iid, target = targets[0]
+            self._apply(tracked, [(iid, target.kind, await self.runner.run(target))])
+        elif targets:
             outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
             self._apply(
                 tracked, [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)]
@@ -228,11 +239,7 @@ class Prober:
         for iid, kind, outcome in results:
             if outcome is None:
                 continue  # a ttl check within its start-up grace
-            result = "pass" if outcome.passed else str(outcome.reason)
-            self.metrics.probes.labels(kind, result).inc()
-            self.metrics.probe_duration.labels(kind, "pass" if outcome.passed else "fail").observe(
-                outcome.latency
-            )
+            self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
             connection_failed = not outcome.passed and outcome.connection_level
             self.guard.record((tracked.key, iid), connection_failed, now)
             suspected = self.guard.evaluate(now)
@@ -284,6 +291,9 @@ class Prober:
         return status_mod.Verdict(overall, reason, message, instances=instances, **common)
 
     async def _write(self, tracked: Tracked, verdict: status_mod.Verdict) -> None:
+        if verdict == tracked.last_verdict and tracked.status is tracked.last_compared:
+            return
+        tracked.last_verdict, tracked.last_compared = verdict, tracked.status
         wanted = status_mod.desired(tracked.status, verdict, now_rfc3339())
         if not status_mod.differs(tracked.status, wanted):
             return
@@ -294,7 +304,7 @@ class Prober:
             self.metrics.status_writes.labels("error").inc()
             logger.warning("status of %s/%s not written: %s", namespace, name, error)
             return
-        except Exception as error:  # httpx errors: the next round retries
+        except Exception as error:  # transport errors: the next round retries
             self.metrics.status_writes.labels("error").inc()
             logger.warning("status of %s/%s not written: %s", namespace, name, error)
             return

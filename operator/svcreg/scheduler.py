@@ -10,7 +10,6 @@ prober is overloaded, so it is measured for every run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
@@ -21,6 +20,12 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 Job = Callable[[Hashable], Awaitable[None]]
+COALESCE = 0.005  # seconds: entries due this close together are dispatched in one wake-up
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(order=True)
@@ -52,7 +57,7 @@ class Scheduler:
         self._running: set[Hashable] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = 0
-        self._wakeup = asyncio.Event()
+        self._wakeup: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._intervals)
@@ -74,52 +79,58 @@ class Scheduler:
         self._sequence += 1
         entry = _Entry(due, self._sequence, key, version)
         heapq.heappush(self._heap, entry)
-        if self._heap[0] is entry:
-            self._wakeup.set()
+        if self._heap[0] is entry and self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def run(self) -> None:
-        """Dispatch due jobs until cancelled."""
+        """Dispatch due jobs until cancelled.
+
+        One future and one timer per wake-up (not a task per wait), and every entry due within
+        ``COALESCE`` seconds is dispatched in the same wake-up: at a thousand jobs a second the
+        loop wakes a few hundred times, not a thousand.
+        """
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 await self._dispatch_due()
+                self._wakeup = loop.create_future()
+                timer = None
+                if self._heap:
+                    wake_at = loop.time() + max(0.0, self._heap[0].due - self._clock()) + COALESCE
+                    timer = loop.call_at(wake_at, _resolve, self._wakeup)
+                try:
+                    await self._wakeup
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _dispatch_due(self) -> None:
-        if not self._heap:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-            return
-        entry = self._heap[0]
-        delay = entry.due - self._clock()
-        if delay > 0:
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-            return
-        heapq.heappop(self._heap)
-        if self._versions.get(entry.key) != entry.version:
-            return  # rescheduled or removed since this entry was pushed
-        interval = self._intervals[entry.key]
-        if entry.key in self._running:
-            # The previous run is still going (its own timeout is below the interval, but a
-            # serviceRef fans out): skip this slot rather than pile up.
-            self._push(entry.key, entry.due + interval, entry.version)
-            return
-        await self._semaphore.acquire()
-        now = self._clock()
-        lag = max(0.0, now - entry.due)
-        if self._on_lag is not None:
-            self._on_lag(lag)
-        # Keep the cadence; after a long stall, start again from now instead of bursting.
-        next_due = entry.due + interval if lag < interval else now + interval
-        self._push(entry.key, next_due, entry.version)
-        self._running.add(entry.key)
-        task = asyncio.create_task(self._run_one(entry.key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        while self._heap and self._heap[0].due <= self._clock():
+            entry = heapq.heappop(self._heap)
+            if self._versions.get(entry.key) != entry.version:
+                continue  # rescheduled or removed since this entry was pushed
+            interval = self._intervals[entry.key]
+            if entry.key in self._running:
+                # The previous run is still going (a serviceRef fans out): skip this slot
+                # rather than pile up.
+                self._push(entry.key, entry.due + interval, entry.version)
+                continue
+            await self._semaphore.acquire()
+            now = self._clock()
+            lag = max(0.0, now - entry.due)
+            if self._on_lag is not None:
+                self._on_lag(lag)
+            # Keep the cadence; after a long stall, start again from now instead of bursting.
+            next_due = entry.due + interval if lag < interval else now + interval
+            self._push(entry.key, next_due, entry.version)
+            self._running.add(entry.key)
+            task = asyncio.create_task(self._run_one(entry.key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run_one(self, key: Hashable) -> None:
         try:

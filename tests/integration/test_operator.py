@@ -424,3 +424,16 @@ def test_partition_guard_holds_then_releases(k8s: Kube, control_plane: Cluster, 
             if not target._loop.is_closed():
                 target.close()
         process.stop()
+
+
+def test_deregister_after_seconds_posts_an_event_then_deletes(
+    k8s: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {
+        "endpoint": f"http://127.0.0.1:{free_port()}",
+        "deregisterAfterSeconds": 2,
+        "healthCheck": fast_check(failureThreshold=1),
+    }
+    k8s.apply(registration("zombie", spec), namespace)
+    k8s.kubectl("wait", "--for=delete", "svcreg/zombie", "-n", namespace, "--timeout=60s")
+    assert {("Warning", "Unhealthy"), ("Warning", "Deregistering")} <= set(events(k8s, namespace, "zombie"))

@@ -47,20 +47,15 @@ def parse_status(line: bytes) -> int:
 async def probe(
     target: Target, policy: ProbePolicy, ssl_context: ssl.SSLContext, phase: net.Phase
 ) -> Outcome:
-    reader, writer = await net.open_checked(target, policy, phase, ssl_context if target.tls else None)
-    try:
-        writer.write(request_bytes(target))
-        await writer.drain()
-        line = await reader.readline()
-    finally:
-        await net.close(writer)
+    line = await net.exchange(
+        target, policy, phase, request_bytes(target), ssl_context if target.tls else None
+    )
     latency = phase.elapsed()
     if not line:
-        return Outcome.fail(
-            Reason.CONNECTION_RESET, f"{target.display} closed the connection without a response", latency
-        )
-    if len(line) > _MAX_STATUS_LINE or not line.endswith(b"\n"):
-        return Outcome.fail(Reason.PROTOCOL_ERROR, f"{target.display} sent an overlong status line", latency)
+        message = f"{target.display} closed the connection without a response"
+        return Outcome.fail(Reason.CONNECTION_RESET, message, latency)
+    if len(line) >= _MAX_STATUS_LINE or not line.endswith(b"\n"):
+        return Outcome.fail(Reason.PROTOCOL_ERROR, f"{target.display} sent no HTTP status line", latency)
     try:
         status = parse_status(line)
     except ValueError as error:

@@ -40,9 +40,22 @@ class ProbePolicy:
     def __init__(self, allow: Iterable[str] = ()) -> None:
         self.allow: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in allow)
         self._cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._decisions: dict[str, str | None] = {}
+        self._literals: dict[str, bool] = {}
 
     def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be probed, or None when it may."""
+        """Why ``address`` may not be probed, or None when it may (memoised: the answer for an
+        address never changes while the policy lives)."""
+        try:
+            return self._decisions[address]
+        except KeyError:
+            pass
+        if len(self._decisions) > 100_000:
+            self._decisions.clear()
+        decision = self._decisions[address] = self._decide(address)
+        return decision
+
+    def _decide(self, address: str) -> str | None:
         ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
@@ -71,12 +84,22 @@ class ProbePolicy:
             raise TargetForbidden(reasons)
         return allowed
 
+    def _is_literal(self, host: str) -> bool:
+        known = self._literals.get(host)
+        if known is None:
+            try:
+                ipaddress.ip_address(host.split("%", 1)[0])
+                known = True
+            except ValueError:
+                known = False
+            if len(self._literals) > 100_000:
+                self._literals.clear()
+            self._literals[host] = known
+        return known
+
     async def _lookup(self, host: str, port: int) -> list[str]:
-        try:
-            ipaddress.ip_address(host.split("%", 1)[0])
+        if self._is_literal(host):
             return [host]
-        except ValueError:
-            pass
         now = time.monotonic()
         cached = self._cache.get((host, port))
         if cached is not None and cached[0] > now:

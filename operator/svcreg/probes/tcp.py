@@ -8,6 +8,5 @@ from svcreg.probes.policy import ProbePolicy
 
 
 async def probe(target: Target, policy: ProbePolicy, phase: net.Phase) -> Outcome:
-    _, writer = await net.open_checked(target, policy, phase, None)
-    await net.close(writer)
+    await net.exchange(target, policy, phase, None, None)
     return Outcome.ok(phase.elapsed(), "accepted a TCP connection")
