@@ -151,7 +151,12 @@ async def victim_health() -> str:
 async def cleanup() -> None:
     api = KubeApi()
     try:
-        await api.request("DELETE", f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations")
+        # A DeleteCollection of 10,000 objects takes longer than an ordinary call.
+        await api.request(
+            "DELETE",
+            f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations",
+            deadline_seconds=600,
+        )
     finally:
         await api.close()
 

@@ -118,7 +118,9 @@ class KubeApi:
         json: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
+        deadline_seconds: float | None = None,
     ) -> Response:
+        """One API call; ``deadline_seconds`` overrides the 30 s default for slow calls (bulk deletes)."""
         body = None if json is None else _dumps(json)
         async with self._client().request(
             method,
@@ -126,6 +128,7 @@ class KubeApi:
             data=body,
             params=params,
             headers=self._headers(content_type if json is not None else None),
+            timeout=aiohttp.ClientTimeout(total=deadline_seconds, connect=10) if deadline_seconds else None,
         ) as answer:
             return Response(answer.status, await answer.read())
 
