@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,26 @@ class KubeApi:
             timeout=aiohttp.ClientTimeout(total=deadline_seconds, connect=10) if deadline_seconds else None,
         ) as answer:
             return Response(answer.status, await answer.read())
+
+    async def stream(
+        self, path: str, params: dict[str, str], read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of a watch response."""
+        async with self._client().get(
+            self.base_url + path,
+            params=params,
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=read_timeout),
+        ) as answer:
+            if answer.status != 200:
+                raise KubeApiError(answer.status, (await answer.read()).decode(errors="replace")[:500])
+            buffer = b""
+            async for chunk in answer.content.iter_any():
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
 
     @staticmethod
     def _registration_path(namespace: str, name: str) -> str:

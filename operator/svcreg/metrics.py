@@ -65,6 +65,28 @@ class Metrics:
             "Failures not applied because a partition was suspected.",
             registry=r,
         )
+        self.http_requests = Counter(
+            "svcreg_http_requests_total",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "code"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "svcreg_http_request_duration_seconds",
+            "HTTP request latency by route (long polls included).",
+            ["route"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300),
+        )
+        self.auth_cache = Counter(
+            "svcreg_auth_cache_lookups_total",
+            "TokenReview/SubjectAccessReview cache lookups.",
+            ["cache", "result"],
+            registry=r,
+        )
+        self.index_size = Gauge(
+            "svcreg_index_registrations", "Registrations in the discovery index.", registry=r
+        )
         self._probe_children: dict[tuple[str, bool, str], tuple[Any, Any]] = {}
         self.deregistrations = Counter(
             "svcreg_deregistrations_total", "Registrations deleted by deregisterAfterSeconds.", registry=r
@@ -81,3 +103,7 @@ class Metrics:
             self._probe_children[key] = children
         children[0].inc()
         children[1].observe(latency)
+
+    def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
+        self.http_requests.labels(route, method, str(code)).inc()
+        self.http_latency.labels(route).observe(seconds)

@@ -11,6 +11,10 @@ from aiohttp import web
 
 from svcreg import kopf_handlers  # noqa: F401 - registers the handlers
 from svcreg.api.app import build_app
+from svcreg.api.auth import Authorizer
+from svcreg.api.discovery import Discovery
+from svcreg.index import Index
+from svcreg.informer import Informer
 from svcreg.kubeapi import KubeApi
 from svcreg.metrics import Metrics
 from svcreg.partition import GuardSettings, PartitionGuard
@@ -26,12 +30,22 @@ logger = logging.getLogger("svcreg")
 async def run(settings: Settings) -> None:
     metrics = Metrics()
     api = KubeApi()
+    index = Index()
+    metrics.index_size.set_function(lambda: len(index.items))
+    heartbeats = HeartbeatStore()
+    discovery = Discovery(
+        index=index,
+        auth=Authorizer(api, settings.token_audiences, metrics=metrics),
+        metrics=metrics,
+        heartbeats=None if settings.discovery_only else heartbeats,
+        cors_origins=settings.cors_origins,
+    )
     guard = PartitionGuard(
         GuardSettings(settings.partition_window, settings.partition_min_targets, settings.partition_ratio)
     )
     prober = Prober(
         api,
-        ProbeRunner(ProbePolicy(settings.probe_allow), HeartbeatStore()),
+        ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats),
         metrics=metrics,
         guard=guard,
         concurrency=settings.probe_concurrency,
@@ -39,32 +53,46 @@ async def run(settings: Settings) -> None:
     started = asyncio.Event()
 
     def ready() -> tuple[bool, dict[str, Any]]:
+        details: dict[str, Any] = {
+            "indexSynced": index.synced,
+            "registrations": len(index.items),
+            "index": index.index,
+        }
+        if settings.discovery_only:
+            return index.synced, {"mode": "discovery-only", **details}
         failed, total = guard.counts
-        details = {
+        details |= {
+            "mode": "operator",
             "operator": "running" if started.is_set() else "starting",
-            "registrations": len(prober.tracked),
             "partitionSuspected": guard.suspected,
             "connectionFailures": {"failed": failed, "targets": total},
         }
-        return started.is_set() and not guard.suspected, details
+        return index.synced and started.is_set() and not guard.suspected, details
 
-    web_runner = web.AppRunner(build_app(metrics, ready), access_log=None)
+    web_runner = web.AppRunner(build_app(metrics, ready, discovery), access_log=None)
     await web_runner.setup()
     site = web.TCPSite(web_runner, host="0.0.0.0", port=settings.port)  # served to the cluster
     await site.start()
     logger.info(
-        "svcreg listening on :%d; probe policy opens %s",
+        "svcreg %s listening on :%d; probe policy opens %s",
+        "discovery" if settings.discovery_only else "operator and discovery",
         settings.port,
         list(settings.probe_allow) or "nothing",
     )
+    informer = asyncio.create_task(Informer(api, index, settings.namespaces).run(), name="svcreg-informer")
     try:
-        await kopf.operator(
-            clusterwide=settings.clusterwide,
-            namespaces=settings.namespaces,
-            standalone=settings.standalone,
-            memo=kopf.Memo(prober=prober),
-            ready_flag=started,
-        )
+        if settings.discovery_only:
+            await informer
+        else:
+            await kopf.operator(
+                clusterwide=settings.clusterwide,
+                namespaces=settings.namespaces,
+                standalone=settings.standalone,
+                memo=kopf.Memo(prober=prober),
+                ready_flag=started,
+            )
     finally:
+        informer.cancel()
+        await asyncio.gather(informer, return_exceptions=True)
         await web_runner.cleanup()
         await api.close()

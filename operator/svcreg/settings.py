@@ -16,6 +16,8 @@ class Settings:
     probe_allow: tuple[str, ...] = ()
     probe_concurrency: int = 200
     standalone: bool = False
+    discovery_only: bool = False
+    cors_origins: tuple[str, ...] = ()
     partition_window: float = 30.0
     partition_min_targets: int = 10
     partition_ratio: float = 0.8
@@ -90,6 +92,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="no Kopf peering: run as the only prober without coordinating",
     )
     parser.add_argument(
+        "--discovery-only",
+        action="store_true",
+        default=_env_bool("discovery-only"),
+        help="serve discovery from a watch; never probe or write (scale reads with replicas)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default",
+    )
+    parser.add_argument(
         "--partition-window",
         type=float,
         default=float(_env("partition-window") or 30),
@@ -118,6 +133,8 @@ def from_args(args: argparse.Namespace) -> Settings:
         probe_allow=tuple(args.probe_allow or [_cidr(c) for c in _env_list("probe-allow")]),
         probe_concurrency=args.probe_concurrency,
         standalone=args.standalone,
+        discovery_only=args.discovery_only,
+        cors_origins=tuple(args.cors_origins or _env_list("cors-origin")),
         partition_window=args.partition_window,
         partition_min_targets=args.partition_min_targets,
         partition_ratio=args.partition_ratio,

@@ -1,4 +1,4 @@
-"""The aiohttp application: liveness, readiness and Prometheus metrics."""
+"""The aiohttp application: liveness, readiness, Prometheus metrics, OpenAPI, and discovery."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from svcreg.api import discovery, openapi
 from svcreg.metrics import Metrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
@@ -30,11 +31,20 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(metrics_: Metrics, ready: ReadyCheck) -> web.Application:
-    app = web.Application()
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+def build_app(
+    metrics_: Metrics, ready: ReadyCheck, discovery_: discovery.Discovery | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[discovery.errors_and_metrics], client_max_size=64 * 1024)
     app[METRICS_KEY] = metrics_
     app[READY_KEY] = ready
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_json)
+    if discovery_ is not None:
+        discovery.add_routes(app, discovery_)
     return app

@@ -1,0 +1,218 @@
+"""Who is calling, and which namespaces may they read: TokenReview and SubjectAccessReview.
+
+Callers present their ServiceAccount token; the API server says who it belongs to
+(TokenReview, with the configured audiences) and whether that identity may ``list``
+serviceregistrations in a namespace (SubjectAccessReview), so ordinary RBAC decides. Answers
+are cached briefly, keyed by a hash of the token (the token itself is never stored or
+logged): positive reviews at most 60 s and never past the token's own expiry, negative ones a
+few seconds. Concurrent identical reviews share one API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from svcreg.kubeapi import KubeApi
+from svcreg.metrics import Metrics
+
+POSITIVE_TTL = 60.0
+NEGATIVE_TTL = 5.0
+MAX_TOKEN_LENGTH = 16384
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    uid: str
+    groups: tuple[str, ...]
+    extra: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def subject(self) -> dict[str, Any]:
+        return {
+            "user": self.username,
+            "uid": self.uid,
+            "groups": list(self.groups),
+            "extra": {k: list(v) for k, v in self.extra},
+        }
+
+
+def _token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying (only to bound the cache lifetime)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _TtlCache:
+    def __init__(self, clock: Callable[[], float], on_lookup: Callable[[bool], None] | None = None) -> None:
+        self._clock = clock
+        self._on_lookup = on_lookup
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._inflight: dict[Any, asyncio.Future[Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        if self._on_lookup is not None:
+            self._on_lookup(hit)
+
+    async def get(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+        cached = self._values.get(key)
+        if cached is not None and cached[0] > self._clock():
+            self._count(True)
+            return cached[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self._count(True)
+            return await asyncio.shield(pending)
+        self._count(False)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value, ttl = await compute()
+            if len(self._values) > 50_000:
+                self._values.clear()
+            self._values[key] = (self._clock() + ttl, value)
+            future.set_result(value)
+            return value
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
+            raise
+        finally:
+            del self._inflight[key]
+
+
+class Authorizer:
+    def __init__(
+        self,
+        api: KubeApi,
+        audiences: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.api = api
+        self.audiences = tuple(audiences)
+        self._wall = wall
+
+        def counter(cache: str) -> Callable[[bool], None] | None:
+            if metrics is None:
+                return None
+            hit, miss = metrics.auth_cache.labels(cache, "hit"), metrics.auth_cache.labels(cache, "miss")
+            return lambda found: (hit if found else miss).inc()
+
+        self.tokens = _TtlCache(clock, counter("tokenreview"))
+        self.reviews = _TtlCache(clock, counter("subjectaccessreview"))
+
+    async def identify(self, authorization: str | None) -> Identity:
+        """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise."""
+        if not authorization:
+            raise AuthError(401, "Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
+            raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        result: Identity | str = await self.tokens.get(key, lambda: self._review_token(token))
+        if isinstance(result, str):
+            raise AuthError(401, "Unauthenticated", result)
+        return result
+
+    async def _review_token(self, token: str) -> tuple[Identity | str, float]:
+        spec: dict[str, Any] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = list(self.audiences)
+        answer = await self.api.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+        )
+        if answer.status_code >= 300:
+            raise AuthError(503, "ReviewUnavailable", f"TokenReview failed with HTTP {answer.status_code}")
+        status = answer.json().get("status") or {}
+        if not status.get("authenticated"):
+            # The API server's reason may name the audience problem; it never contains the token.
+            reason = str(status.get("error") or "token not accepted")[:300]
+            return f"token rejected: {reason}", NEGATIVE_TTL
+        user = status.get("user") or {}
+        identity = Identity(
+            username=str(user.get("username", "")),
+            uid=str(user.get("uid", "")),
+            groups=tuple(user.get("groups") or ()),
+            extra=tuple(sorted((k, tuple(v)) for k, v in (user.get("extra") or {}).items())),
+        )
+        ttl = POSITIVE_TTL
+        expiry = _token_expiry(token)
+        if expiry is not None:
+            ttl = min(ttl, max(0.0, expiry - self._wall()))
+        return identity, ttl
+
+    async def allowed(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> bool:
+        """Whether RBAC lets ``identity`` do ``verb`` on serviceregistrations in ``namespace``
+        ("" asks cluster-wide)."""
+        key = (identity, verb, namespace, name)
+        allowed: bool = await self.reviews.get(
+            key, lambda: self._review_access(identity, verb, namespace, name)
+        )
+        return allowed
+
+    async def _review_access(
+        self, identity: Identity, verb: str, namespace: str, name: str | None
+    ) -> tuple[bool, float]:
+        attributes: dict[str, Any] = {"group": "svcreg.io", "resource": "serviceregistrations", "verb": verb}
+        if namespace:
+            attributes["namespace"] = namespace
+        if name:
+            attributes["name"] = name
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {**identity.subject(), "resourceAttributes": attributes},
+        }
+        answer = await self.api.request(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", json=body
+        )
+        if answer.status_code >= 300:
+            raise AuthError(
+                503, "ReviewUnavailable", f"SubjectAccessReview failed with HTTP {answer.status_code}"
+            )
+        allowed = bool((answer.json().get("status") or {}).get("allowed"))
+        return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
+
+    async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
+        """Namespaces among ``namespaces`` the caller may list registrations in; None means all
+        (a cluster-wide grant)."""
+        if await self.allowed(identity, "list", ""):
+            return None
+        candidates = sorted(set(namespaces))
+        limit = asyncio.Semaphore(16)
+
+        async def check(namespace: str) -> bool:
+            async with limit:
+                return await self.allowed(identity, "list", namespace)
+
+        answers = await asyncio.gather(*(check(ns) for ns in candidates))
+        return frozenset(ns for ns, ok in zip(candidates, answers, strict=True) if ok)

@@ -1,0 +1,401 @@
+"""The ``/v1`` routes: discovery answers from the in-memory index, for callers RBAC allows.
+
+Every answer is limited to the namespaces the caller may ``list`` registrations in. List
+answers carry ``index`` (the index's change counter) and an ``ETag``; ``?index=N&wait=30s``
+holds the request until the index passes N (capped, with jitter), and identical concurrent
+long polls share one evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from svcreg import query as query_mod
+from svcreg.api.auth import AuthError, Authorizer, Identity
+from svcreg.index import Change, Index, Instance, dumps, render
+from svcreg.metrics import Metrics
+from svcreg.model import Health
+from svcreg.probes.ttl import HeartbeatStatus, HeartbeatStore
+
+logger = logging.getLogger(__name__)
+KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass
+class Discovery:
+    index: Index
+    auth: Authorizer
+    metrics: Metrics
+    heartbeats: HeartbeatStore | None = None  # None on discovery-only replicas
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # (query, readable namespaces, index) -> (body, etag): identical long polls woken by
+        # the same change share one evaluation.
+        self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str]] = collections.OrderedDict()
+
+
+DISCOVERY_KEY = web.AppKey("discovery", Discovery)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return web.Response(status=status, body=dumps(body), content_type="application/json")
+
+
+@web.middleware
+async def errors_and_metrics(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except AuthError as error:
+        response = error_response(error.status, error.code, error.message)
+    except query_mod.BadQuery as error:
+        response = error_response(400, "BadParameter", str(error), parameter=error.parameter)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = error_response(error.status, error.reason.replace(" ", ""), error.text or error.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        response = error_response(500, "InternalError", "internal error; see the svcreg log")
+    discovery = request.app.get(DISCOVERY_KEY)
+    if discovery is not None:
+        discovery.metrics.observe_request(
+            route, request.method, response.status, time.perf_counter() - started
+        )
+        _cors(request, response, discovery.cors_origins)
+    return response
+
+
+def _cors(request: web.Request, response: web.StreamResponse, origins: tuple[str, ...]) -> None:
+    origin = request.headers.get("Origin")
+    if origin and response.prepared is False and (origin in origins or "*" in origins):
+        response.headers["Access-Control-Allow-Origin"] = origin if "*" not in origins else "*"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Authorization, Content-Type, If-None-Match, Last-Event-ID"
+        )
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Expose-Headers"] = "ETag, X-Svcreg-Index"
+        response.headers["Vary"] = "Origin"
+
+
+async def preflight(request: web.Request) -> web.Response:
+    discovery = request.app[DISCOVERY_KEY]
+    if not discovery.cors_origins:
+        return error_response(
+            405, "MethodNotAllowed", "CORS is off; start svcreg with --cors-origin to allow it"
+        )
+    return web.Response(status=204)
+
+
+def _check_length(request: web.Request) -> None:
+    if len(request.query_string) > query_mod.MAX_QUERY_LENGTH:
+        raise query_mod.BadQuery("query", f"longer than {query_mod.MAX_QUERY_LENGTH} characters")
+
+
+async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identity, frozenset[str] | None]:
+    """Authenticate, then work out which namespaces the answer may include."""
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    if query.namespace:
+        if not await discovery.auth.allowed(identity, "list", query.namespace):
+            raise AuthError(
+                403,
+                "Forbidden",
+                f"{identity.username} may not list serviceregistrations in {query.namespace}",
+            )
+        return identity, frozenset({query.namespace})
+    readable = await discovery.auth.readable(identity, discovery.index.by_namespace.keys())
+    if readable is not None and not readable:
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"{identity.username} may not list serviceregistrations in any namespace that has them",
+        )
+    return identity, readable
+
+
+async def _long_poll(request: web.Request, query: query_mod.Query) -> None:
+    if query.index is None or not query.wait:
+        return
+    index = request.app[DISCOVERY_KEY].index
+    if index.index > query.index:
+        return
+    # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
+    await index.wait_past(query.index, query.wait + random.uniform(0, query.wait / 16))
+
+
+def _answer(
+    request: web.Request,
+    query: query_mod.Query,
+    readable: frozenset[str] | None,
+    build: Callable[[], Any],
+) -> web.Response:
+    discovery = request.app[DISCOVERY_KEY]
+    key = (query.canonical, readable, discovery.index.index)
+    cached = discovery._answers.get(key)
+    if cached is None:
+        payload = build()
+        content = dumps(payload)
+        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+        body = dumps({"index": discovery.index.index, **payload})
+        cached = (body, etag)
+        discovery._answers[key] = cached
+        while len(discovery._answers) > 512:
+            discovery._answers.popitem(last=False)
+    body, etag = cached
+    headers = {"ETag": etag, "X-Svcreg-Index": str(discovery.index.index), "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def services(request: web.Request) -> web.Response:
+    _check_length(request)
+    query = query_mod.parse(request.query, "services")
+    _, readable = await _caller(request, query)
+    await _long_poll(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        items = render(index.candidates(query, readable))
+        return {"count": len(items), "items": items}
+
+    return _answer(request, query, readable, build)
+
+
+async def one_service(request: web.Request) -> web.Response:
+    _check_length(request)
+    query_mod.parse(request.query, "one")
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    if not await discovery.auth.allowed(identity, "list", namespace):
+        raise AuthError(
+            403, "Forbidden", f"{identity.username} may not list serviceregistrations in {namespace}"
+        )
+    item = discovery.index.items.get((namespace, name))
+    if item is None:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    return web.Response(
+        body=dumps({"index": discovery.index.index, **item.document}), content_type="application/json"
+    )
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    _check_length(request)
+    query = query_mod.parse(request.query, "capabilities")
+    _, readable = await _caller(request, query)
+    await _long_poll(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        summary: dict[str, dict[str, Any]] = {}
+        for item in index.candidates(query_mod.Query(namespace=query.namespace, health=None), readable):
+            for name, version, _ in item.capabilities:
+                entry = summary.setdefault(
+                    name, {"name": name, "versions": set(), "instances": collections.Counter()}
+                )
+                if version:
+                    entry["versions"].add(version)
+                entry["instances"][item.health] += 1
+        listed = [
+            {
+                "name": e["name"],
+                "versions": sorted(e["versions"]),
+                "instances": dict(sorted(e["instances"].items())),
+                "total": sum(e["instances"].values()),
+            }
+            for e in sorted(summary.values(), key=lambda e: e["name"])
+        ]
+        return {"count": len(listed), "capabilities": listed}
+
+    return _answer(request, query, readable, build)
+
+
+def pick(items: list[Instance], rng: random.Random | None = None) -> Instance | None:
+    """One instance chosen by weight; weight 0 is never picked."""
+    weighted = [i for i in items if i.weight > 0]
+    if not weighted:
+        return None
+    return (rng or random).choices(weighted, weights=[i.weight for i in weighted])[0]
+
+
+async def capability(request: web.Request) -> web.Response:
+    _check_length(request)
+    name = request.match_info["name"]
+    query = query_mod.parse(request.query, "capability", capability=name)
+    _, readable = await _caller(request, query)
+    index = request.app[DISCOVERY_KEY].index
+    if query.select_one:
+        chosen = pick(index.candidates(query, readable))
+        if chosen is None:
+            return error_response(
+                404, "NoInstance", f"no instance with weight above 0 provides capability {name!r}"
+            )
+        return web.Response(
+            body=dumps({"index": index.index, "capability": name, "selected": chosen.document}),
+            content_type="application/json",
+        )
+    await _long_poll(request, query)
+
+    def build() -> dict[str, Any]:
+        items = render(index.candidates(query, readable))
+        return {"capability": name, "count": len(items), "items": items}
+
+    return _answer(request, query, readable, build)
+
+
+async def stats(request: web.Request) -> web.Response:
+    _check_length(request)
+    query = query_mod.parse(request.query, "stats")
+    _, readable = await _caller(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        items = index.candidates(query_mod.Query(namespace=query.namespace, health=None), readable)
+        by_health = collections.Counter(i.health for i in items)
+        per_service: dict[str, set[str]] = collections.defaultdict(set)
+        every: set[str] = set()
+        for item in items:
+            names = {n for n, _, _ in item.capabilities}
+            per_service[item.service] |= names
+            every |= names
+        return {
+            "total": len(items),
+            "byHealth": {h.value: by_health.get(h.value, 0) for h in Health},
+            "services": len(per_service),
+            "namespaces": len({i.namespace for i in items}),
+            "uniqueCapabilities": len(every),
+            "capabilitiesPerService": {s: len(c) for s, c in sorted(per_service.items())},
+        }
+
+    return _answer(request, query, readable, build)
+
+
+def _event(change: Change) -> bytes:
+    data = json.dumps({"type": change.kind, "index": change.index, "registration": change.instance.document})
+    return f"id: {change.index}\nevent: {change.kind}\ndata: {data}\n\n".encode()
+
+
+async def watch(request: web.Request) -> web.StreamResponse:
+    _check_length(request)
+    query = query_mod.parse(request.query, "watch")
+    if "health" not in request.query:
+        query = dataclasses.replace(query, health=None)  # a watch sees every transition by default
+    identity, readable = await _caller(request, query)
+    discovery = request.app[DISCOVERY_KEY]
+    index = discovery.index
+    last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    position = index.index
+    if last is not None:
+        if not last.isdigit():
+            raise query_mod.BadQuery("Last-Event-ID", f"{last!r} is not an event id")
+        position = int(last)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    _cors(request, response, discovery.cors_origins)
+    await response.prepare(request)
+    await response.write(f": svcreg watch from index {position}\nretry: 2000\n\n".encode())
+
+    async def visible(change: Change) -> bool:
+        item = change.instance
+        # A namespace that appeared after the watch began: ask (cached) rather than assume.
+        if (
+            readable is not None
+            and item.namespace not in readable
+            and not await discovery.auth.allowed(identity, "list", item.namespace)
+        ):
+            return False
+        return query.selects(item)
+
+    try:
+        while True:
+            changes = index.changes_since(position)
+            if changes is None:
+                # Too far behind the kept history: tell the client to list again.
+                await response.write(f"event: reset\ndata: {json.dumps({'index': index.index})}\n\n".encode())
+                position = index.index
+                continue
+            for change in changes:
+                if await visible(change):
+                    await response.write(_event(change))
+                position = change.index
+            if not await index.wait_past(position, KEEPALIVE_SECONDS):
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    if not await discovery.auth.allowed(identity, "heartbeat", namespace, name):
+        raise AuthError(
+            403, "Forbidden", f"{identity.username} may not heartbeat serviceregistrations in {namespace}"
+        )
+    if discovery.heartbeats is None:
+        return error_response(
+            503, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
+        )
+    item = discovery.index.items.get((namespace, name))
+    if item is None:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    status, note = "passing", ""
+    if request.can_read_body:
+        if (request.content_length or 0) > 4096:
+            raise query_mod.BadQuery("body", "at most 4096 bytes")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError) as error:
+            raise query_mod.BadQuery("body", f"not JSON: {error}") from error
+        if not isinstance(body, dict):
+            raise query_mod.BadQuery("body", "must be a JSON object")
+        unknown = sorted(set(body) - {"status", "note"})
+        if unknown:
+            raise query_mod.BadQuery(unknown[0], "unknown field; a heartbeat has status and note")
+        status = body.get("status", "passing")
+        if status not in ("passing", "warning", "critical"):
+            raise query_mod.BadQuery("status", "must be passing, warning or critical")
+        note = body.get("note", "")
+        if not isinstance(note, str) or len(note) > 512:
+            raise query_mod.BadQuery("note", "must be a string of at most 512 characters")
+    discovery.heartbeats.record((namespace, name), typing.cast(HeartbeatStatus, status), note)
+    return web.Response(
+        body=dumps({"namespace": namespace, "name": name, "status": status, "accepted": True}),
+        content_type="application/json",
+    )
+
+
+def add_routes(app: web.Application, discovery: Discovery) -> None:
+    app[DISCOVERY_KEY] = discovery
+    app.router.add_get("/v1/services", services)
+    app.router.add_get("/v1/services/{namespace}/{name}", one_service)
+    app.router.add_get("/v1/capabilities", capabilities)
+    app.router.add_get("/v1/capabilities/{name}", capability)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/watch", watch)
+    app.router.add_post("/v1/heartbeat/{namespace}/{name}", heartbeat)
+    app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)

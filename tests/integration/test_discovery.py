@@ -1,0 +1,374 @@
+"""The discovery endpoint with real ServiceAccount tokens, RBAC, and a real API server."""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from svcreg.controlplane.cluster import Cluster
+from tests.targets import HttpTarget, free_port
+
+from .kubehelpers import Kube
+from .operator_process import OperatorProcess
+
+AUDIENCE = "svcreg"
+
+
+@dataclass
+class World:
+    operator: OperatorProcess
+    ns: str
+    other_ns: str
+    tokens: dict[str, str]
+    target: HttpTarget
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.operator.port}"
+
+    def get(self, path: str, who: str | None = "reader", **kwargs: Any) -> httpx.Response:
+        headers = kwargs.pop("headers", {})
+        if who is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[who]}"
+        return httpx.get(self.url + path, headers=headers, timeout=60, **kwargs)
+
+    def names(self, path: str, who: str = "reader", **params: Any) -> list[str]:
+        answer = self.get(path, who, params=params)
+        assert answer.status_code == 200, answer.text
+        return [i["name"] for i in answer.json()["items"]]
+
+
+def registration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "svcreg.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="module")
+def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    ns, other = k8s.create_namespace("d"), k8s.create_namespace("d")
+    for sa in ("reader", "stranger", "beater"):
+        k8s.create_service_account(ns, sa)
+    k8s.create_service_account(other, "other")
+    k8s.grant(ns, "reader", ["get", "list", "watch"])
+    k8s.grant(other, "other", ["get", "list", "watch"])
+    k8s.grant(ns, "beater", ["list", "heartbeat"])
+    target = HttpTarget()
+    check = {"intervalSeconds": 1, "timeoutSeconds": 0.5, "failureThreshold": 1}
+    manifests = {
+        "r1": {
+            "service": "orders",
+            "version": "1.0.0",
+            "capabilities": ["greet"],
+            "tags": ["api"],
+            "metadata": {"env": "prod"},
+            "weight": 100,
+        },
+        "r2": {
+            "service": "orders",
+            "version": "2.1.0",
+            "capabilities": ["greet", {"name": "farewell", "version": "1.4.0"}],
+            "tags": ["api", "canary"],
+            "metadata": {"env": "staging"},
+            "weight": 300,
+        },
+        "r3": {"service": "billing", "version": "1.5.0", "capabilities": ["greet"], "weight": 0},
+        "r4": {"service": "billing", "version": "1.6.0", "capabilities": ["greet"], "maintenance": True},
+    }
+    for name, spec in manifests.items():
+        k8s.apply(registration(name, {"endpoint": target.url, "healthCheck": check, **spec}), ns)
+    k8s.apply(
+        registration(
+            "dead",
+            {
+                "service": "orders",
+                "endpoint": f"http://127.0.0.1:{free_port()}",
+                "capabilities": ["greet"],
+                "healthCheck": check,
+            },
+        ),
+        ns,
+    )
+    k8s.apply(
+        registration(
+            "beat",
+            {
+                "service": "pay",
+                "endpoint": "http://10.0.0.5:80",
+                "healthCheck": {"type": "ttl", "ttlSeconds": 60, "intervalSeconds": 1, "timeoutSeconds": 0.5},
+            },
+        ),
+        ns,
+    )
+    k8s.apply(
+        registration(
+            "elsewhere",
+            {"service": "orders", "endpoint": target.url, "capabilities": ["greet"], "healthCheck": check},
+        ),
+        other,
+    )
+    log = tmp_path_factory.mktemp("discovery") / "operator.log"
+    operator = OperatorProcess(
+        control_plane,
+        log,
+        "--namespace",
+        "d-*",
+        "--probe-allow",
+        "127.0.0.0/8",
+        "--token-audience",
+        AUDIENCE,
+        "--partition-min-targets",
+        "1000",
+    ).start()
+    tokens = {
+        "reader": k8s.token(ns, "reader", [AUDIENCE]),
+        "stranger": k8s.token(ns, "stranger", [AUDIENCE]),
+        "beater": k8s.token(ns, "beater", [AUDIENCE]),
+        "other": k8s.token(other, "other", [AUDIENCE]),
+        "wrong-audience": k8s.token(ns, "reader", ["someone-else"]),
+    }
+    w = World(operator, ns, other, tokens, target)
+    for name in ("r1", "r2", "r3", "dead"):
+        k8s.kubectl(
+            "wait",
+            "--for=jsonpath={.status.health}=" + ("Unhealthy" if name == "dead" else "Healthy"),
+            f"svcreg/{name}",
+            "-n",
+            ns,
+            "--timeout=60s",
+        )
+    k8s.kubectl("wait", "--for=jsonpath={.status.health}=Maintenance", "svcreg/r4", "-n", ns, "--timeout=60s")
+    k8s.kubectl(
+        "wait", "--for=jsonpath={.status.health}=Healthy", "svcreg/elsewhere", "-n", other, "--timeout=60s"
+    )
+    operator.wait_until(
+        lambda: len(w.names("/v1/services", service="orders")) == 2, "discovery to see the probes"
+    )
+    yield w
+    operator.stop()
+    target.close()
+    assert "Traceback" not in operator.log_text(), operator.log_text()[-4000:]
+
+
+def test_tokens_are_required_and_checked(world: World) -> None:
+    for who, headers in (
+        (None, {}),
+        (None, {"Authorization": "Basic abc"}),
+        (None, {"Authorization": "Bearer garbage"}),
+    ):
+        answer = world.get("/v1/services", who, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["error"]["code"] == "Unauthenticated"
+    wrong = world.get("/v1/services", "wrong-audience")
+    assert wrong.status_code == 401 and "token rejected" in wrong.json()["error"]["message"]
+    forbidden = world.get("/v1/services", "stranger")
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "Forbidden"
+
+
+def test_answers_are_limited_to_readable_namespaces(world: World) -> None:
+    assert set(world.names("/v1/services", "reader", health="any")) == {
+        "r1",
+        "r2",
+        "r3",
+        "r4",
+        "dead",
+        "beat",
+    }
+    assert world.names("/v1/services", "other") == ["elsewhere"]
+    assert world.get("/v1/services", "reader", params={"namespace": world.other_ns}).status_code == 403
+    one = world.get(f"/v1/services/{world.ns}/r1")
+    assert one.status_code == 200 and one.json()["name"] == "r1" and one.json()["health"] == "Healthy"
+    assert world.get(f"/v1/services/{world.other_ns}/elsewhere").status_code == 403
+    assert world.get(f"/v1/services/{world.ns}/nope").status_code == 404
+
+
+def test_filters(world: World) -> None:
+    assert world.names("/v1/services") == ["r1", "r2", "r3"]  # default: Healthy and Degraded
+    assert world.names("/v1/services", service="orders") == ["r1", "r2"]
+    assert world.names("/v1/services", capability=["greet", "farewell"]) == ["r2"]
+    assert world.names("/v1/services", tag=["api", "canary"]) == ["r2"]
+    assert world.names("/v1/services", version=">=1.2,<2") == ["r3"]
+    assert world.names("/v1/services", **{"meta.env": "prod"}) == ["r1"]
+    assert world.names("/v1/services", health="Unhealthy") == ["dead"]
+    assert world.names("/v1/services", health="Maintenance") == ["r4"]
+    assert set(world.names("/v1/services", health="any", service="billing")) == {"r3", "r4"}
+    assert world.names("/v1/services", namespace=world.ns, service="orders") == ["r1", "r2"]
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"health": "Sick"}, "health"),
+        ({"version": ">=banana"}, "version"),
+        ({"capability": "Bad_Cap"}, "capability"),
+        ({"wait": "10s"}, "wait"),
+        ({"index": "-1"}, "index"),
+        ({"colour": "blue"}, "colour"),
+        ({"index": "1", "wait": "9h"}, "wait"),
+    ],
+)
+def test_bad_parameters_are_400s_naming_the_parameter(
+    world: World, params: dict[str, str], parameter: str
+) -> None:
+    answer = world.get("/v1/services", params=params)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["parameter"] == parameter
+    assert answer.json()["error"]["message"].startswith(parameter)
+
+
+def test_capabilities_and_stats(world: World) -> None:
+    listed = {c["name"]: c for c in world.get("/v1/capabilities").json()["capabilities"]}
+    assert listed["farewell"]["versions"] == ["1.4.0"]
+    assert listed["greet"]["instances"] == {"Healthy": 3, "Maintenance": 1, "Unhealthy": 1}
+    providers = world.get("/v1/capabilities/farewell", params={"version": "^1.4"}).json()
+    assert [i["name"] for i in providers["items"]] == ["r2"]
+    assert world.get("/v1/capabilities/farewell", params={"version": ">=2"}).json()["count"] == 0
+    stats = world.get("/v1/stats").json()
+    assert stats["total"] == 6 and stats["byHealth"]["Healthy"] == 3 and stats["uniqueCapabilities"] == 2
+    assert stats["capabilitiesPerService"]["orders"] == 2
+
+
+def test_select_one_is_weighted_and_never_picks_weight_zero(world: World) -> None:
+    picks = collections.Counter(
+        world.get("/v1/capabilities/greet", params={"select": "one"}).json()["selected"]["name"]
+        for _ in range(400)
+    )
+    assert set(picks) == {"r1", "r2"}  # r3 has weight 0
+    assert 2.0 < picks["r2"] / picks["r1"] < 4.5  # weights 300:100
+    missing = world.get("/v1/capabilities/nothing-here", params={"select": "one"})
+    assert missing.status_code == 404
+
+
+def test_etag_and_304(world: World) -> None:
+    first = world.get("/v1/services", params={"service": "orders"})
+    again = world.get(
+        "/v1/services", params={"service": "orders"}, headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert again.status_code == 304 and again.content == b""
+
+
+def test_long_poll_wakes_on_a_change(world: World, k8s: Kube) -> None:
+    index = world.get("/v1/services").json()["index"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        result["answer"] = world.get("/v1/services", params={"index": str(index), "wait": "60s"})
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    k8s.kubectl(
+        "patch", "svcreg", "r1", "-n", world.ns, "--type=merge", "-p", json.dumps({"spec": {"weight": 150}})
+    )
+    thread.join(60)
+    answer = result["answer"]
+    assert answer.status_code == 200 and answer.json()["index"] > index
+    assert next(i for i in answer.json()["items"] if i["name"] == "r1")["weight"] == 150
+
+
+def _events(
+    world: World, who: str, count: int, headers: dict[str, str] | None = None, **params: str
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with httpx.stream(
+        "GET",
+        world.url + "/v1/watch",
+        params=params,
+        timeout=60,
+        headers={"Authorization": f"Bearer {world.tokens[who]}", **(headers or {})},
+    ) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        event: dict[str, Any] = {}
+        for line in stream.iter_lines():
+            if line.startswith("id: "):
+                event["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                event["event"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = json.loads(line[6:])
+            elif line == "" and event:
+                found.append(event)
+                event = {}
+                if len(found) >= count:
+                    return found
+    return found
+
+
+def test_watch_streams_events_and_resumes(world: World, k8s: Kube) -> None:
+    start = world.get("/v1/services").json()["index"]
+    k8s.apply(
+        registration(
+            "fresh",
+            {
+                "service": "fresh",
+                "endpoint": world.target.url,
+                "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 0.5},
+            },
+        ),
+        world.ns,
+    )
+    events = _events(world, "reader", 2, headers={"Last-Event-ID": str(start)}, service="fresh")
+    assert [e["event"] for e in events] == ["registered", "health-changed"]
+    assert events[1]["data"]["registration"]["health"] == "Healthy"
+    k8s.kubectl("delete", "svcreg", "fresh", "-n", world.ns)
+    resumed = _events(world, "reader", 1, headers={"Last-Event-ID": str(events[-1]["id"])}, service="fresh")
+    assert resumed[0]["event"] == "deleted" and resumed[0]["id"] > events[-1]["id"]
+    # A caller who may not read the namespace sees nothing of it.
+    assert world.get("/v1/watch", "stranger").status_code == 403
+
+
+def test_heartbeat_needs_its_rbac_verb_and_feeds_the_ttl_check(world: World, k8s: Kube) -> None:
+    path = f"/v1/heartbeat/{world.ns}/beat"
+    headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
+    assert httpx.post(world.url + path, headers=headers).status_code == 403
+    beater = {"Authorization": f"Bearer {world.tokens['beater']}"}
+    bad = httpx.post(world.url + path, headers=beater, json={"status": "fine"})
+    assert bad.status_code == 400 and bad.json()["error"]["parameter"] == "status"
+    ok = httpx.post(world.url + path, headers=beater, json={"status": "warning", "note": "disk 91%"})
+    assert ok.status_code == 200 and ok.json()["accepted"] is True
+    k8s.kubectl(
+        "wait", "--for=jsonpath={.status.health}=Degraded", "svcreg/beat", "-n", world.ns, "--timeout=30s"
+    )
+    assert httpx.post(world.url + path, headers=beater, json={}).status_code == 200
+    k8s.kubectl(
+        "wait", "--for=jsonpath={.status.health}=Healthy", "svcreg/beat", "-n", world.ns, "--timeout=30s"
+    )
+    assert httpx.post(world.url + f"/v1/heartbeat/{world.ns}/nope", headers=beater).status_code in (403, 404)
+
+
+def test_openapi_describes_every_route(world: World) -> None:
+    document = httpx.get(world.url + "/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    for path in (
+        "/v1/services",
+        "/v1/services/{namespace}/{name}",
+        "/v1/capabilities",
+        "/v1/capabilities/{name}",
+        "/v1/stats",
+        "/v1/watch",
+        "/v1/heartbeat/{namespace}/{name}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in document["paths"]
+    required = document["components"]["schemas"]["Registration"]["required"]
+    item = world.get("/v1/services").json()["items"][0]
+    assert set(required) <= set(item)
+
+
+def test_metrics_cover_requests_auth_cache_and_index(world: World) -> None:
+    world.get("/v1/services")
+    text = httpx.get(world.url + "/metrics").text
+    assert 'svcreg_http_requests_total{code="200",method="GET",route="/v1/services"}' in text
+    assert 'svcreg_auth_cache_lookups_total{cache="tokenreview",result="hit"}' in text
+    assert "svcreg_index_registrations 7.0" in text
