@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp.http_exceptions import BadHttpMessage
+
 from svcreg import settings
 from svcreg.controlplane import build, cluster
 
@@ -46,6 +48,21 @@ def _cluster_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _client_errors_without_traceback(record: logging.LogRecord) -> bool:
+    """aiohttp logs a malformed request (a client's fault, already answered 400) as an error with
+    a traceback; keep one line of it as a warning."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, BadHttpMessage):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            f"bad request refused: {error}",
+            (),
+            None,
+            None,
+        )
+    return True
+
+
 def _run_command(args: argparse.Namespace) -> int:
     from svcreg import runner  # noqa: PLC0415 - Kopf is imported only for the commands that run it
 
@@ -54,6 +71,7 @@ def _run_command(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
     asyncio.run(runner.run(settings.from_args(args)))
     return 0
 

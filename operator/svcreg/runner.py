@@ -39,6 +39,7 @@ async def run(settings: Settings) -> None:
         metrics=metrics,
         heartbeats=None if settings.discovery_only else heartbeats,
         cors_origins=settings.cors_origins,
+        max_wait=settings.max_wait,
     )
     guard = PartitionGuard(
         GuardSettings(settings.partition_window, settings.partition_min_targets, settings.partition_ratio)

@@ -18,6 +18,7 @@ class Settings:
     standalone: bool = False
     discovery_only: bool = False
     cors_origins: tuple[str, ...] = ()
+    max_wait: float = 300.0
     partition_window: float = 30.0
     partition_min_targets: int = 10
     partition_ratio: float = 0.8
@@ -105,6 +106,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default",
     )
     parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=float(_env("max-wait") or 300),
+        help="longest a long poll is held, in seconds; longer waits are clamped (default 300)",
+    )
+    parser.add_argument(
         "--partition-window",
         type=float,
         default=float(_env("partition-window") or 30),
@@ -135,6 +142,7 @@ def from_args(args: argparse.Namespace) -> Settings:
         standalone=args.standalone,
         discovery_only=args.discovery_only,
         cors_origins=tuple(args.cors_origins or _env_list("cors-origin")),
+        max_wait=min(max(args.max_wait, 0.0), 300.0),
         partition_window=args.partition_window,
         partition_min_targets=args.partition_min_targets,
         partition_ratio=args.partition_ratio,

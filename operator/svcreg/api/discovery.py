@@ -41,6 +41,7 @@ class Discovery:
     metrics: Metrics
     heartbeats: HeartbeatStore | None = None  # None on discovery-only replicas
     cors_origins: tuple[str, ...] = ()
+    max_wait: float = query_mod.MAX_WAIT_SECONDS
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag): identical long polls woken by
@@ -137,11 +138,12 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
 async def _long_poll(request: web.Request, query: query_mod.Query) -> None:
     if query.index is None or not query.wait:
         return
-    index = request.app[DISCOVERY_KEY].index
-    if index.index > query.index:
+    discovery = request.app[DISCOVERY_KEY]
+    if discovery.index.index > query.index:
         return
+    wait = min(query.wait, discovery.max_wait)
     # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
-    await index.wait_past(query.index, query.wait + random.uniform(0, query.wait / 16))
+    await discovery.index.wait_past(query.index, wait + random.uniform(0, wait / 16))
 
 
 def _answer(

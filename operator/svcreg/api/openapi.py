@@ -28,7 +28,7 @@ _INDEX = _param(
 )
 _WAIT = _param(
     "wait",
-    "Long-poll duration, e.g. 30s (at most 300s); needs index.",
+    "Long-poll duration, e.g. 30s (at most 300s; a server may hold it less, see --max-wait); needs index.",
     {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m)?$"},
 )
 _HEALTH_P = _param(

@@ -1,0 +1,165 @@
+"""The index, the query parser and the review caches, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from multidict import MultiDict
+
+from svcreg.api.auth import AuthError, Authorizer
+from svcreg.api.discovery import pick
+from svcreg.index import Index
+from svcreg.kubeapi import Response
+from svcreg.query import BadQuery, parse
+
+
+def body(
+    name: str, namespace: str = "a", health: str = "Healthy", generation: int = 1, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "generation": generation},
+        "spec": {"endpoint": f"http://{name}.svc:80", **spec},
+        "status": {"health": health, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def test_index_kinds_of_change_and_secondary_indices() -> None:
+    index = Index()
+    assert index.observe("ADDED", body("x", capabilities=["greet"], tags=["api"])).kind == "registered"  # type: ignore[union-attr]
+    assert (
+        index.observe("MODIFIED", body("x", capabilities=["greet"], tags=["api"])) is None
+    )  # nothing changed
+    changed = index.observe("MODIFIED", body("x", health="Unhealthy", capabilities=["greet"], tags=["api"]))
+    assert changed is not None and changed.kind == "health-changed"
+    updated = index.observe("MODIFIED", body("x", generation=2, capabilities=["farewell"]))
+    assert updated is not None and updated.kind == "updated"
+    assert "greet" not in index.by_capability and index.by_capability["farewell"] == {("a", "x")}
+    assert "api" not in index.by_tag
+    assert index.observe("DELETED", body("x")).kind == "deleted"  # type: ignore[union-attr]
+    assert not index.items and not index.by_namespace and index.index == 4
+
+
+def test_replace_all_removes_what_disappeared() -> None:
+    index = Index()
+    index.replace_all([body("x"), body("y")])
+    assert index.synced
+    index.replace_all([body("y")])
+    assert list(index.items) == [("a", "y")]
+
+
+def test_history_tells_when_a_resume_is_too_old() -> None:
+    index = Index()
+    for i in range(5):
+        index.observe("ADDED", body(f"r{i}"))
+    assert [c.index for c in index.changes_since(3) or []] == [4, 5]
+    assert index.changes_since(5) == []
+    index.history.clear()
+    index.observe("ADDED", body("late"))
+    assert index.changes_since(2) is None
+
+
+def test_candidates_intersect_indices_and_respect_namespaces() -> None:
+    index = Index()
+    index.observe("ADDED", body("x", capabilities=["greet"], tags=["api"]))
+    index.observe("ADDED", body("y", capabilities=["greet"]))
+    index.observe("ADDED", body("z", namespace="b", capabilities=["greet"], tags=["api"]))
+    query = parse(MultiDict([("capability", "greet"), ("tag", "api")]), "services")
+    assert [i.name for i in index.candidates(query, None)] == ["x", "z"]
+    assert [i.name for i in index.candidates(query, frozenset({"b"}))] == ["z"]
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ([("health", "Sick")], "health"),
+        ([("version", "~~1")], "version"),
+        ([("service", "A_B")], "service"),
+        ([("wait", "5s")], "wait"),
+        ([("index", "1"), ("wait", "10h")], "wait"),
+        ([("select", "two")], "select"),
+        ([("service", "a"), ("service", "b")], "service"),
+        ([("meta.", "x")], "meta."),
+    ],
+)
+def test_bad_queries_name_the_parameter(params: list[tuple[str, str]], parameter: str) -> None:
+    route = "capability" if params[0][0] == "select" else "services"
+    with pytest.raises(BadQuery) as error:
+        parse(MultiDict(params), route, capability="c" if route == "capability" else None)
+    assert error.value.parameter == parameter
+
+
+def test_durations_and_health_any() -> None:
+    query = parse(MultiDict([("index", "7"), ("wait", "1.5m"), ("health", "any")]), "services")
+    assert (query.index, query.wait, query.health) == (7, 90.0, None)
+    assert parse(MultiDict([("health", "Healthy,Unhealthy")]), "services").health == {"Healthy", "Unhealthy"}
+
+
+def test_pick_never_chooses_weight_zero() -> None:
+    index = Index()
+    index.observe("ADDED", body("zero", weight=0))
+    assert pick(list(index.items.values())) is None
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.allowed = True
+
+    async def request(self, method: str, path: str, *, json: Any = None, **_: Any) -> Response:
+        import json as json_mod  # noqa: PLC0415
+
+        self.calls.append(path.rsplit("/", 1)[-1])
+        if path.endswith("tokenreviews"):
+            ok = json["spec"]["token"] == "good"
+            status = {"authenticated": ok, "user": {"username": "system:serviceaccount:a:r", "groups": ["g"]}}
+            if not ok:
+                status = {"authenticated": False, "error": "invalid bearer token"}
+            return Response(201, json_mod.dumps({"status": status}).encode())
+        return Response(201, json_mod.dumps({"status": {"allowed": self.allowed}}).encode())
+
+
+async def test_reviews_are_cached_and_failures_are_401() -> None:
+    api = FakeApi()
+    clock = [0.0]
+    auth = Authorizer(api, ["svcreg"], clock=lambda: clock[0])  # type: ignore[arg-type]
+    identity = await auth.identify("Bearer good")
+    assert identity.username == "system:serviceaccount:a:r"
+    await auth.identify("Bearer good")
+    assert api.calls.count("tokenreviews") == 1
+    clock[0] += 61  # positive reviews live at most 60 s
+    await auth.identify("Bearer good")
+    assert api.calls.count("tokenreviews") == 2
+    for header in (None, "Basic x", "Bearer", "Bearer bad"):
+        with pytest.raises(AuthError) as error:
+            await auth.identify(header)
+        assert error.value.status == 401
+    assert await auth.allowed(identity, "list", "a")
+    api.allowed = False
+    assert await auth.allowed(identity, "list", "a")  # cached
+    clock[0] += 61
+    assert not await auth.allowed(identity, "list", "a")
+    api.allowed = True
+    clock[0] += 6  # negative reviews live a few seconds
+    assert await auth.allowed(identity, "list", "a")
+
+
+async def test_token_cache_never_outlives_the_token() -> None:
+    import base64  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    claims = base64.urlsafe_b64encode(json.dumps({"exp": 1000.0 + 10}).encode()).decode().rstrip("=")
+    token = f"h.{claims}.s"
+    api = FakeApi()
+    clock = [0.0]
+
+    async def review(method: str, path: str, *, json: Any = None, **_: Any) -> Response:
+        api.calls.append("tokenreviews")
+        return Response(201, b'{"status": {"authenticated": true, "user": {"username": "u"}}}')
+
+    api.request = review  # type: ignore[method-assign]
+    auth = Authorizer(api, clock=lambda: clock[0], wall=lambda: 1000.0)  # type: ignore[arg-type]
+    await auth.identify(f"Bearer {token}")
+    clock[0] += 11  # past the token's exp, though well within 60 s
+    await auth.identify(f"Bearer {token}")
+    assert api.calls.count("tokenreviews") == 2
