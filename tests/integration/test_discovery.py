@@ -430,3 +430,50 @@ def _schemathesis(url: str, token: str) -> None:
     assert match is not None, output[-2000:]
     generated, passed = int(match.group(1)), int(match.group(2))
     assert generated >= 500 and passed == generated, output[-2000:]
+
+
+def test_discovery_only_replica_serves_from_its_watch_and_never_writes(
+    world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
+) -> None:
+    replica = OperatorProcess(
+        control_plane,
+        tmp_path / "replica.log",
+        "--discovery-only",
+        "--namespace",
+        world.ns,
+        "--token-audience",
+        AUDIENCE,
+    ).start()
+    try:
+        ready = replica.ready()
+        assert ready is not None and ready["mode"] == "discovery-only" and ready["httpStatus"] == 200
+        url = f"http://127.0.0.1:{replica.port}"
+        headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
+        answer = httpx.get(f"{url}/v1/services", params={"service": "orders"}, headers=headers, timeout=30)
+        assert [i["name"] for i in answer.json()["items"]] == ["r1", "r2"]
+        beat = httpx.post(
+            f"{url}/v1/heartbeat/{world.ns}/beat",
+            headers={"Authorization": f"Bearer {world.tokens['beater']}"},
+        )
+        assert beat.status_code == 503 and beat.json()["error"]["code"] == "NotProber"
+        assert replica.metric("svcreg_status_writes_total") == 0 and replica.probes() == 0
+        # A change reaches the replica through its own watch.
+        k8s.kubectl(
+            "patch",
+            "svcreg",
+            "r2",
+            "-n",
+            world.ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"tags": ["api"]}}),
+        )
+        replica.wait_until(
+            lambda: (
+                httpx.get(f"{url}/v1/services", params={"tag": "canary"}, headers=headers).json()["count"]
+                == 0
+            ),
+            "the replica to see the change",
+        )
+    finally:
+        replica.stop()
