@@ -137,9 +137,24 @@ class Index:
         self.by_tag: dict[str, set[Key]] = collections.defaultdict(set)
         self.by_namespace: dict[str, set[Key]] = collections.defaultdict(set)
         self.index = 0
-        self.synced = False
+        self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self._changed = asyncio.Event()
+
+    @property
+    def synced(self) -> bool:
+        """Whether a first complete list has landed (what /readyz reports)."""
+        return self._synced.is_set()
+
+    @synced.setter
+    def synced(self, value: bool) -> None:
+        if value:
+            self._synced.set()
+        else:
+            self._synced.clear()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
 
     # -- writes (from the watch) -----------------------------------------------------------------
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kubernetes import client
 
 from svcreg import kube
@@ -104,3 +111,28 @@ class Kube:
             "svcreg.io", "v1alpha1", namespace, "serviceregistrations", name
         )
         return obj
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def expired_token(helper: Kube, namespace: str, service_account: str, audiences: list[str]) -> str:
+    """A genuinely expired ServiceAccount token: a real token's claims with ``exp`` in the past,
+    re-signed with the control plane's own signing key (TokenRequest will not issue one)."""
+    real = helper.token(namespace, service_account, audiences)
+    header, claims, _ = real.split(".")
+    payload = json.loads(_unb64(claims))
+    now = int(time.time())
+    payload.update(iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+    signing_input = f"{header}.{_b64(json.dumps(payload).encode())}".encode()
+    key_file = Path(helper.cluster.directory) / "pki" / "sa.key"
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{signing_input.decode()}.{_b64(signature)}"

@@ -19,7 +19,7 @@ import pytest
 from svcreg.controlplane.cluster import Cluster
 from tests.targets import HttpTarget, free_port
 
-from .kubehelpers import Kube
+from .kubehelpers import Kube, expired_token
 from .operator_process import OperatorProcess
 
 AUDIENCE = "svcreg"
@@ -140,6 +140,7 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
         "beater": k8s.token(ns, "beater", [AUDIENCE]),
         "other": k8s.token(other, "other", [AUDIENCE]),
         "wrong-audience": k8s.token(ns, "reader", ["someone-else"]),
+        "expired": expired_token(k8s, ns, "reader", [AUDIENCE]),
     }
     w = World(operator, ns, other, tokens, target)
     for name in ("r1", "r2", "r3", "dead"):
@@ -175,6 +176,8 @@ def test_tokens_are_required_and_checked(world: World) -> None:
         assert answer.json()["error"]["code"] == "Unauthenticated"
     wrong = world.get("/v1/services", "wrong-audience")
     assert wrong.status_code == 401 and "token rejected" in wrong.json()["error"]["message"]
+    expired = world.get("/v1/services", "expired")
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
     forbidden = world.get("/v1/services", "stranger")
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "Forbidden"
 
