@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench.probe_scale import _free_port, log, metrics, total, wait
+from bench.common import free_port, log, metrics, start_operator, total, wait
 from svcreg import kube
 from svcreg.controlplane import cluster, progress
 from svcreg.kubeapi import KubeApi
@@ -152,41 +152,19 @@ def main() -> int:
     kube.kubectl("wait", "--for=condition=Established", f"crd/{kube.CRD_NAME}", env=env)
     token = asyncio.run(setup(args.registrations))
 
-    port, hello_port = _free_port(), _free_port()
+    port, hello_port = free_port(), free_port()
     log_file = Path(tempfile.mkdtemp(prefix="svcreg-load-")) / "operator.log"
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "svcreg.cli",
-            "run",
-            "--standalone",
-            "--port",
-            str(port),
-            "--namespace",
-            NAMESPACE,
-        ],
-        env=env,
-        stdout=log_file.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    operator = start_operator(env, log_file, "--standalone", "--port", str(port), "--namespace", NAMESPACE)
     hello = subprocess.Popen([sys.executable, "-m", "bench.hello_server", str(hello_port)])
-    replica_port = _free_port()
-    replica = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "svcreg.cli",
-            "run",
-            "--discovery-only",
-            "--port",
-            str(replica_port),
-            "--namespace",
-            NAMESPACE,
-        ],
-        env=env,
-        stdout=(log_file.parent / "replica.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    replica_port = free_port()
+    replica = start_operator(
+        env,
+        log_file.parent / "replica.log",
+        "--discovery-only",
+        "--port",
+        str(replica_port),
+        "--namespace",
+        NAMESPACE,
     )
     try:
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,30 +32,13 @@ from typing import Any
 
 import httpx
 
+from bench.common import free_port, log, metrics, start_operator, total, wait
 from svcreg import kube
 from svcreg.controlplane import cluster, progress
 from svcreg.kubeapi import KubeApi
 
 NAMESPACE = "svcreg-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def metrics(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    parsed: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
-        match = re.match(r"^([a-zA-Z_:]+)(?:\{([^}]*)\})? (\S+)$", line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            parsed.setdefault(match.group(1), []).append((labels, float(match.group(3))))
-    return parsed
-
-
-def total(sample: dict[str, list[tuple[dict[str, str], float]]], name: str, **want: str) -> float:
-    return sum(v for labels, v in sample.get(name, []) if all(labels.get(k) == x for k, x in want.items()))
 
 
 def lag_quantiles(before: dict[str, Any], after: dict[str, Any], quantiles: tuple[float, ...]) -> list[str]:
@@ -161,17 +142,6 @@ async def cleanup() -> None:
         await api.close()
 
 
-def wait(condition: Any, what: str, timeout: float, operator: subprocess.Popen[bytes]) -> float:
-    started = time.monotonic()
-    while not condition():
-        if operator.poll() is not None:
-            raise RuntimeError(f"the operator exited while waiting for {what}")
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,27 +174,20 @@ def main() -> int:
     try:
         asyncio.run(cleanup())
         asyncio.run(setup(args.registrations, ports, victim_port, args.interval))
-        port = _free_port()
+        port = free_port()
         log_file = Path(tempfile.mkdtemp(prefix="svcreg-bench-")) / "operator.log"
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "svcreg.cli",
-                "run",
-                "--standalone",
-                "--port",
-                str(port),
-                "--namespace",
-                NAMESPACE,
-                "--probe-allow",
-                "127.0.0.0/8",
-                "--probe-concurrency",
-                str(args.concurrency),
-            ],
-            env=env,
-            stdout=log_file.open("wb"),
-            stderr=subprocess.STDOUT,
+        operator = start_operator(
+            env,
+            log_file,
+            "--standalone",
+            "--port",
+            str(port),
+            "--namespace",
+            NAMESPACE,
+            "--probe-allow",
+            "127.0.0.0/8",
+            "--probe-concurrency",
+            str(args.concurrency),
         )
         everyone = args.registrations + 1
 
@@ -283,13 +246,6 @@ def main() -> int:
         targets.kill()
         victim_target.kill()
         asyncio.run(cleanup())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

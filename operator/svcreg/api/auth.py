@@ -179,6 +179,13 @@ class Authorizer:
         )
         return allowed
 
+    async def require(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> None:
+        """``allowed``, or AuthError(403) saying who may not do what where."""
+        if not await self.allowed(identity, verb, namespace, name):
+            raise AuthError(
+                403, "Forbidden", f"{identity.username} may not {verb} serviceregistrations in {namespace}"
+            )
+
     async def _review_access(
         self, identity: Identity, verb: str, namespace: str, name: str | None
     ) -> tuple[bool, float]:

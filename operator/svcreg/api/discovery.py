@@ -118,12 +118,7 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
     if query.namespace:
-        if not await discovery.auth.allowed(identity, "list", query.namespace):
-            raise AuthError(
-                403,
-                "Forbidden",
-                f"{identity.username} may not list serviceregistrations in {query.namespace}",
-            )
+        await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
     readable = await discovery.auth.readable(identity, discovery.index.by_namespace.keys())
     if readable is not None and not readable:
@@ -191,10 +186,7 @@ async def one_service(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
-    if not await discovery.auth.allowed(identity, "list", namespace):
-        raise AuthError(
-            403, "Forbidden", f"{identity.username} may not list serviceregistrations in {namespace}"
-        )
+    await discovery.auth.require(identity, "list", namespace)
     item = discovery.index.items.get((namespace, name))
     if item is None:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
@@ -354,10 +346,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
-    if not await discovery.auth.allowed(identity, "heartbeat", namespace, name):
-        raise AuthError(
-            403, "Forbidden", f"{identity.username} may not heartbeat serviceregistrations in {namespace}"
-        )
+    await discovery.auth.require(identity, "heartbeat", namespace, name)
     if discovery.heartbeats is None:
         return error_response(
             503, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
