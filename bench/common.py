@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def create_all(api: Any, path: str, bodies: Iterable[dict[str, Any]], connections: int = 32) -> None:
+    """POST every body to ``path`` over ``connections`` parallel requests; 409 (exists) is fine."""
+    pending = iter(bodies)
+
+    async def worker() -> None:
+        for body in pending:
+            answer = await api.request("POST", path, json=body)
+            if answer.status_code not in (201, 409):
+                name = body["metadata"]["name"]
+                raise RuntimeError(f"create {name}: HTTP {answer.status_code} {answer.text[:300]}")
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
 
 
 def start_operator(env: dict[str, str], log_file: Path, *args: str) -> subprocess.Popen[bytes]:

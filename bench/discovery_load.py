@@ -36,13 +36,30 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, log, metrics, start_operator, total, wait
+from bench.common import create_all, free_port, log, metrics, start_operator, total, wait
 from svcreg import kube
 from svcreg.controlplane import cluster, progress
 from svcreg.kubeapi import KubeApi
 
 NAMESPACE = "svcreg-load"
 REG_PATH = f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations"
+
+
+def _registration(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "svcreg.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": f"r{i:05d}"},
+        "spec": {
+            "service": f"svc-{i % 100}",
+            "version": f"1.{i % 10}.0",
+            "endpoint": f"http://svc-{i % 100}.{NAMESPACE}.svc:8080",
+            "capabilities": [f"cap-{i % 1000}"],
+            "tags": ["load"],
+            "weight": 1 + i % 5,
+            "healthCheck": {"type": "none", "intervalSeconds": 60},
+        },
+    }
 
 
 async def setup(count: int) -> str:
@@ -73,33 +90,8 @@ async def setup(count: int) -> str:
                 "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NAMESPACE}],
             },
         )
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(count):
-            queue.put_nowait(i)
-
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                body = {
-                    "apiVersion": "svcreg.io/v1alpha1",
-                    "kind": "ServiceRegistration",
-                    "metadata": {"name": f"r{i:05d}"},
-                    "spec": {
-                        "service": f"svc-{i % 100}",
-                        "version": f"1.{i % 10}.0",
-                        "endpoint": f"http://svc-{i % 100}.{NAMESPACE}.svc:8080",
-                        "capabilities": [f"cap-{i % 1000}"],
-                        "tags": ["load"],
-                        "weight": 1 + i % 5,
-                        "healthCheck": {"type": "none", "intervalSeconds": 60},
-                    },
-                }
-                answer = await api.request("POST", REG_PATH, json=body)
-                if answer.status_code not in (201, 409):
-                    raise RuntimeError(f"create r{i}: HTTP {answer.status_code} {answer.text[:200]}")
-
         started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(32)))
+        await create_all(api, REG_PATH, (_registration(i) for i in range(count)))
         log(f"created {count} registrations in {time.monotonic() - started:.0f}s")
         answer = await api.request(
             "POST",

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, log, metrics, start_operator, total, wait
+from bench.common import create_all, free_port, log, metrics, start_operator, total, wait
 from svcreg import kube
 from svcreg.controlplane import cluster, progress
 from svcreg.kubeapi import KubeApi
@@ -85,20 +85,9 @@ def registration(name: str, port: int, interval: int) -> dict[str, Any]:
 
 async def create_registrations(api: KubeApi, count: int, ports: list[int], interval: int) -> None:
     path = f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations"
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-
-    async def worker() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            answer = await api.request(
-                "POST", path, json=registration(f"r{i:05d}", ports[i % len(ports)], interval)
-            )
-            if answer.status_code not in (201, 409):
-                raise RuntimeError(f"create r{i}: HTTP {answer.status_code} {answer.text[:300]}")
-
-    await asyncio.gather(*(worker() for _ in range(32)))
+    await create_all(
+        api, path, (registration(f"r{i:05d}", ports[i % len(ports)], interval) for i in range(count))
+    )
 
 
 async def setup(count: int, ports: list[int], victim_port: int, interval: int) -> None:

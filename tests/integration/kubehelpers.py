@@ -136,3 +136,13 @@ def expired_token(helper: Kube, namespace: str, service_account: str, audiences:
     r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     return f"{signing_input.decode()}.{_b64(signature)}"
+
+
+def registration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A ServiceRegistration manifest (no namespace: ``Kube.apply`` places it)."""
+    return {
+        "apiVersion": "svcreg.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": name},
+        "spec": spec,
+    }

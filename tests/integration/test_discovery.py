@@ -19,7 +19,7 @@ import pytest
 from svcreg.controlplane.cluster import Cluster
 from tests.targets import HttpTarget, free_port
 
-from .kubehelpers import Kube, expired_token
+from .kubehelpers import Kube, expired_token, registration
 from .operator_process import OperatorProcess
 
 AUDIENCE = "svcreg"
@@ -47,15 +47,6 @@ class World:
         answer = self.get(path, who, params=params)
         assert answer.status_code == 200, answer.text
         return [i["name"] for i in answer.json()["items"]]
-
-
-def registration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "svcreg.io/v1alpha1",
-        "kind": "ServiceRegistration",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 @pytest.fixture(scope="module")

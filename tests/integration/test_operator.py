@@ -13,7 +13,7 @@ from kubernetes import client
 from svcreg.controlplane.cluster import Cluster
 from tests.targets import GrpcTarget, HttpTarget, TcpListener, free_port, host_address, http_target
 
-from .kubehelpers import Kube
+from .kubehelpers import Kube, registration
 from .operator_process import OperatorProcess
 
 
@@ -46,15 +46,6 @@ def operator(
 def web() -> Iterator[HttpTarget]:
     with http_target() as target:
         yield target
-
-
-def registration(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "svcreg.io/v1alpha1",
-        "kind": "ServiceRegistration",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 def fast_check(**check: Any) -> dict[str, Any]:
