@@ -140,8 +140,7 @@ def main() -> int:
     control_plane = cluster.up(report=progress.stderr_reporter)
     env = control_plane.env()
     os.environ["KUBECONFIG"] = control_plane.kubeconfig
-    kube.kubectl("apply", "-f", str(kube.CRD_DIR), env=env)
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{kube.CRD_NAME}", env=env)
+    kube.install_crd(env)
     token = asyncio.run(setup(args.registrations))
 
     port, hello_port = free_port(), free_port()

@@ -147,8 +147,7 @@ def main() -> int:
     control_plane = cluster.up(report=progress.stderr_reporter)
     env = control_plane.env()
     os.environ["KUBECONFIG"] = control_plane.kubeconfig
-    kube.kubectl("apply", "-f", str(kube.CRD_DIR), env=env)
-    kube.kubectl("wait", "--for=condition=Established", f"crd/{kube.CRD_NAME}", env=env)
+    kube.install_crd(env)
 
     targets = subprocess.Popen(
         [sys.executable, "-m", "bench.target_server", str(args.ports)], stdout=subprocess.PIPE, text=True

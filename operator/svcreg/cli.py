@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,13 +68,28 @@ def _run_command(args: argparse.Namespace) -> int:
     from svcreg import runner  # noqa: PLC0415 - Kopf is imported only for the commands that run it
 
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
     asyncio.run(runner.run(settings.from_args(args)))
     return 0
+
+
+def _dev_command(args: argparse.Namespace) -> int:
+    from svcreg import dev  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
+    return dev.run(args.port, Path(args.dir) if args.dir else None)
+
+
+def _discover_command(args: argparse.Namespace) -> int:
+    from svcreg import discover  # noqa: PLC0415
+
+    return discover.run(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,7 +119,35 @@ def parser() -> argparse.ArgumentParser:
     )
     settings.add_run_arguments(run_parser)
     run_parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run_parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        default=(os.environ.get("SVCREG_LOG_LEVEL") or "INFO").upper(),
+        help="log level (default INFO; env SVCREG_LOG_LEVEL)",
+    )
     run_parser.set_defaults(handler=_run_command)
+
+    dev_parser = commands.add_parser(
+        "dev",
+        help="try svcreg on this machine: control plane, CRD, examples with demo targets, operator",
+        description="Start the local control plane (if none runs), install the CRD, apply the "
+        "examples pointed at demo targets, run the operator and discovery in the foreground, and "
+        "print a ready-to-paste curl. Ctrl-C stops everything it started.",
+    )
+    dev_parser.add_argument("--port", type=int, default=8080, help="discovery port (default 8080)")
+    dev_parser.add_argument("--dir", help="control plane state directory (as for svcreg cluster)")
+    dev_parser.set_defaults(handler=_dev_command)
+
+    discover_parser = commands.add_parser(
+        "discover",
+        help="query discovery from the shell (SVCREG_URL, SVCREG_TOKEN)",
+        description="Query the discovery endpoint with the Python client: a table by default.",
+    )
+    from svcreg import discover  # noqa: PLC0415 - light: the client and httpx only
+
+    discover.add_arguments(discover_parser)
+    discover_parser.set_defaults(handler=_discover_command)
     return root
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from svcreg import model
 from svcreg.index import Index
 from svcreg.kubeapi import KubeApi, KubeApiError
+from svcreg.settings import has_globs
 
 logger = logging.getLogger(__name__)
 WATCH_SECONDS = 290
@@ -34,7 +35,7 @@ class Informer:
         self.api = api
         self.index = index
         self.patterns = namespaces
-        literal = namespaces and not any(any(c in ns for c in "*?[") for ns in namespaces)
+        literal = namespaces and not has_globs(namespaces)
         # Literal namespaces are listed one by one (namespaced RBAC suffices); globs need a
         # cluster-wide list, filtered here.
         self.scopes: tuple[str | None, ...] = tuple(namespaces) if literal else (None,)

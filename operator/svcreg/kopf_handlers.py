@@ -27,6 +27,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=model.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # No runtime scanning of CRDs and namespaces unless namespace globs need it: the CRD is
+    # installed before svcreg starts and literal namespaces are known, so Kopf needs no
+    # cluster-wide read of either (least privilege: the chart, which takes literal names only,
+    # grants none).
+    settings.scanning.disabled = not getattr(memo, "scan_namespaces", False)
     # Known Kopf failure: a watch that silently stops delivering. Time-box every watch.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300

@@ -11,6 +11,12 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 CRD_NAME = "serviceregistrations.svcreg.io"
 
 
+def install_crd(env: dict[str, str]) -> None:
+    """Apply the CRD and its capabilities policy, and wait until the API serves the resource."""
+    kubectl("apply", "-f", str(CRD_DIR), env=env)
+    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s", env=env)
+
+
 def kubectl(
     *args: str, env: dict[str, str], input: str | None = None, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -172,6 +172,36 @@ class KubeApi:
         answer: dict[str, Any] = response.json()
         return answer
 
+    async def apply_registration(
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        field_manager: str,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        owner_references: list[dict[str, Any]] | None = None,
+    ) -> Response:
+        """Create or update a registration with server-side apply: the fields this manager sets
+        are its own, and fields other managers (kubectl, GitOps) own are left alone."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        for key, value in (
+            ("labels", labels),
+            ("annotations", annotations),
+            ("ownerReferences", owner_references),
+        ):
+            if value:
+                metadata[key] = value
+        manifest = {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
+        return await self.request(
+            "PATCH",
+            self._registration_path(namespace, name),
+            json=manifest,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": field_manager, "force": "true"},
+        )
+
     async def delete_registration(self, namespace: str, name: str, uid: str) -> bool:
         """Delete exactly this object (uid precondition), never a same-named successor."""
         response = await self.request(

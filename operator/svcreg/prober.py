@@ -23,7 +23,7 @@ from svcreg import health as health_mod
 from svcreg import status as status_mod
 from svcreg.endpoints import EndpointCache
 from svcreg.health import BAD, GOOD, HealthState, Thresholds
-from svcreg.kubeapi import KubeApi, KubeApiError, now_rfc3339
+from svcreg.kubeapi import KubeApi, now_rfc3339
 from svcreg.metrics import Metrics
 from svcreg.model import Health, ServiceRegistrationSpec
 from svcreg.partition import PartitionGuard
@@ -300,11 +300,7 @@ class Prober:
         namespace, name = tracked.key
         try:
             answer = await self.api.patch_status(namespace, name, wanted)
-        except (TimeoutError, KubeApiError, OSError) as error:
-            self.metrics.status_writes.labels("error").inc()
-            logger.warning("status of %s/%s not written: %s", namespace, name, error)
-            return
-        except Exception as error:  # transport errors: the next round retries
+        except Exception as error:  # API refusals and transport errors: the next round retries
             self.metrics.status_writes.labels("error").inc()
             logger.warning("status of %s/%s not written: %s", namespace, name, error)
             return

@@ -58,6 +58,8 @@ async def run(settings: Settings) -> None:
         heartbeats=None if settings.discovery_only else heartbeats,
         cors_origins=settings.cors_origins,
         max_wait=settings.max_wait,
+        operator_url=settings.operator_url if settings.discovery_only else None,
+        api=None if settings.discovery_only else api,
     )
     guard = PartitionGuard(
         GuardSettings(settings.partition_window, settings.partition_min_targets, settings.partition_ratio)
@@ -88,7 +90,9 @@ async def run(settings: Settings) -> None:
         }
         return index.synced and started.is_set() and not guard.suspected, details
 
-    web_runner = web.AppRunner(build_app(metrics, ready, discovery), access_log=None)
+    web_runner = web.AppRunner(
+        build_app(metrics, ready, discovery, registration_api=settings.registration_api), access_log=None
+    )
     await web_runner.setup()
     site = web.TCPSite(web_runner, host="0.0.0.0", port=settings.port)  # served to the cluster
     await site.start()
@@ -108,7 +112,7 @@ async def run(settings: Settings) -> None:
                 clusterwide=settings.clusterwide,
                 namespaces=settings.namespaces,
                 standalone=settings.standalone,
-                memo=kopf.Memo(prober=prober),
+                memo=kopf.Memo(prober=prober, scan_namespaces=settings.namespace_globs),
                 ready_flag=started,
             )
     finally:

@@ -19,6 +19,8 @@ class Settings:
     discovery_only: bool = False
     cors_origins: tuple[str, ...] = ()
     max_wait: float = 300.0
+    operator_url: str | None = None
+    registration_api: bool = True
     partition_window: float = 30.0
     partition_min_targets: int = 10
     partition_ratio: float = 0.8
@@ -26,6 +28,16 @@ class Settings:
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def namespace_globs(self) -> bool:
+        """Whether a namespace is a pattern (``t-*``): then the namespaces must be listed and
+        watched to know which exist, which needs cluster-wide read access to namespaces."""
+        return has_globs(self.namespaces)
+
+
+def has_globs(namespaces: tuple[str, ...]) -> bool:
+    return any(any(c in ns for c in "*?[") for ns in namespaces)
 
 
 def _env(name: str) -> str | None:
@@ -99,6 +111,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve discovery from a watch; never probe or write (scale reads with replicas)",
     )
     parser.add_argument(
+        "--operator-url",
+        default=_env("operator-url"),
+        metavar="URL",
+        help="with --discovery-only: relay heartbeats and registration writes to the operator here",
+    )
+    parser.add_argument(
+        "--no-registration-api",
+        dest="registration_api",
+        action="store_false",
+        default=not _env_bool("no-registration-api"),
+        help="turn off PUT/DELETE /v1/registrations (HTTP self-registration)",
+    )
+    parser.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
@@ -143,6 +168,8 @@ def from_args(args: argparse.Namespace) -> Settings:
         discovery_only=args.discovery_only,
         cors_origins=tuple(args.cors_origins or _env_list("cors-origin")),
         max_wait=min(max(args.max_wait, 0.0), 300.0),
+        operator_url=args.operator_url,
+        registration_api=args.registration_api,
         partition_window=args.partition_window,
         partition_min_targets=args.partition_min_targets,
         partition_ratio=args.partition_ratio,

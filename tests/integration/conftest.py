@@ -44,8 +44,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
 def k8s(control_plane: cluster.Cluster) -> Kube:
     api = config.new_client_from_config(config_file=control_plane.kubeconfig)
     helper = Kube(cluster=control_plane, api=api)
-    helper.kubectl("apply", "-f", str(kube.CRD_DIR))
-    helper.kubectl("wait", "--for=condition=Established", f"crd/{kube.CRD_NAME}", "--timeout=60s")
+    kube.install_crd(helper.env)
     _wait_for_policy(helper)
     return helper
 

@@ -23,7 +23,8 @@ class OperatorProcess:
         self.env = cluster.env()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> OperatorProcess:
+    def launch(self) -> OperatorProcess:
+        """Start the process without waiting for it to serve (it may be meant to fail)."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "svcreg.cli", "run", *self.args],
@@ -31,6 +32,10 @@ class OperatorProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        return self
+
+    def start(self) -> OperatorProcess:
+        self.launch()
         self.wait_until(lambda: self.ready() is not None, "the operator to serve /readyz")
         return self
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from svcreg.api import discovery, openapi
+from svcreg.api import discovery, openapi, registrations
 from svcreg.metrics import Metrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
@@ -36,7 +36,11 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 def build_app(
-    metrics_: Metrics, ready: ReadyCheck, discovery_: discovery.Discovery | None = None
+    metrics_: Metrics,
+    ready: ReadyCheck,
+    discovery_: discovery.Discovery | None = None,
+    *,
+    registration_api: bool = True,
 ) -> web.Application:
     app = web.Application(middlewares=[discovery.errors_and_metrics], client_max_size=64 * 1024)
     app[METRICS_KEY] = metrics_
@@ -47,4 +51,6 @@ def build_app(
     app.router.add_get("/openapi.json", openapi_json)
     if discovery_ is not None:
         discovery.add_routes(app, discovery_)
+        if registration_api:
+            registrations.add_routes(app)
     return app

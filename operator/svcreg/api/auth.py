@@ -14,13 +14,16 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from svcreg.kubeapi import KubeApi
+from svcreg.kubeapi import KubeApi, Response
 from svcreg.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 POSITIVE_TTL = 60.0
 NEGATIVE_TTL = 5.0
@@ -105,6 +108,14 @@ class _TtlCache:
             del self._inflight[key]
 
 
+def _review_failed(kind: str, answer: Response) -> AuthError:
+    """Log why a review failed (a 403 here means svcreg's own RBAC lacks ``create`` on the
+    review resource) and answer the caller 503: the caller is not at fault. The API server's
+    message names the missing permission and never contains the reviewed token."""
+    logger.error("%s failed with HTTP %d: %s", kind, answer.status_code, answer.text[:500])
+    return AuthError(503, "ReviewUnavailable", f"{kind} failed with HTTP {answer.status_code}")
+
+
 class Authorizer:
     def __init__(
         self,
@@ -151,7 +162,7 @@ class Authorizer:
             json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
         )
         if answer.status_code >= 300:
-            raise AuthError(503, "ReviewUnavailable", f"TokenReview failed with HTTP {answer.status_code}")
+            raise _review_failed("TokenReview", answer)
         status = answer.json().get("status") or {}
         if not status.get("authenticated"):
             # The API server's reason may name the audience problem; it never contains the token.
@@ -203,9 +214,7 @@ class Authorizer:
             "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", json=body
         )
         if answer.status_code >= 300:
-            raise AuthError(
-                503, "ReviewUnavailable", f"SubjectAccessReview failed with HTTP {answer.status_code}"
-            )
+            raise _review_failed("SubjectAccessReview", answer)
         allowed = bool((answer.json().get("status") or {}).get("allowed"))
         return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
 

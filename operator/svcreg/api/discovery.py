@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from svcreg import query as query_mod
 from svcreg.api.auth import AuthError, Authorizer, Identity
 from svcreg.index import Change, Index, Instance, dumps, render
+from svcreg.kubeapi import KubeApi
 from svcreg.metrics import Metrics
 from svcreg.model import Health
 from svcreg.probes.ttl import HeartbeatStatus, HeartbeatStore
@@ -42,11 +44,42 @@ class Discovery:
     heartbeats: HeartbeatStore | None = None  # None on discovery-only replicas
     cors_origins: tuple[str, ...] = ()
     max_wait: float = query_mod.MAX_WAIT_SECONDS
+    # Discovery-only replicas forward writes (heartbeats, registrations) here, the operator's
+    # Service: ttl state lives in the one prober, only the operator's ServiceAccount may write,
+    # and callers should not need to know which pod answers.
+    operator_url: str | None = None
+    # The operator's API client, for the registration facade's writes (None on replicas).
+    api: KubeApi | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag): identical long polls woken by
         # the same change share one evaluation.
         self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str]] = collections.OrderedDict()
+        self._forwarder: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request) -> web.Response:
+        """Relay a write (heartbeat, registration) to the operator with the caller's own token,
+        so the operator authorizes it exactly as if it had been sent there."""
+        assert self.operator_url is not None
+        if self._forwarder is None:
+            self._forwarder = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        if request.content_type:
+            headers["Content-Type"] = request.content_type
+        body = await request.read() if request.can_read_body else None
+        url = self.operator_url.rstrip("/") + request.rel_url.path_qs
+        try:
+            async with self._forwarder.request(request.method, url, data=body, headers=headers) as upstream:
+                return web.Response(
+                    status=upstream.status, body=await upstream.read(), content_type="application/json"
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            logger.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, error)
+            return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
+
+    async def close(self) -> None:
+        if self._forwarder is not None:
+            await self._forwarder.close()
 
 
 DISCOVERY_KEY = web.AppKey("discovery", Discovery)
@@ -347,6 +380,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
     await discovery.auth.require(identity, "heartbeat", namespace, name)
+    if discovery.heartbeats is None and discovery.operator_url:
+        return await discovery.forward(request)
     if discovery.heartbeats is None:
         return error_response(
             503, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
@@ -380,8 +415,13 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
 
 
+async def _close(app: web.Application) -> None:
+    await app[DISCOVERY_KEY].close()
+
+
 def add_routes(app: web.Application, discovery: Discovery) -> None:
     app[DISCOVERY_KEY] = discovery
+    app.on_cleanup.append(_close)
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{namespace}/{name}", one_service)
     app.router.add_get("/v1/capabilities", capabilities)

@@ -246,6 +246,18 @@ def document() -> dict[str, Any]:
                         },
                     },
                 },
+                "RegistrationWrite": {
+                    "type": "object",
+                    "required": ["namespace", "name"],
+                    "properties": {
+                        "namespace": {"type": "string"},
+                        "name": {"type": "string"},
+                        "created": {"type": "boolean"},
+                        "deleted": {"type": "boolean"},
+                        "registeredBy": {"type": "string"},
+                        "generation": {"type": "integer"},
+                    },
+                },
                 "Heartbeat": {
                     "type": "object",
                     "required": ["namespace", "name", "status", "accepted"],
@@ -356,6 +368,55 @@ def document() -> dict[str, Any]:
                     },
                     "security": [{"serviceAccountToken": []}],
                 }
+            },
+            "/v1/registrations/{namespace}/{name}": {
+                "parameters": [
+                    _param("namespace", "Namespace.", {"type": "string"}, "path", required=True),
+                    _param("name", "Registration name.", {"type": "string"}, "path", required=True),
+                ],
+                "put": {
+                    "summary": "Create or update a ServiceRegistration on the caller's behalf (server-side "
+                    "apply); needs RBAC create (new) or update (existing) on serviceregistrations.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["spec"],
+                                    "properties": {
+                                        "spec": {
+                                            "type": "object",
+                                            "description": "The ServiceRegistration spec, as in the CRD.",
+                                        },
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string", "maxLength": 63},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("RegistrationWrite", "Updated."),
+                        "201": _ok("RegistrationWrite", "Created."),
+                        "503": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                },
+                "delete": {
+                    "summary": "Delete a ServiceRegistration; needs RBAC delete on serviceregistrations.",
+                    "responses": {
+                        "200": _ok("RegistrationWrite", "Deleted."),
+                        "404": _ERROR,
+                        "503": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                },
             },
             "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": {"description": "Alive."}}}},
             "/readyz": {

@@ -1,0 +1,22 @@
+# svcreg's container image: `svcreg run` as a non-root user on a slim Python base.
+#   docker build -t svcreg:dev .
+# Stage 1 builds wheels (svcreg and every dependency) so the runtime stage needs no compiler
+# and no pip cache.
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.12-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels svcreg \
+ && groupadd --gid 10001 svcreg \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin svcreg
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["svcreg"]
+CMD ["run"]

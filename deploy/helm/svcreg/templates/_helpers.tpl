@@ -1,0 +1,107 @@
+{{/* Base name of the chart's objects. */}}
+{{- define "svcreg.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: release-qualified unless the release name already contains the chart name. */}}
+{{- define "svcreg.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "svcreg.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "svcreg.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: svcreg
+{{- end -}}
+
+{{/* Selector labels shared by every pod that serves discovery (the Service selects on these). */}}
+{{- define "svcreg.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "svcreg.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "svcreg.operatorServiceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "svcreg.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "svcreg.discoveryServiceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- printf "%s-discovery" (include "svcreg.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "svcreg.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Discovery-only replicas exist when a replica count or an autoscaler asks for them. */}}
+{{- define "svcreg.discoveryEnabled" -}}
+{{- if or (gt (int .Values.discovery.replicas) 0) .Values.discovery.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Arguments common to both kinds of pod: scope, audiences, CORS, long-poll cap, log level. */}}
+{{- define "svcreg.commonArgs" -}}
+- run
+- --port={{ .Values.service.port }}
+{{- range .Values.watchNamespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- range .Values.tokenAudiences }}
+- --token-audience={{ . }}
+{{- end }}
+{{- range .Values.corsOrigins }}
+- --cors-origin={{ . }}
+{{- end }}
+- --max-wait={{ .Values.maxWaitSeconds }}
+{{- if not .Values.registrationApi.enabled }}
+- --no-registration-api
+{{- end }}
+- --log-level={{ .Values.logLevel }}
+{{- end -}}
+
+{{/* The container's hardening and probes, shared by both Deployments. */}}
+{{- define "svcreg.containerCommon" -}}
+image: {{ include "svcreg.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+ports:
+  - name: http
+    containerPort: {{ .Values.service.port }}
+    protocol: TCP
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 30
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end -}}

@@ -1,0 +1,153 @@
+"""The discovery client's pure parts: parameters, parsing, errors, weighted order, token files."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from svcreg import client
+from svcreg.client import Instance
+
+
+def instance(name: str, weight: int = 100, **extra: object) -> Instance:
+    return Instance.parse(
+        {
+            "namespace": "ns",
+            "name": name,
+            "endpoint": f"http://{name}:80",
+            "capabilities": [{"name": "greet"}],
+            "weight": weight,
+            "health": "Healthy",
+            "ready": True,
+            **extra,
+        }
+    )
+
+
+def test_query_params_spell_filters_as_the_api_does() -> None:
+    params = client.query_params(
+        service="orders", capability=["a", "b"], tag="api", version=">=1.2,<2", meta={"env": "prod"}
+    )
+    assert list(params.multi_items()) == [
+        ("service", "orders"),
+        ("version", ">=1.2,<2"),
+        ("capability", "a"),
+        ("capability", "b"),
+        ("tag", "api"),
+        ("meta.env", "prod"),
+    ]
+
+
+def test_weighted_order_follows_weights_and_never_picks_weight_zero() -> None:
+    items = [instance("heavy", 300), instance("light", 100), instance("never", 0)]
+    rng = random.Random(7)
+    firsts = collections.Counter(client.weighted_order(items, rng)[0].name for _ in range(4000))
+    assert firsts["never"] == 0
+    assert 2.5 < firsts["heavy"] / firsts["light"] < 3.5
+    assert {i.name for i in client.weighted_order(items, rng)} == {"heavy", "light"}
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, client.BadRequest), (401, client.Unauthorized), (403, client.Forbidden), (404, client.NotFound)],
+)
+def test_api_errors_are_typed(status: int, kind: type[client.ApiError]) -> None:
+    body = {"error": {"code": "X", "message": "why", "parameter": "tag"}}
+    with pytest.raises(kind) as caught:
+        client._raise_for(httpx.Response(status, json=body))
+    assert (caught.value.status, caught.value.code, caught.value.message) == (status, "X", "why")
+    assert caught.value.parameter == "tag"
+
+
+def test_token_file_is_reread_when_it_rotates(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    tokens = client.TokenSource(token_file=path)
+    assert tokens.headers() == {"Authorization": "Bearer first"}
+    path.write_text("second\n")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert tokens.get() == "second"
+
+
+def test_no_token_means_no_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SVCREG_TOKEN", raising=False)
+    assert client.TokenSource(token_file=tmp_path / "missing").headers() == {}
+
+
+def test_instance_url_uses_healthy_addresses_for_service_refs() -> None:
+    ref = instance(
+        "web",
+        endpoint=None,
+        instances=[
+            {"address": "10.0.0.1", "port": 80, "health": "Unhealthy"},
+            {"address": "10.0.0.2", "port": 8080, "health": "Healthy"},
+        ],
+    )
+    assert ref.url == "http://10.0.0.2:8080"
+
+
+def test_sse_parsing_yields_complete_events() -> None:
+    lines = [": keep-alive", "", "id: 3", "event: updated", 'data: {"index": 3}', "", "data: {}", ""]
+    events = list(client._parse_sse(iter(lines)))
+    assert events == [{"id": "3", "event": "updated", "data": '{"index": 3}'}, {"data": "{}"}]
+    event = client._watch_event(events[0])
+    assert (event.type, event.index, event.registration) == ("updated", 3, None)
+
+
+def _mock(routes: dict[str, list[httpx.Response] | httpx.Response]) -> httpx.MockTransport:
+    calls: dict[str, int] = collections.Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = f"{request.url.host}{request.url.path}"
+        calls[key] += 1
+        answer = routes.get(key)
+        if answer is None:
+            raise httpx.ConnectError("refused", request=request)
+        if isinstance(answer, list):
+            return answer[min(calls[key], len(answer)) - 1]
+        return answer
+
+    transport = httpx.MockTransport(handler)
+    transport.calls = calls  # type: ignore[attr-defined]
+    return transport
+
+
+def _capability_answer(*names: str) -> httpx.Response:
+    items = [instance(n).raw for n in names]
+    return httpx.Response(200, json={"capability": "greet", "count": len(items), "items": items, "index": 1})
+
+
+def test_request_fails_over_and_never_retries_4xx() -> None:
+    transport = _mock(
+        {
+            "svcreg/v1/capabilities/greet": _capability_answer("a"),
+            "a/hello": [httpx.Response(503), httpx.Response(200, json={"ok": True})],
+            "a/missing": httpx.Response(404),
+        }
+    )
+    fast = client.RetryPolicy(attempts=3, base_delay=0.0)
+    with client.DiscoveryClient(
+        "http://svcreg", "t", http=httpx.Client(transport=transport), retry=fast
+    ) as c:
+        assert c.request("greet", "GET", "/hello").json() == {"ok": True}
+        assert c.request("greet", "GET", "/missing").status_code == 404
+    assert transport.calls["a/hello"] == 2  # type: ignore[attr-defined]
+    assert transport.calls["a/missing"] == 1  # type: ignore[attr-defined]
+
+
+def test_unknown_capability_is_named() -> None:
+    transport = _mock(
+        {
+            "svcreg/v1/capabilities/nope": _capability_answer(),
+            "svcreg/v1/capabilities": httpx.Response(200, json={"count": 0, "capabilities": [], "index": 1}),
+        }
+    )
+    c = client.DiscoveryClient("http://svcreg", "t", http=httpx.Client(transport=transport))
+    with c, pytest.raises(client.UnknownCapability, match="'nope'"):
+        c.resolve("nope")
