@@ -99,8 +99,9 @@ class KubeApi:
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        # Calls the in-cluster refresh hook, so a rotated ServiceAccount token is picked up.
-        authorization = self.configuration.get_api_key_with_prefix("authorization")
+        # Calls the in-cluster refresh hook, so a rotated ServiceAccount token is picked up. The
+        # kubernetes package files bearer tokens under "BearerToken" (older ones: "authorization").
+        authorization = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if authorization:
             headers["Authorization"] = authorization
         if content_type:

@@ -105,3 +105,29 @@ volumeMounts:
   - name: tmp
     mountPath: /tmp
 {{- end -}}
+
+{{/* Namespaced rules of the operator and of discovery replicas (see rbac.yaml). */}}
+{{- define "svcreg.operatorRules" -}}
+- apiGroups: [svcreg.io]
+  resources: [serviceregistrations]
+  verbs: [get, list, watch, delete]
+- apiGroups: [svcreg.io]
+  resources: [serviceregistrations/status]
+  verbs: [patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if .Values.registrationApi.enabled }}
+- apiGroups: [svcreg.io]
+  resources: [serviceregistrations]
+  verbs: [create, patch]
+{{- end }}
+{{- end }}
+{{- define "svcreg.discoveryRules" -}}
+- apiGroups: [svcreg.io]
+  resources: [serviceregistrations]
+  verbs: [get, list, watch]
+{{- end }}
