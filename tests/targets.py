@@ -158,3 +158,55 @@ def http_target(tls_dir: Path | None = None, *, host: str = "127.0.0.1") -> Iter
         yield target
     finally:
         target.close()
+
+
+class AppTarget:
+    """An aiohttp app in its own thread for client tests: /health is 200; /flaky answers 503
+    ``fail_first`` times, then 200; /missing is 404; every answer names the target and each
+    path's calls are counted."""
+
+    def __init__(self, name: str, fail_first: int = 0) -> None:
+        from aiohttp import web  # noqa: PLC0415
+
+        self.name, self.fail_first = name, fail_first
+        self.calls: dict[str, int] = {}
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def answer(request: web.Request) -> web.Response:
+            path = request.path
+            self.calls[path] = self.calls.get(path, 0) + 1
+            if path == "/missing":
+                return web.json_response({"target": self.name}, status=404)
+            if path == "/flaky" and self.calls[path] <= self.fail_first:
+                return web.json_response({"target": self.name}, status=503)
+            return web.json_response({"target": self.name, "path": path})
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", answer)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()

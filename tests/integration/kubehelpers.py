@@ -106,6 +106,26 @@ class Kube:
             ),
         )
 
+    def kubeconfig_as(self, namespace: str, service_account: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token, as
+        a pod's mounted token would."""
+        admin = yaml.safe_load(Path(self.cluster.kubeconfig).read_text())
+        server = admin["clusters"][0]["cluster"]
+        token = self.token(namespace, service_account)
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "local", "cluster": server}],
+                    "users": [{"name": service_account, "user": {"token": token}}],
+                    "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account}}],
+                    "current-context": "sa",
+                }
+            )
+        )
+        return path
+
     def get_registration(self, namespace: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
             "svcreg.io", "v1alpha1", namespace, "serviceregistrations", name

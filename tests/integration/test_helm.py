@@ -404,32 +404,9 @@ def test_install_with_every_optional_object(helm: Helm, k8s: Kube) -> None:
 # --- RBAC proven both ways -----------------------------------------------------------------------
 
 
-def kubeconfig_for(k8s: Kube, namespace: str, service_account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token), as the
-    operator's pod would."""
-    admin = yaml.safe_load(Path(k8s.cluster.kubeconfig).read_text())
-    server = admin["clusters"][0]["cluster"]
-    token = k8s.token(namespace, service_account)
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "local", "cluster": server}],
-                "users": [{"name": service_account, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 def operator_as(k8s: Kube, control_plane: Cluster, service_account: str, directory: Path) -> OperatorProcess:
     process = OperatorProcess(control_plane, directory / "operator.log", "--probe-allow", "127.0.0.0/8")
-    process.env["KUBECONFIG"] = str(
-        kubeconfig_for(k8s, RELEASE_NS, service_account, directory / "kubeconfig")
-    )
+    process.env["KUBECONFIG"] = str(k8s.kubeconfig_as(RELEASE_NS, service_account, directory / "kubeconfig"))
     return process
 
 
