@@ -82,6 +82,7 @@ def _dev_command(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
     return dev.run(args.port, Path(args.dir) if args.dir else None)
 
