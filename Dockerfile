@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # svcreg's container image: `svcreg run` as a non-root user on a slim Python base.
 #   docker build -t svcreg:dev .
 # Stage 1 builds wheels (svcreg and every dependency) so the runtime stage needs no compiler

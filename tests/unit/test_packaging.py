@@ -1,0 +1,28 @@
+"""The container image and the chart stay conventional: checks that need no Docker engine."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dockerfile_is_multi_stage_non_root_with_the_svcreg_entry_point() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert len(stages) == 2 and all(s.startswith("python:") and "slim" in s for s in stages)
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r'^ENTRYPOINT \["svcreg"\]', text, re.MULTILINE)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["svcreg"] == "svcreg.cli:main"
+    # The chart's pod runs as the image's user.
+    values = (ROOT / "deploy" / "helm" / "svcreg" / "values.yaml").read_text()
+    assert f"runAsUser: {users[-1].split(':')[0]}" in values
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests", "bench"} <= set(ignored)
