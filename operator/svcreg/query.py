@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import semantic_version
 
@@ -27,6 +29,21 @@ class BadQuery(ValueError):
     def __init__(self, parameter: str, message: str) -> None:
         super().__init__(f"{parameter}: {message}")
         self.parameter = parameter
+
+
+def json_object(raw: bytes, fields: Collection[str], what: str) -> dict[str, Any]:
+    """A request body that must be a JSON object with only ``fields``; BadQuery naming the
+    first problem otherwise (``what`` says what such a body holds, for the message)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadQuery("body", f"not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise BadQuery("body", f"must be a JSON object; {what}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise BadQuery(unknown[0], f"unknown field; {what}")
+    return body
 
 
 @dataclass(frozen=True)

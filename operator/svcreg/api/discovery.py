@@ -393,15 +393,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     if request.can_read_body:
         if (request.content_length or 0) > 4096:
             raise query_mod.BadQuery("body", "at most 4096 bytes")
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError) as error:
-            raise query_mod.BadQuery("body", f"not JSON: {error}") from error
-        if not isinstance(body, dict):
-            raise query_mod.BadQuery("body", "must be a JSON object")
-        unknown = sorted(set(body) - {"status", "note"})
-        if unknown:
-            raise query_mod.BadQuery(unknown[0], "unknown field; a heartbeat has status and note")
+        body = query_mod.json_object(
+            await request.read(), ("status", "note"), "a heartbeat has status and note"
+        )
         status = body.get("status", "passing")
         if status not in ("passing", "warning", "critical"):
             raise query_mod.BadQuery("status", "must be passing, warning or critical")

@@ -10,7 +10,6 @@ as the CRD, so a bad field is a 400 naming it before anything reaches the API se
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -20,9 +19,10 @@ from pydantic import ValidationError
 
 from svcreg import model
 from svcreg import query as query_mod
+from svcreg.api.auth import Identity
 from svcreg.api.discovery import DISCOVERY_KEY, Discovery, error_response
 from svcreg.index import dumps
-from svcreg.kubeapi import KubeApi, Response
+from svcreg.kubeapi import Response
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,7 @@ def _camel(name: str) -> str:
 def parse_body(raw: bytes) -> tuple[dict[str, Any], dict[str, str]]:
     """The spec (validated, as the API server will store it) and labels of a PUT body
     ``{"spec": {...}, "labels": {...}}``; BadQuery naming the field otherwise."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise query_mod.BadQuery("body", f"not JSON: {error}") from error
-    if not isinstance(body, dict):
-        raise query_mod.BadQuery("body", "must be a JSON object with a spec")
-    unknown = sorted(set(body) - {"spec", "labels"})
-    if unknown:
-        raise query_mod.BadQuery(unknown[0], "unknown field; a registration body has spec and labels")
+    body = query_mod.json_object(raw, ("spec", "labels"), "a registration body has spec and labels")
     spec, labels = body.get("spec"), body.get("labels") or {}
     if not isinstance(spec, dict):
         raise query_mod.BadQuery("spec", "required: the ServiceRegistration spec as an object")
@@ -92,21 +84,27 @@ def _path(namespace: str, name: str) -> str:
     return f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}/{name}"
 
 
-async def _context(request: web.Request) -> tuple[Discovery, KubeApi | None, str, str]:
+async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]:
     discovery = request.app[DISCOVERY_KEY]
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     _check_name("namespace", namespace)
     _check_name("name", name)
-    return discovery, discovery.api, namespace, name
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    return discovery, namespace, name, identity
+
+
+async def _elsewhere(discovery: Discovery, request: web.Request) -> web.Response:
+    """Where this process may not write (a discovery-only replica): relay to the operator."""
+    if discovery.operator_url:
+        return await discovery.forward(request)
+    return error_response(503, "NotOperator", "this replica serves discovery only")
 
 
 async def put_registration(request: web.Request) -> web.Response:
-    discovery, api, namespace, name = await _context(request)
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    discovery, namespace, name, identity = await _context(request)
+    api = discovery.api
     if api is None:
-        if discovery.operator_url:
-            return await discovery.forward(request)
-        return error_response(503, "NotOperator", "this replica serves discovery only")
+        return await _elsewhere(discovery, request)
     if (request.content_length or 0) > MAX_BODY:
         raise query_mod.BadQuery("body", f"at most {MAX_BODY} bytes")
     spec, labels = parse_body(await request.read())
@@ -145,12 +143,10 @@ async def put_registration(request: web.Request) -> web.Response:
 
 
 async def delete_registration(request: web.Request) -> web.Response:
-    discovery, api, namespace, name = await _context(request)
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    discovery, namespace, name, identity = await _context(request)
+    api = discovery.api
     if api is None:
-        if discovery.operator_url:
-            return await discovery.forward(request)
-        return error_response(503, "NotOperator", "this replica serves discovery only")
+        return await _elsewhere(discovery, request)
     await discovery.auth.require(identity, "delete", namespace, name)
     answer = await api.request("DELETE", _path(namespace, name))
     if answer.status_code == 404:
