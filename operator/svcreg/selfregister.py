@@ -23,8 +23,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from svcreg import model
-from svcreg.client import AsyncDiscoveryClient, SvcregError
+from svcreg.client import AsyncDiscoveryClient, NotFound, SvcregError
 from svcreg.kubeapi import KubeApi, KubeApiError
 
 logger = logging.getLogger(__name__)
@@ -101,7 +103,6 @@ class SelfRegistration:
             if self._discovery is None:
                 self._discovery = AsyncDiscoveryClient()
                 self._owned.append(self._discovery)
-            await self.beat()  # the first heartbeat at once: Healthy without waiting a period
             self._beating = asyncio.create_task(self._heartbeats(), name="svcreg-heartbeats")
 
     async def beat(self, status: str = "passing", note: str = "") -> None:
@@ -109,15 +110,18 @@ class SelfRegistration:
         await self._discovery.heartbeat(self.namespace, self.name, status, note)
 
     async def _heartbeats(self) -> None:
+        """Beat at once (Healthy without waiting a period), then every interval. Until discovery
+        has seen the new registration it answers 404: retry that quickly."""
         assert self.heartbeat_interval is not None
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            pause = self.heartbeat_interval
             try:
                 await self.beat()
-            except (SvcregError, OSError) as error:  # keep beating: the next one may pass
+            except NotFound:
+                pause = min(0.2, pause)
+            except (SvcregError, OSError, httpx.HTTPError) as error:  # keep beating: the next may pass
                 logger.warning("heartbeat for %s/%s failed: %s", self.namespace, self.name, error)
-            except Exception as error:
-                logger.warning("heartbeat for %s/%s failed: %r", self.namespace, self.name, error)
+            await asyncio.sleep(pause)
 
     async def stop(self) -> None:
         if self._beating is not None:

@@ -263,12 +263,14 @@ def _writer_api(world: World, tmp_path: Path) -> KubeApi:
 async def test_self_registration_in_an_aiohttp_app(world: World, tmp_path: Path) -> None:
     """The app registers itself at start with its own ServiceAccount, heartbeats keep its ttl
     check passing, and shutdown removes the registration."""
+    api = _writer_api(world, tmp_path)
+    discovery = client.AsyncDiscoveryClient(world.url, world.token("writer"))
     registration_ = SelfRegistration(
         {"endpoint": world.targets["live"].url, "capabilities": ["self"], "healthCheck": {"type": "ttl"}},
         name="self-aiohttp",
         namespace=world.ns,
-        api=_writer_api(world, tmp_path),
-        discovery=client.AsyncDiscoveryClient(world.url, world.token("writer")),
+        api=api,
+        discovery=discovery,
         heartbeat_interval=1,
     )
     app = web.Application()
@@ -289,19 +291,25 @@ async def test_self_registration_in_an_aiohttp_app(world: World, tmp_path: Path)
         assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "svcreg-self-registration"
     finally:
         await runner.cleanup()
+        await discovery.aclose()
+        await api.close()
     result = world.k8s.kubectl("get", "svcreg/self-aiohttp", "-n", world.ns, check=False)
     assert result.returncode != 0 and "NotFound" in result.stderr
 
 
 async def test_self_registration_as_an_asgi_lifespan(world: World, tmp_path: Path) -> None:
+    api = _writer_api(world, tmp_path)
     registration_ = SelfRegistration(
         {"endpoint": world.targets["live"].url, "capabilities": ["self"]},
         name="self-asgi",
         namespace=world.ns,
-        api=_writer_api(world, tmp_path),
+        api=api,
     )
-    async with registration_.lifespan(object()):
-        assert world.k8s.get_registration(world.ns, "self-asgi")["spec"]["capabilities"] == ["self"]
+    try:
+        async with registration_.lifespan(object()):
+            assert world.k8s.get_registration(world.ns, "self-asgi")["spec"]["capabilities"] == ["self"]
+    finally:
+        await api.close()
     result = world.k8s.kubectl("get", "svcreg/self-asgi", "-n", world.ns, check=False)
     assert "NotFound" in result.stderr
 
