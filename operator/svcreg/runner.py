@@ -34,14 +34,16 @@ async def _freeze_after_sync(index: Index) -> None:
     With ten thousand registrations, the objects loaded at start-up (watch bodies, index
     entries) make every full collection walk them all: tens of milliseconds with the event
     loop stopped, which is the p99 of a discovery answer. They live as long as the process, so
-    once the first list has landed they are moved out of the collector's view (gc.freeze), and
-    young collections run less often.
+    once the first list has landed they are moved out of the collector's view (gc.freeze).
+
+    Young collections keep Python's default thresholds on purpose. Raising the first to 50,000
+    (as svcreg once did) makes each young collection walk 50,000 objects: 2.2 ms measured here
+    against 0.02 ms for 700, a loop stall every hundred or so requests, which lands in the p99.
     """
     await index.wait_synced()
     await asyncio.sleep(5)  # let Kopf's initial listing land too
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     logger.info("start-up state loaded; %d objects frozen out of garbage collection", gc.get_freeze_count())
 
 
