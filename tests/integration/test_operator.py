@@ -37,6 +37,9 @@ def operator(
         "--namespace",
         "t-*",
     ).start()
+    # Answering /readyz is not being ready: wait until Kopf has started and the index synced,
+    # so the first test does not race the operator's own start-up.
+    process.wait_until(lambda: (process.ready() or {}).get("httpStatus") == 200, "/readyz to say ready")
     yield process
     process.stop()
     assert "Traceback" not in process.log_text(), process.log_text()[-5000:]
