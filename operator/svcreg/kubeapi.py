@@ -155,14 +155,14 @@ class KubeApi:
                         yield json.loads(line)
 
     @staticmethod
-    def _registration_path(namespace: str, name: str) -> str:
+    def registration_path(namespace: str, name: str) -> str:
         return f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}/{name}"
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None when the resource is gone (not an error)."""
         response = await self.request(
             "PATCH",
-            self._registration_path(namespace, name) + "/status",
+            self.registration_path(namespace, name) + "/status",
             json={"status": status},
             content_type="application/merge-patch+json",
         )
@@ -197,7 +197,7 @@ class KubeApi:
         manifest = {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
         return await self.request(
             "PATCH",
-            self._registration_path(namespace, name),
+            self.registration_path(namespace, name),
             json=manifest,
             content_type="application/apply-patch+yaml",
             params={"fieldManager": field_manager, "force": "true"},
@@ -207,7 +207,7 @@ class KubeApi:
         """Delete exactly this object (uid precondition), never a same-named successor."""
         response = await self.request(
             "DELETE",
-            self._registration_path(namespace, name),
+            self.registration_path(namespace, name),
             json={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
         )
         if response.status_code in (404, 409):

@@ -77,6 +77,13 @@ class Discovery:
             logger.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, error)
             return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
 
+    async def elsewhere(self, request: web.Request, code: str, message: str) -> web.Response:
+        """A write this process may not make (a discovery-only replica): relayed to the operator
+        when ``operator_url`` is set, else a 503 saying where to send it."""
+        if self.operator_url:
+            return await self.forward(request)
+        return error_response(503, code, message)
+
     async def close(self) -> None:
         if self._forwarder is not None:
             await self._forwarder.close()
@@ -380,11 +387,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
     await discovery.auth.require(identity, "heartbeat", namespace, name)
-    if discovery.heartbeats is None and discovery.operator_url:
-        return await discovery.forward(request)
     if discovery.heartbeats is None:
-        return error_response(
-            503, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
+        return await discovery.elsewhere(
+            request, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
         )
     item = discovery.index.items.get((namespace, name))
     if item is None:

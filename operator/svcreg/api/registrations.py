@@ -22,7 +22,7 @@ from svcreg import query as query_mod
 from svcreg.api.auth import Identity
 from svcreg.api.discovery import DISCOVERY_KEY, Discovery, error_response
 from svcreg.index import dumps
-from svcreg.kubeapi import Response
+from svcreg.kubeapi import KubeApi, Response
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,6 @@ def _write_failed(what: str, answer: Response) -> web.Response:
     return error_response(503, "WriteFailed", f"{what} failed with HTTP {answer.status_code}")
 
 
-def _path(namespace: str, name: str) -> str:
-    return f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}/{name}"
-
-
 async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]:
     discovery = request.app[DISCOVERY_KEY]
     namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -93,22 +89,15 @@ async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]
     return discovery, namespace, name, identity
 
 
-async def _elsewhere(discovery: Discovery, request: web.Request) -> web.Response:
-    """Where this process may not write (a discovery-only replica): relay to the operator."""
-    if discovery.operator_url:
-        return await discovery.forward(request)
-    return error_response(503, "NotOperator", "this replica serves discovery only")
-
-
 async def put_registration(request: web.Request) -> web.Response:
     discovery, namespace, name, identity = await _context(request)
     api = discovery.api
     if api is None:
-        return await _elsewhere(discovery, request)
+        return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
     if (request.content_length or 0) > MAX_BODY:
         raise query_mod.BadQuery("body", f"at most {MAX_BODY} bytes")
     spec, labels = parse_body(await request.read())
-    existing = await api.request("GET", _path(namespace, name))
+    existing = await api.request("GET", KubeApi.registration_path(namespace, name))
     if existing.status_code not in (200, 404):
         return _write_failed(f"reading {namespace}/{name}", existing)
     creating = existing.status_code == 404
@@ -146,9 +135,9 @@ async def delete_registration(request: web.Request) -> web.Response:
     discovery, namespace, name, identity = await _context(request)
     api = discovery.api
     if api is None:
-        return await _elsewhere(discovery, request)
+        return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
     await discovery.auth.require(identity, "delete", namespace, name)
-    answer = await api.request("DELETE", _path(namespace, name))
+    answer = await api.request("DELETE", KubeApi.registration_path(namespace, name))
     if answer.status_code == 404:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
     if answer.status_code >= 300:
