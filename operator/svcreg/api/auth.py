@@ -5,7 +5,8 @@ Callers present their ServiceAccount token; the API server says who it belongs t
 serviceregistrations in a namespace (SubjectAccessReview), so ordinary RBAC decides. Answers
 are cached briefly, keyed by a hash of the token (the token itself is never stored or
 logged): positive reviews at most 60 s and never past the token's own expiry, negative ones a
-few seconds. Concurrent identical reviews share one API call.
+few seconds. Concurrent identical reviews share one API call, and an entry still in use is refreshed in
+the background before it expires, so a steady caller never waits on the API server.
 """
 
 from __future__ import annotations
@@ -64,12 +65,28 @@ def _token_expiry(token: str) -> float | None:
         return None
 
 
+MISSING: Any = object()  # what ``_TtlCache.peek`` answers when it has no live value
+
+
 class _TtlCache:
+    """Reviews by key, each kept for the time its computation says, with refresh-ahead.
+
+    A hit in the last quarter of an entry's lifetime starts one recomputation in the
+    background and still answers from the entry, so a caller that keeps calling never waits
+    for a review once its first has landed; nothing is ever served past its own lifetime.
+    Concurrent misses for one key share one computation.
+    """
+
+    REFRESH_AT = 0.75  # of an entry's lifetime
+    RETRY_AFTER = 1.0  # seconds before a failed refresh is tried again
+
     def __init__(self, clock: Callable[[], float], on_lookup: Callable[[bool], None] | None = None) -> None:
         self._clock = clock
         self._on_lookup = on_lookup
-        self._values: dict[Any, tuple[float, Any]] = {}
+        # key -> (expires, refresh after, value)
+        self._values: dict[Any, tuple[float, float, Any]] = {}
         self._inflight: dict[Any, asyncio.Future[Any]] = {}
+        self._refreshing: set[asyncio.Task[Any]] = set()
         self.hits = 0
         self.misses = 0
 
@@ -81,23 +98,47 @@ class _TtlCache:
         if self._on_lookup is not None:
             self._on_lookup(hit)
 
-    async def get(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+    def peek(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+        """The live value for ``key``, or MISSING; synchronous, so the hot path of a caller whose
+        reviews are cached never yields to the event loop."""
+        now = self._clock()
         cached = self._values.get(key)
-        if cached is not None and cached[0] > self._clock():
-            self._count(True)
-            return cached[1]
+        if cached is None or cached[0] <= now:
+            return MISSING
+        self._count(True)
+        if cached[1] <= now and key not in self._inflight:
+            self._values[key] = (cached[0], now + self.RETRY_AFTER, cached[2])
+            task = asyncio.get_running_loop().create_task(self._refresh(key, compute))
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshing.discard)
+        return cached[2]
+
+    async def get(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+        value = self.peek(key, compute)
+        if value is not MISSING:
+            return value
         pending = self._inflight.get(key)
         if pending is not None:
             self._count(True)
             return await asyncio.shield(pending)
         self._count(False)
+        return await self._compute(key, compute)
+
+    async def _refresh(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> None:
+        try:
+            await self._compute(key, compute)
+        except Exception as error:  # the entry stays until it expires; a miss then reports it
+            logger.debug("background review refresh failed: %s", error)
+
+    async def _compute(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             value, ttl = await compute()
             if len(self._values) > 50_000:
                 self._values.clear()
-            self._values[key] = (self._clock() + ttl, value)
+            now = self._clock()
+            self._values[key] = (now + ttl, now + ttl * self.REFRESH_AT, value)
             future.set_result(value)
             return value
         except BaseException as error:
@@ -218,17 +259,33 @@ class Authorizer:
         allowed = bool((answer.json().get("status") or {}).get("allowed"))
         return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
 
+    def _list_review(self, identity: Identity, namespace: str) -> Callable[[], Awaitable[tuple[bool, float]]]:
+        """The review a refresh-ahead of this caller's list grant in ``namespace`` runs."""
+        return lambda: self._review_access(identity, "list", namespace, None)
+
     async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
         """Namespaces among ``namespaces`` the caller may list registrations in; None means all
         (a cluster-wide grant)."""
         if await self.allowed(identity, "list", ""):
             return None
-        candidates = sorted(set(namespaces))
-        limit = asyncio.Semaphore(16)
+        # Cached answers are read synchronously; only namespaces without one are reviewed, 16
+        # at a time, so a steady caller costs dictionary lookups and no task per namespace.
+        readable: set[str] = set()
+        unknown: list[str] = []
+        for namespace in namespaces:
+            key = (identity, "list", namespace, None)
+            found = self.reviews.peek(key, self._list_review(identity, namespace))
+            if found is MISSING:
+                unknown.append(namespace)
+            elif found:
+                readable.add(namespace)
+        if unknown:
+            limit = asyncio.Semaphore(16)
 
-        async def check(namespace: str) -> bool:
-            async with limit:
-                return await self.allowed(identity, "list", namespace)
+            async def check(namespace: str) -> bool:
+                async with limit:
+                    return await self.allowed(identity, "list", namespace)
 
-        answers = await asyncio.gather(*(check(ns) for ns in candidates))
-        return frozenset(ns for ns, ok in zip(candidates, answers, strict=True) if ok)
+            answers = await asyncio.gather(*(check(ns) for ns in unknown))
+            readable.update(ns for ns, ok in zip(unknown, answers, strict=True) if ok)
+        return frozenset(readable)
