@@ -133,6 +133,26 @@ ALLOWED = {
 }
 
 
+_PARSED: dict[tuple[str, str | None, str], Query] = {}
+_PARSED_LIMIT = 1024
+
+
+def parse_cached(
+    query_string: str, params: MultiMapping[str], route: str, capability: str | None = None
+) -> Query:
+    """``parse``, remembered by the raw query string: callers repeat the same few queries, and a
+    Query is immutable. Only good queries are kept (a bad one raises before it is stored), and
+    at most ``_PARSED_LIMIT`` of them, the oldest dropped first."""
+    key = (route, capability, query_string)
+    query = _PARSED.get(key)
+    if query is None:
+        query = parse(params, route, capability)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = query
+    return query
+
+
 def parse(params: MultiMapping[str], route: str, capability: str | None = None) -> Query:
     """Parse the query string of ``route``; raise BadQuery naming the first bad parameter."""
     allowed = ALLOWED[route]

@@ -11,7 +11,7 @@ from svcreg.api.auth import AuthError, Authorizer
 from svcreg.api.discovery import pick
 from svcreg.index import Index
 from svcreg.kubeapi import Response
-from svcreg.query import BadQuery, parse
+from svcreg.query import BadQuery, parse, parse_cached
 
 
 def body(
@@ -89,6 +89,18 @@ def test_bad_queries_name_the_parameter(params: list[tuple[str, str]], parameter
     assert error.value.parameter == parameter
 
 
+def test_parsed_queries_are_remembered_but_bad_ones_are_not() -> None:
+    good = MultiDict([("tag", "a"), ("health", "any")])
+    first = parse_cached("tag=a&health=any", good, "capability", capability="x")
+    assert parse_cached("tag=a&health=any", good, "capability", capability="x") is first
+    assert parse_cached("tag=a&health=any", good, "capability", capability="y") is not first
+    bad = MultiDict([("health", "sometimes")])
+    for _ in range(2):  # raised both times: a refusal is never remembered as an answer
+        with pytest.raises(BadQuery) as refused:
+            parse_cached("health=sometimes", bad, "capability", capability="x")
+        assert refused.value.parameter == "health"
+
+
 def test_durations_and_health_any() -> None:
     query = parse(MultiDict([("index", "7"), ("wait", "1.5m"), ("health", "any")]), "services")
     assert (query.index, query.wait, query.health) == (7, 90.0, None)
@@ -163,3 +175,52 @@ async def test_token_cache_never_outlives_the_token() -> None:
     clock[0] += 11  # past the token's exp, though well within 60 s
     await auth.identify(f"Bearer {token}")
     assert api.calls.count("tokenreviews") == 2
+
+
+async def test_a_review_in_use_is_refreshed_ahead_and_never_served_past_its_lifetime() -> None:
+    import asyncio  # noqa: PLC0415
+
+    api = FakeApi()
+    clock = [0.0]
+    auth = Authorizer(api, clock=lambda: clock[0])  # type: ignore[arg-type]
+    identity = await auth.identify("Bearer good")
+    assert await auth.allowed(identity, "list", "a")
+    reviews = api.calls.count("subjectaccessreviews")
+
+    gate = asyncio.Event()
+    answer = FakeApi.request
+
+    async def slow(self: FakeApi, method: str, path: str, **kwargs: Any) -> Response:
+        await gate.wait()
+        return await answer(self, method, path, **kwargs)
+
+    api.request = slow.__get__(api)  # type: ignore[method-assign]
+    api.allowed = False  # revoked meanwhile
+    clock[0] = 50  # in the last quarter of the 60 s lifetime
+    # Answered from the entry at once, though the API server has not answered the refresh yet.
+    assert await asyncio.wait_for(auth.allowed(identity, "list", "a"), 1)
+    assert await asyncio.wait_for(auth.allowed(identity, "list", "a"), 1)
+    gate.set()
+    for _ in range(100):
+        if api.calls.count("subjectaccessreviews") > reviews and not auth.reviews._inflight:
+            break
+        await asyncio.sleep(0)
+    assert api.calls.count("subjectaccessreviews") == reviews + 1  # one refresh for both hits
+    assert not await auth.allowed(identity, "list", "a")  # the refresh's answer is used
+
+    # A refresh that fails leaves the entry only until its own lifetime ends.
+    api.allowed = True
+    clock[0] = 100
+    assert await auth.allowed(identity, "list", "a")  # a fresh positive entry, lifetime to 160
+
+    async def broken(method: str, path: str, **_: Any) -> Response:
+        raise ConnectionError("API server unreachable")
+
+    api.request = broken  # type: ignore[method-assign]
+    clock[0] = 150
+    assert await auth.allowed(identity, "list", "a")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    clock[0] = 161
+    with pytest.raises(ConnectionError):
+        await auth.allowed(identity, "list", "a")

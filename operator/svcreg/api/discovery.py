@@ -148,9 +148,11 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _check_length(request: web.Request) -> None:
+def _query(request: web.Request, route: str, capability: str | None = None) -> query_mod.Query:
+    """The request's query, bounded in length and parsed (remembered per query string)."""
     if len(request.query_string) > query_mod.MAX_QUERY_LENGTH:
         raise query_mod.BadQuery("query", f"longer than {query_mod.MAX_QUERY_LENGTH} characters")
+    return query_mod.parse_cached(request.query_string, request.query, route, capability)
 
 
 async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identity, frozenset[str] | None]:
@@ -207,8 +209,7 @@ def _answer(
 
 
 async def services(request: web.Request) -> web.Response:
-    _check_length(request)
-    query = query_mod.parse(request.query, "services")
+    query = _query(request, "services")
     _, readable = await _caller(request, query)
     await _long_poll(request, query)
     index = request.app[DISCOVERY_KEY].index
@@ -221,8 +222,7 @@ async def services(request: web.Request) -> web.Response:
 
 
 async def one_service(request: web.Request) -> web.Response:
-    _check_length(request)
-    query_mod.parse(request.query, "one")
+    _query(request, "one")
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"))
@@ -236,8 +236,7 @@ async def one_service(request: web.Request) -> web.Response:
 
 
 async def capabilities(request: web.Request) -> web.Response:
-    _check_length(request)
-    query = query_mod.parse(request.query, "capabilities")
+    query = _query(request, "capabilities")
     _, readable = await _caller(request, query)
     await _long_poll(request, query)
     index = request.app[DISCOVERY_KEY].index
@@ -275,9 +274,8 @@ def pick(items: list[Instance], rng: random.Random | None = None) -> Instance | 
 
 
 async def capability(request: web.Request) -> web.Response:
-    _check_length(request)
     name = request.match_info["name"]
-    query = query_mod.parse(request.query, "capability", capability=name)
+    query = _query(request, "capability", capability=name)
     _, readable = await _caller(request, query)
     index = request.app[DISCOVERY_KEY].index
     if query.select_one:
@@ -300,8 +298,7 @@ async def capability(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    _check_length(request)
-    query = query_mod.parse(request.query, "stats")
+    query = _query(request, "stats")
     _, readable = await _caller(request, query)
     index = request.app[DISCOVERY_KEY].index
 
@@ -332,8 +329,7 @@ def _event(change: Change) -> bytes:
 
 
 async def watch(request: web.Request) -> web.StreamResponse:
-    _check_length(request)
-    query = query_mod.parse(request.query, "watch")
+    query = _query(request, "watch")
     if "health" not in request.query:
         query = dataclasses.replace(query, health=None)  # a watch sees every transition by default
     identity, readable = await _caller(request, query)
