@@ -87,7 +87,22 @@ class Metrics:
         self.index_size = Gauge(
             "svcreg_index_registrations", "Registrations in the discovery index.", registry=r
         )
+        pause_buckets = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+        self.loop_lag = Histogram(
+            "svcreg_event_loop_lag_seconds",
+            "How much later than asked a 0.25 s timer on the event loop fires (sampled stalls).",
+            registry=r,
+            buckets=pause_buckets,
+        )
+        self.gc_pause = Histogram(
+            "svcreg_gc_pause_seconds",
+            "Duration of each garbage collection (the event loop stops meanwhile), by generation.",
+            ["generation"],
+            registry=r,
+            buckets=pause_buckets,
+        )
         self._probe_children: dict[tuple[str, bool, str], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.deregistrations = Counter(
             "svcreg_deregistrations_total", "Registrations deleted by deregisterAfterSeconds.", registry=r
         )
@@ -105,5 +120,11 @@ class Metrics:
         children[1].observe(latency)
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(code)).inc()
-        self.http_latency.labels(route).observe(seconds)
+        """Count one HTTP answer; children memoised per combination like ``observe_probe``."""
+        key = (route, method, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.http_requests.labels(route, method, str(code)), self.http_latency.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)

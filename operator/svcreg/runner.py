@@ -17,6 +17,7 @@ from svcreg.api.discovery import Discovery
 from svcreg.index import Index
 from svcreg.informer import Informer
 from svcreg.kubeapi import KubeApi
+from svcreg.loopwatch import StallReporter, watch_gc, watch_lag
 from svcreg.metrics import Metrics
 from svcreg.partition import GuardSettings, PartitionGuard
 from svcreg.prober import Prober
@@ -106,6 +107,12 @@ async def run(settings: Settings) -> None:
     )
     informer = asyncio.create_task(Informer(api, index, settings.namespaces).run(), name="svcreg-informer")
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
+    lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
+    unwatch_gc = watch_gc(metrics.gc_pause)
+    stalls = None
+    if settings.report_stalls:
+        stalls = StallReporter(asyncio.get_running_loop(), settings.report_stalls)
+        stalls.start()
     try:
         if settings.discovery_only:
             await informer
@@ -118,8 +125,11 @@ async def run(settings: Settings) -> None:
                 ready_flag=started,
             )
     finally:
-        informer.cancel()
-        freezer.cancel()
-        await asyncio.gather(informer, freezer, return_exceptions=True)
+        if stalls is not None:
+            stalls.stop()
+        unwatch_gc()
+        for task in (informer, freezer, lag):
+            task.cancel()
+        await asyncio.gather(informer, freezer, lag, return_exceptions=True)
         await web_runner.cleanup()
         await api.close()

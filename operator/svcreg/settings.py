@@ -24,6 +24,7 @@ class Settings:
     partition_window: float = 30.0
     partition_min_targets: int = 10
     partition_ratio: float = 0.8
+    report_stalls: float | None = None  # seconds; log the loop's stack when it stalls longer
 
     @property
     def clusterwide(self) -> bool:
@@ -155,6 +156,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of targets failing to connect that makes the prober suspect itself (default 0.8)",
     )
 
+    parser.add_argument(
+        "--report-stalls-ms",
+        type=float,
+        default=float(_env("report-stalls-ms") or 0) or None,
+        metavar="MS",
+        help="log the stack the event loop is running when it stalls longer than MS (off by default)",
+    )
+
 
 def from_args(args: argparse.Namespace) -> Settings:
     namespaces = args.namespaces or ([] if args.all_namespaces else _env_list("namespace"))
@@ -173,4 +182,5 @@ def from_args(args: argparse.Namespace) -> Settings:
         partition_window=args.partition_window,
         partition_min_targets=args.partition_min_targets,
         partition_ratio=args.partition_ratio,
+        report_stalls=args.report_stalls_ms / 1000 if args.report_stalls_ms else None,
     )
