@@ -6,9 +6,83 @@ components in one process without duplicate-metric errors.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class LoopCounter(Collector):
+    """A labelled counter kept in a plain dict, for the request path.
+
+    prometheus_client takes a lock on every increment, which a cached discovery answer (one
+    request counter, one latency observation, two or three auth-cache lookups) pays several
+    times over. Everything that touches these (handlers, and the /metrics scrape itself) runs
+    on the event loop's one thread, so the lock guards nothing here.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+
+class LoopHistogram(Collector):
+    """A labelled histogram kept in plain lists, for the request path (see LoopCounter)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float],
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        # labels -> [count per bucket (the last is +Inf)..., sum]
+        self.values: dict[tuple[str, ...], list[float]] = {}
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        cells = self.values.get(labels)
+        if cells is None:
+            cells = self.values[labels] = [0.0] * (len(self.bounds) + 2)
+        cells[bisect.bisect_left(self.bounds, value)] += 1
+        cells[-1] += value
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, cells in sorted(self.values.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*self.bounds, float("inf")), cells[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+            family.add_metric(list(labels), buckets, cells[-1])
+        yield family
+
+
+_CODES = {code: str(code) for code in range(100, 600)}
 
 
 class Metrics:
@@ -65,21 +139,21 @@ class Metrics:
             "Failures not applied because a partition was suspected.",
             registry=r,
         )
-        self.http_requests = Counter(
-            "svcreg_http_requests_total",
+        self.http_requests = LoopCounter(
+            "svcreg_http_requests",
             "HTTP requests by route, method and status code.",
             ["route", "method", "code"],
             registry=r,
         )
-        self.http_latency = Histogram(
+        self.http_latency = LoopHistogram(
             "svcreg_http_request_duration_seconds",
             "HTTP request latency by route (long polls included).",
             ["route"],
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300),
         )
-        self.auth_cache = Counter(
-            "svcreg_auth_cache_lookups_total",
+        self.auth_cache = LoopCounter(
+            "svcreg_auth_cache_lookups",
             "TokenReview/SubjectAccessReview cache lookups.",
             ["cache", "result"],
             registry=r,
@@ -102,7 +176,6 @@ class Metrics:
             buckets=pause_buckets,
         )
         self._probe_children: dict[tuple[str, bool, str], tuple[Any, Any]] = {}
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.deregistrations = Counter(
             "svcreg_deregistrations_total", "Registrations deleted by deregisterAfterSeconds.", registry=r
         )
@@ -120,11 +193,6 @@ class Metrics:
         children[1].observe(latency)
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
-        """Count one HTTP answer; children memoised per combination like ``observe_probe``."""
-        key = (route, method, code)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (self.http_requests.labels(route, method, str(code)), self.http_latency.labels(route))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one HTTP answer (on the event loop's thread, like every LoopCounter)."""
+        self.http_requests.inc((route, method, _CODES.get(code) or str(code)))
+        self.http_latency.observe((route,), seconds)

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from svcreg.api import discovery, openapi, registrations
+from svcreg.api.serving import Serving
 from svcreg.metrics import Metrics
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
@@ -42,15 +43,17 @@ def build_app(
     *,
     registration_api: bool = True,
 ) -> web.Application:
-    app = web.Application(middlewares=[discovery.errors_and_metrics], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024)
     app[METRICS_KEY] = metrics_
     app[READY_KEY] = ready
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi_json)
+    serving = Serving(metrics_, discovery_.cors_origins if discovery_ is not None else ())
+    serving.add(app, "GET", "/healthz", healthz)
+    serving.add(app, "GET", "/readyz", readyz)
+    serving.add(app, "GET", "/metrics", metrics)
+    serving.add(app, "GET", "/openapi.json", openapi_json)
     if discovery_ is not None:
-        discovery.add_routes(app, discovery_)
+        discovery.add_routes(app, discovery_, serving)
         if registration_api:
-            registrations.add_routes(app)
+            registrations.add_routes(app, serving)
+    serving.finish(app)
     return app

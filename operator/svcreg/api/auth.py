@@ -46,6 +46,13 @@ class Identity:
     groups: tuple[str, ...]
     extra: tuple[tuple[str, tuple[str, ...]], ...]
 
+    def __post_init__(self) -> None:
+        # Every cached review is keyed by its identity: hash the fields once, not per lookup.
+        object.__setattr__(self, "_hash", hash((self.username, self.uid, self.groups, self.extra)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
+
     def subject(self) -> dict[str, Any]:
         return {
             "user": self.username,
@@ -66,6 +73,7 @@ def _token_expiry(token: str) -> float | None:
 
 
 MISSING: Any = object()  # what ``_TtlCache.peek`` answers when it has no live value
+Compute = Callable[..., Awaitable[tuple[Any, float]]]  # a review: (answer, seconds to keep it)
 
 
 class _TtlCache:
@@ -80,9 +88,10 @@ class _TtlCache:
     REFRESH_AT = 0.75  # of an entry's lifetime
     RETRY_AFTER = 1.0  # seconds before a failed refresh is tried again
 
-    def __init__(self, clock: Callable[[], float], on_lookup: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, clock: Callable[[], float], metrics: Metrics | None = None, name: str = "") -> None:
         self._clock = clock
-        self._on_lookup = on_lookup
+        self._counter = metrics.auth_cache if metrics is not None else None
+        self._hit, self._miss = (name, "hit"), (name, "miss")
         # key -> (expires, refresh after, value)
         self._values: dict[Any, tuple[float, float, Any]] = {}
         self._inflight: dict[Any, asyncio.Future[Any]] = {}
@@ -95,12 +104,13 @@ class _TtlCache:
             self.hits += 1
         else:
             self.misses += 1
-        if self._on_lookup is not None:
-            self._on_lookup(hit)
+        if self._counter is not None:
+            self._counter.inc(self._hit if hit else self._miss)
 
-    def peek(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+    def peek(self, key: Any, compute: Compute, *args: Any) -> Any:
         """The live value for ``key``, or MISSING; synchronous, so the hot path of a caller whose
-        reviews are cached never yields to the event loop."""
+        reviews are cached never yields to the event loop. ``compute(*args)`` is the review a
+        refresh-ahead runs (passed apart so a hit builds no closure)."""
         now = self._clock()
         cached = self._values.get(key)
         if cached is None or cached[0] <= now:
@@ -108,13 +118,13 @@ class _TtlCache:
         self._count(True)
         if cached[1] <= now and key not in self._inflight:
             self._values[key] = (cached[0], now + self.RETRY_AFTER, cached[2])
-            task = asyncio.get_running_loop().create_task(self._refresh(key, compute))
+            task = asyncio.get_running_loop().create_task(self._refresh(key, compute, args))
             self._refreshing.add(task)
             task.add_done_callback(self._refreshing.discard)
         return cached[2]
 
-    async def get(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
-        value = self.peek(key, compute)
+    async def get(self, key: Any, compute: Compute, *args: Any) -> Any:
+        value = self.peek(key, compute, *args)
         if value is not MISSING:
             return value
         pending = self._inflight.get(key)
@@ -122,19 +132,19 @@ class _TtlCache:
             self._count(True)
             return await asyncio.shield(pending)
         self._count(False)
-        return await self._compute(key, compute)
+        return await self._compute(key, compute, args)
 
-    async def _refresh(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> None:
+    async def _refresh(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> None:
         try:
-            await self._compute(key, compute)
+            await self._compute(key, compute, args)
         except Exception as error:  # the entry stays until it expires; a miss then reports it
             logger.debug("background review refresh failed: %s", error)
 
-    async def _compute(self, key: Any, compute: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+    async def _compute(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value, ttl = await compute()
+            value, ttl = await compute(*args)
             if len(self._values) > 50_000:
                 self._values.clear()
             now = self._clock()
@@ -169,15 +179,8 @@ class Authorizer:
         self.api = api
         self.audiences = tuple(audiences)
         self._wall = wall
-
-        def counter(cache: str) -> Callable[[bool], None] | None:
-            if metrics is None:
-                return None
-            hit, miss = metrics.auth_cache.labels(cache, "hit"), metrics.auth_cache.labels(cache, "miss")
-            return lambda found: (hit if found else miss).inc()
-
-        self.tokens = _TtlCache(clock, counter("tokenreview"))
-        self.reviews = _TtlCache(clock, counter("subjectaccessreview"))
+        self.tokens = _TtlCache(clock, metrics, "tokenreview")
+        self.reviews = _TtlCache(clock, metrics, "subjectaccessreview")
 
     async def identify(self, authorization: str | None) -> Identity:
         """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise."""
@@ -187,8 +190,10 @@ class Authorizer:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
             raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
-        key = hashlib.sha256(token.encode()).hexdigest()
-        result: Identity | str = await self.tokens.get(key, lambda: self._review_token(token))
+        key = hashlib.sha256(token.encode()).digest()
+        result: Identity | str = self.tokens.peek(key, self._review_token, token)
+        if result is MISSING:
+            result = await self.tokens.get(key, self._review_token, token)
         if isinstance(result, str):
             raise AuthError(401, "Unauthenticated", result)
         return result
@@ -226,9 +231,9 @@ class Authorizer:
         """Whether RBAC lets ``identity`` do ``verb`` on serviceregistrations in ``namespace``
         ("" asks cluster-wide)."""
         key = (identity, verb, namespace, name)
-        allowed: bool = await self.reviews.get(
-            key, lambda: self._review_access(identity, verb, namespace, name)
-        )
+        allowed: bool = self.reviews.peek(key, self._review_access, *key)
+        if allowed is MISSING:
+            allowed = await self.reviews.get(key, self._review_access, *key)
         return allowed
 
     async def require(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> None:
@@ -259,14 +264,14 @@ class Authorizer:
         allowed = bool((answer.json().get("status") or {}).get("allowed"))
         return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
 
-    def _list_review(self, identity: Identity, namespace: str) -> Callable[[], Awaitable[tuple[bool, float]]]:
-        """The review a refresh-ahead of this caller's list grant in ``namespace`` runs."""
-        return lambda: self._review_access(identity, "list", namespace, None)
-
     async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
         """Namespaces among ``namespaces`` the caller may list registrations in; None means all
         (a cluster-wide grant)."""
-        if await self.allowed(identity, "list", ""):
+        everywhere = (identity, "list", "", None)
+        cluster_wide = self.reviews.peek(everywhere, self._review_access, *everywhere)
+        if cluster_wide is MISSING:
+            cluster_wide = await self.allowed(identity, "list", "")
+        if cluster_wide:
             return None
         # Cached answers are read synchronously; only namespaces without one are reviewed, 16
         # at a time, so a steady caller costs dictionary lookups and no task per namespace.
@@ -274,7 +279,7 @@ class Authorizer:
         unknown: list[str] = []
         for namespace in namespaces:
             key = (identity, "list", namespace, None)
-            found = self.reviews.peek(key, self._list_review(identity, namespace))
+            found = self.reviews.peek(key, self._review_access, *key)
             if found is MISSING:
                 unknown.append(namespace)
             elif found:

@@ -15,17 +15,18 @@ import hashlib
 import json
 import logging
 import random
-import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from svcreg import query as query_mod
 from svcreg.api.auth import AuthError, Authorizer, Identity
+from svcreg.api.serving import Serving, add_cors, error_response
 from svcreg.index import Change, Index, Instance, dumps, render
 from svcreg.kubeapi import KubeApi
 from svcreg.metrics import Metrics
@@ -54,7 +55,9 @@ class Discovery:
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag): identical long polls woken by
         # the same change share one evaluation.
-        self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str]] = collections.OrderedDict()
+        self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str, CIMultiDict[str]]] = (
+            collections.OrderedDict()
+        )
         self._forwarder: aiohttp.ClientSession | None = None
 
     async def forward(self, request: web.Request) -> web.Response:
@@ -90,53 +93,6 @@ class Discovery:
 
 
 DISCOVERY_KEY = web.AppKey("discovery", Discovery)
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    body = {"error": {"code": code, "message": message, **extra}}
-    return web.Response(status=status, body=dumps(body), content_type="application/json")
-
-
-@web.middleware
-async def errors_and_metrics(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    try:
-        response = await handler(request)
-    except AuthError as error:
-        response = error_response(error.status, error.code, error.message)
-    except query_mod.BadQuery as error:
-        response = error_response(400, "BadParameter", str(error), parameter=error.parameter)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        response = error_response(error.status, error.reason.replace(" ", ""), error.text or error.reason)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("%s %s failed", request.method, request.path)
-        response = error_response(500, "InternalError", "internal error; see the svcreg log")
-    discovery = request.app.get(DISCOVERY_KEY)
-    if discovery is not None:
-        discovery.metrics.observe_request(
-            route, request.method, response.status, time.perf_counter() - started
-        )
-        _cors(request, response, discovery.cors_origins)
-    return response
-
-
-def _cors(request: web.Request, response: web.StreamResponse, origins: tuple[str, ...]) -> None:
-    origin = request.headers.get("Origin")
-    if origin and response.prepared is False and (origin in origins or "*" in origins):
-        response.headers["Access-Control-Allow-Origin"] = origin if "*" not in origins else "*"
-        response.headers["Access-Control-Allow-Headers"] = (
-            "Authorization, Content-Type, If-None-Match, Last-Event-ID"
-        )
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = "ETag, X-Svcreg-Index"
-        response.headers["Vary"] = "Origin"
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -197,15 +153,26 @@ def _answer(
         content = dumps(payload)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
         body = dumps({"index": discovery.index.index, **payload})
-        cached = (body, etag)
+        # The headers are built once per answer too: a repeated lookup only copies them.
+        headers = CIMultiDict(
+            {
+                "ETag": etag,
+                "X-Svcreg-Index": str(discovery.index.index),
+                "Cache-Control": "no-cache",
+                "Content-Type": "application/json",
+            }
+        )
+        cached = (body, etag, headers)
         discovery._answers[key] = cached
         while len(discovery._answers) > 512:
             discovery._answers.popitem(last=False)
-    body, etag = cached
-    headers = {"ETag": etag, "X-Svcreg-Index": str(discovery.index.index), "Cache-Control": "no-cache"}
-    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    body, etag, headers = cached
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        unchanged = headers.copy()
+        del unchanged["Content-Type"]
+        return web.Response(status=304, headers=unchanged)
+    return web.Response(body=body, headers=headers)
 
 
 async def services(request: web.Request) -> web.Response:
@@ -344,7 +311,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    _cors(request, response, discovery.cors_origins)
+    add_cors(request, response, discovery.cors_origins)
     await response.prepare(request)
     await response.write(f": svcreg watch from index {position}\nretry: 2000\n\n".encode())
 
@@ -414,14 +381,14 @@ async def _close(app: web.Application) -> None:
     await app[DISCOVERY_KEY].close()
 
 
-def add_routes(app: web.Application, discovery: Discovery) -> None:
+def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> None:
     app[DISCOVERY_KEY] = discovery
     app.on_cleanup.append(_close)
-    app.router.add_get("/v1/services", services)
-    app.router.add_get("/v1/services/{namespace}/{name}", one_service)
-    app.router.add_get("/v1/capabilities", capabilities)
-    app.router.add_get("/v1/capabilities/{name}", capability)
-    app.router.add_get("/v1/stats", stats)
-    app.router.add_get("/v1/watch", watch)
-    app.router.add_post("/v1/heartbeat/{namespace}/{name}", heartbeat)
-    app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)
+    serving.add(app, "GET", "/v1/services", services)
+    serving.add(app, "GET", "/v1/services/{namespace}/{name}", one_service)
+    serving.add(app, "GET", "/v1/capabilities", capabilities)
+    serving.add(app, "GET", "/v1/capabilities/{name}", capability)
+    serving.add(app, "GET", "/v1/stats", stats)
+    serving.add(app, "GET", "/v1/watch", watch)
+    serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
+    serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

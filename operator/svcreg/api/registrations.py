@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from svcreg import model
 from svcreg import query as query_mod
 from svcreg.api.auth import Identity
-from svcreg.api.discovery import DISCOVERY_KEY, Discovery, error_response
+from svcreg.api.discovery import DISCOVERY_KEY, Discovery
+from svcreg.api.serving import Serving, error_response
 from svcreg.index import dumps
 from svcreg.kubeapi import KubeApi, Response
 
@@ -147,6 +148,6 @@ async def delete_registration(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_put("/v1/registrations/{namespace}/{name}", put_registration)
-    app.router.add_delete("/v1/registrations/{namespace}/{name}", delete_registration)
+def add_routes(app: web.Application, serving: Serving) -> None:
+    serving.add(app, "PUT", "/v1/registrations/{namespace}/{name}", put_registration)
+    serving.add(app, "DELETE", "/v1/registrations/{namespace}/{name}", delete_registration)

@@ -1,0 +1,135 @@
+"""Per-route serving: JSON errors, request metrics, CORS and the catch-all, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import generate_latest
+
+from svcreg.api.auth import AuthError
+from svcreg.api.serving import UNMATCHED, Serving
+from svcreg.metrics import Metrics
+from svcreg.query import BadQuery
+
+
+async def fine(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def bad_query(request: web.Request) -> web.Response:
+    raise BadQuery("limit", "must be a number")
+
+
+async def unauthenticated(request: web.Request) -> web.Response:
+    raise AuthError(401, "Unauthenticated", "missing token")
+
+
+async def broken(request: web.Request) -> web.Response:
+    raise RuntimeError("a bug")
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Metrics]]:
+    metrics = Metrics()
+    serving = Serving(metrics, cors_origins=("https://ui.example",))
+    app = web.Application()
+    serving.add(app, "GET", "/fine", fine)
+    serving.add(app, "GET", "/things/{name}", bad_query)
+    serving.add(app, "GET", "/who", unauthenticated)
+    serving.add(app, "GET", "/broken", broken)
+    serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)
+    serving.finish(app)
+    async with TestClient(TestServer(app)) as client:
+        yield client, metrics
+
+
+def exposition(metrics: Metrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+@pytest.mark.asyncio
+async def test_errors_are_json_and_name_what_went_wrong(
+    served: tuple[TestClient[web.Request, web.Application], Metrics], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = served
+    answer = await client.get("/things/x")
+    assert answer.status == 400
+    assert (await answer.json())["error"] == {
+        "code": "BadParameter",
+        "message": "limit: must be a number",
+        "parameter": "limit",
+    }
+    answer = await client.get("/who")
+    assert answer.status == 401 and (await answer.json())["error"]["code"] == "Unauthenticated"
+    answer = await client.get("/broken")
+    assert answer.status == 500 and (await answer.json())["error"]["code"] == "InternalError"
+    assert "a bug" not in await answer.text()  # the cause goes to the log, not the caller
+    assert any("GET /broken failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_paths_no_route_serves_get_json_404_and_wrong_methods_405(
+    served: tuple[TestClient[web.Request, web.Application], Metrics],
+) -> None:
+    client, metrics = served
+    missing = await client.get("/nowhere")
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "NotFound"
+    wrong = await client.post("/fine")
+    assert wrong.status == 405
+    assert (await wrong.json())["error"]["code"] == "MethodNotAllowed"
+    assert set(wrong.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    # A path only the CORS preflight route matches is not a known path.
+    assert (await client.get("/v1/nothing-here")).status == 404
+    assert (await client.options("/v1/anything")).status == 204
+    text = exposition(metrics)
+    assert f'svcreg_http_requests_total{{code="404",method="GET",route="{UNMATCHED}"}} 2.0' in text
+    assert f'svcreg_http_requests_total{{code="405",method="POST",route="{UNMATCHED}"}} 1.0' in text
+
+
+@pytest.mark.asyncio
+async def test_requests_are_counted_and_timed_by_route_template(
+    served: tuple[TestClient[web.Request, web.Application], Metrics],
+) -> None:
+    client, metrics = served
+    for _ in range(3):
+        assert (await client.get("/fine")).status == 200
+    await client.get("/things/a")
+    await client.get("/things/b")
+    text = exposition(metrics)
+    assert 'svcreg_http_requests_total{code="200",method="GET",route="/fine"} 3.0' in text
+    assert 'svcreg_http_requests_total{code="400",method="GET",route="/things/{name}"} 2.0' in text
+    assert 'svcreg_http_request_duration_seconds_bucket{le="+Inf",route="/fine"} 3.0' in text
+    assert 'svcreg_http_request_duration_seconds_count{route="/fine"} 3.0' in text
+    assert "# TYPE svcreg_http_requests_total counter" in text
+
+
+@pytest.mark.asyncio
+async def test_cors_headers_only_for_allowed_origins(
+    served: tuple[TestClient[web.Request, web.Application], Metrics],
+) -> None:
+    client, _ = served
+    allowed = await client.get("/fine", headers={"Origin": "https://ui.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+    other = await client.get("/fine", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_loop_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
+    metrics = Metrics()
+    for seconds in (0.0005, 0.0006, 0.002, 400.0):
+        metrics.http_latency.observe(("/r",), seconds)
+    text = exposition(metrics)
+    assert 'svcreg_http_request_duration_seconds_bucket{le="0.0005",route="/r"} 1.0' in text
+    assert 'svcreg_http_request_duration_seconds_bucket{le="0.001",route="/r"} 2.0' in text
+    assert 'svcreg_http_request_duration_seconds_bucket{le="0.0025",route="/r"} 3.0' in text
+    assert 'svcreg_http_request_duration_seconds_bucket{le="300.0",route="/r"} 3.0' in text
+    assert 'svcreg_http_request_duration_seconds_bucket{le="+Inf",route="/r"} 4.0' in text
+    assert 'svcreg_http_request_duration_seconds_sum{route="/r"} 400.0031' in text
