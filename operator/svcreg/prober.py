@@ -134,6 +134,11 @@ class Prober:
         tracked = self.tracked.get(key)
         if tracked is not None and tracked.uid == metadata.get("uid") and tracked.generation == generation:
             tracked.status = body.get("status")
+            if event_type is not None and not _probed(tracked):
+                # Nothing re-evaluates an unprobed registration on a timer: a status changed
+                # by someone else is put right from its watch event instead (after our own
+                # writes this job finds nothing to do).
+                self._schedule(tracked, soon=True)
             return
         try:
             spec: ServiceRegistrationSpec | None = ServiceRegistrationSpec.model_validate(
@@ -151,10 +156,16 @@ class Prober:
         self._unlink(key)
         self.tracked[key] = fresh
         self._replan(fresh, previous=tracked)
-        interval = float(spec.health_check.interval_seconds) if spec else 3600.0
         # At start-up (initial listing) spread first probes over one interval; a registration
         # created or changed while running is probed within a second.
-        self.scheduler.schedule(key, interval, soon=event_type is not None)
+        self._schedule(fresh, soon=event_type is not None)
+
+    def _schedule(self, tracked: Tracked, *, soon: bool) -> None:
+        """Probe on the registration's interval; one without a health check is evaluated once
+        per change instead, as its verdict cannot change between them."""
+        spec = tracked.spec
+        interval = float(spec.health_check.interval_seconds) if spec else 3600.0
+        self.scheduler.schedule(tracked.key, interval, soon=soon, repeat=_probed(tracked))
 
     def _replan(self, tracked: Tracked, previous: Tracked | None = None) -> None:
         """Work out the targets; keep live state for targets that did not change, and start new
@@ -183,7 +194,7 @@ class Prober:
             tracked = self.tracked.get(key)
             if tracked is not None and tracked.spec is not None:
                 self._replan(tracked, previous=_copy_for_replan(tracked))
-                self.scheduler.schedule(key, float(tracked.spec.health_check.interval_seconds), soon=True)
+                self._schedule(tracked, soon=True)
 
     def forget(self, key: Key) -> None:
         tracked = self.tracked.pop(key, None)
@@ -380,6 +391,14 @@ class Prober:
             if health is not None:
                 self._health_counts[health] += delta
                 self.metrics.registrations.labels(str(health)).set(self._health_counts[health])
+
+
+def _probed(tracked: Tracked) -> bool:
+    """Whether this registration is evaluated on a timer. A health check (a probe or a ttl)
+    can change its verdict at any moment; ``type: none`` cannot, so it is evaluated when its
+    own watch events say something changed. An invalid spec keeps its slow re-check."""
+    spec = tracked.spec
+    return spec is None or spec.health_check.type != "none"
 
 
 def _health_of(status: dict[str, Any] | None) -> Health | None:

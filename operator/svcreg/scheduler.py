@@ -53,6 +53,7 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._heap: list[_Entry] = []
         self._intervals: dict[Hashable, float] = {}
+        self._once: set[Hashable] = set()  # keys that run when scheduled, not on a cadence
         self._versions: dict[Hashable, int] = {}
         self._running: set[Hashable] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,18 +63,31 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._intervals)
 
-    def schedule(self, key: Hashable, interval: float, *, soon: bool = False) -> None:
+    def schedule(self, key: Hashable, interval: float, *, soon: bool = False, repeat: bool = True) -> None:
         """Add or reschedule ``key``. ``soon`` runs it within a second (a spec change); otherwise
-        the first run is spread over one interval."""
+        the first run is spread over one interval. ``repeat=False`` runs it once: for a job
+        whose outcome cannot change until something schedules it again."""
         self._intervals[key] = interval
+        if repeat:
+            self._once.discard(key)
+        else:
+            self._once.add(key)
         version = self._versions.get(key, 0) + 1
         self._versions[key] = version
         delay = self._rng.uniform(0, min(1.0, interval)) if soon else self._rng.uniform(0, interval)
         self._push(key, self._clock() + delay, version)
 
+    def next_due(self, key: Hashable) -> float | None:
+        """When ``key`` runs next (clock time), or None when nothing is planned for it. Scans
+        the heap: for tests and diagnostics, not the hot path."""
+        version = self._versions.get(key)
+        live = [e.due for e in self._heap if e.key == key and e.version == version]
+        return min(live) if live else None
+
     def unschedule(self, key: Hashable) -> None:
         self._intervals.pop(key, None)
         self._versions.pop(key, None)
+        self._once.discard(key)
 
     def _push(self, key: Hashable, due: float, version: int) -> None:
         self._sequence += 1
@@ -114,6 +128,7 @@ class Scheduler:
             if self._versions.get(entry.key) != entry.version:
                 continue  # rescheduled or removed since this entry was pushed
             interval = self._intervals[entry.key]
+            once = entry.key in self._once
             if entry.key in self._running:
                 # The previous run is still going (a serviceRef fans out): skip this slot
                 # rather than pile up.
@@ -124,9 +139,10 @@ class Scheduler:
             lag = max(0.0, now - entry.due)
             if self._on_lag is not None:
                 self._on_lag(lag)
-            # Keep the cadence; after a long stall, start again from now instead of bursting.
-            next_due = entry.due + interval if lag < interval else now + interval
-            self._push(entry.key, next_due, entry.version)
+            if not once:
+                # Keep the cadence; after a long stall, start again from now instead of bursting.
+                next_due = entry.due + interval if lag < interval else now + interval
+                self._push(entry.key, next_due, entry.version)
             self._running.add(entry.key)
             task = asyncio.create_task(self._run_one(entry.key))
             self._tasks.add(task)

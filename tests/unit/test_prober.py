@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -297,3 +298,51 @@ async def test_service_ref_probes_every_ready_address(web: HttpTarget) -> None:
     prober.observe_endpoint_slice("MODIFIED", endpoint_slice("web", [("127.0.0.1", True)], web.port))
     await prober.probe_now(("ns", "web"))
     assert api.objects[("ns", "web")]["status"]["health"] == Health.HEALTHY
+
+
+class NotifyingApi(RecordingApi):
+    """RecordingApi that wakes a waiting test on every status write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        answer = await super().patch_status(namespace, name, status)
+        self.written.set()
+        return answer
+
+    async def until(self, condition: Callable[[], bool], limit: float = 10.0) -> None:
+        async with asyncio.timeout(limit):
+            while not condition():
+                self.written.clear()
+                await self.written.wait()
+
+
+async def test_a_registration_without_a_health_check_is_evaluated_per_change_not_per_interval(
+    web: HttpTarget,
+) -> None:
+    api = NotifyingApi()
+    prober = make(api)
+    none_spec = {"endpoint": "http://127.0.0.1:1", "healthCheck": {"type": "none", "intervalSeconds": 10}}
+    add(api, prober, registration("still", none_spec))
+    add(api, prober, registration("probed", http_spec(web.port, intervalSeconds=2)))
+    runner = asyncio.create_task(prober.run())
+
+    def health(name: str) -> str | None:
+        return (api.objects[("ns", name)].get("status") or {}).get("health")
+
+    try:
+        await api.until(lambda: health("still") == "Healthy" and health("probed") == "Healthy")
+        assert prober.scheduler.next_due(("ns", "still")) is None  # nothing can change it
+        assert prober.scheduler.next_due(("ns", "probed")) is not None
+        # Someone else overwrites the status: the watch event alone puts it right.
+        overwritten = copy.deepcopy(api.objects[("ns", "still")])
+        overwritten["status"]["health"] = "Unhealthy"
+        api.objects[("ns", "still")] = overwritten
+        prober.observe("MODIFIED", copy.deepcopy(overwritten))
+        assert prober.scheduler.next_due(("ns", "still")) is not None
+        await api.until(lambda: health("still") == "Healthy")
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

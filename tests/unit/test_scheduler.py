@@ -117,3 +117,28 @@ def test_first_runs_are_spread_over_one_interval() -> None:
     # Roughly uniform: each second of the interval gets about a tenth of the first runs.
     per_second = Counter(int(d) for d in dues)
     assert len(per_second) == 10 and max(per_second.values()) < 150
+
+
+async def test_a_job_scheduled_once_runs_once_until_scheduled_again() -> None:
+    runs: Counter[Hashable] = Counter()
+    progress = Progress()
+
+    async def job(key: Hashable) -> None:
+        runs[key] += 1
+        progress.bump()
+
+    scheduler = Scheduler(job)
+    scheduler.schedule("once", 0.05, soon=True, repeat=False)
+    scheduler.schedule("cadence", 0.05, soon=True)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await progress.until(lambda: runs["cadence"] >= 6 and runs["once"] >= 1)
+        assert runs["once"] == 1  # five intervals passed: a repeating key would have run again
+        assert scheduler.next_due("once") is None and scheduler.next_due("cadence") is not None
+        scheduler.schedule("once", 0.05, soon=True, repeat=False)
+        await progress.until(lambda: runs["once"] == 2)
+        scheduler.schedule("once", 0.05, soon=True)  # back on a cadence
+        await progress.until(lambda: runs["once"] >= 4)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
