@@ -136,6 +136,9 @@ class Index:
         self.by_service: dict[str, set[Key]] = collections.defaultdict(set)
         self.by_tag: dict[str, set[Key]] = collections.defaultdict(set)
         self.by_namespace: dict[str, set[Key]] = collections.defaultdict(set)
+        # Changes whenever a namespace gains its first registration or loses its last: what a
+        # caller may read is worked out over these, and remembered until this moves.
+        self.namespaces_version = 0
         self.index = 0
         self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
@@ -202,6 +205,8 @@ class Index:
         self.by_service[item.service].add(key)
         for tag in item.tags:
             self.by_tag[tag].add(key)
+        if item.namespace not in self.by_namespace:
+            self.namespaces_version += 1
         self.by_namespace[item.namespace].add(key)
 
     def _remove(self, item: Instance) -> None:
@@ -213,6 +218,8 @@ class Index:
         for tag in item.tags:
             _discard(self.by_tag, tag, key)
         _discard(self.by_namespace, item.namespace, key)
+        if item.namespace not in self.by_namespace:
+            self.namespaces_version += 1
 
     def _record(self, kind: str, item: Instance) -> Change:
         self.index += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -224,3 +225,86 @@ async def test_a_review_in_use_is_refreshed_ahead_and_never_served_past_its_life
     clock[0] = 161
     with pytest.raises(ConnectionError):
         await auth.allowed(identity, "list", "a")
+
+
+class ScopedApi(FakeApi):
+    """RBAC that grants ``list`` in the namespaces in ``granted`` ("" means cluster-wide)."""
+
+    def __init__(self, granted: set[str]) -> None:
+        super().__init__()
+        self.granted = granted
+
+    async def request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Response:
+        if path.endswith("subjectaccessreviews"):
+            self.calls.append("subjectaccessreviews")
+            namespace = json["spec"]["resourceAttributes"].get("namespace", "")
+            allowed = namespace in self.granted
+            return Response(201, f'{{"status": {{"allowed": {str(allowed).lower()}}}}}'.encode())
+        return await super().request(method, path, json=json, **kwargs)
+
+
+async def test_a_readers_answer_is_remembered_only_while_every_review_behind_it_is_fresh() -> None:
+    from svcreg.metrics import Metrics  # noqa: PLC0415
+
+    api = ScopedApi({"a", "b"})
+    clock = [0.0]
+    metrics = Metrics()
+    auth = Authorizer(api, clock=lambda: clock[0], metrics=metrics)  # type: ignore[arg-type]
+    namespaces = ["a", "b", "c"]
+    _, readable = await auth.reader("Bearer good", namespaces, 1)
+    assert readable == frozenset({"a", "b"})
+    calls = len(api.calls)
+    for _ in range(3):
+        assert (await auth.reader("Bearer good", namespaces, 1))[1] == frozenset({"a", "b"})
+    assert len(api.calls) == calls  # answered from the memo
+    # Each remembered answer counts as the cache lookups it stands for: 1 token, 1 + 3 reviews.
+    assert metrics.auth_cache.values[("tokenreview", "hit")] == 3
+    assert metrics.auth_cache.values[("subjectaccessreview", "hit")] == 3 * 4
+
+    # A new namespace (the index's namespace set moved on) is reviewed at once.
+    api.granted.add("d")
+    _, readable = await auth.reader("Bearer good", [*namespaces, "d"], 2)
+    assert readable == frozenset({"a", "b", "d"})
+
+    # The denied cluster-wide review lives 5 s and is due for refresh at 3.75 s: past that the
+    # memo is not used, so the refresh-ahead starts on time, and a revocation lands with it.
+    api.granted.discard("a")
+    clock[0] = 4.0
+    await auth.reader("Bearer good", [*namespaces, "d"], 2)
+    for _ in range(100):  # let the background refreshes run
+        if not auth.reviews._inflight and not auth.reviews._refreshing:
+            break
+        await asyncio.sleep(0)
+    clock[0] = 61.0  # every positive namespace review has now expired
+    _, readable = await auth.reader("Bearer good", [*namespaces, "d"], 2)
+    assert readable == frozenset({"b", "d"})
+
+    # A rejected token is never remembered as a reader.
+    with pytest.raises(AuthError):
+        await auth.reader("Bearer bad", namespaces, 2)
+    with pytest.raises(AuthError):
+        await auth.reader("Bearer bad", namespaces, 2)
+
+
+async def test_a_cluster_wide_readers_answer_is_remembered_too() -> None:
+    api = ScopedApi({""})
+    auth = Authorizer(api, clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert (await auth.reader("Bearer good", ["a"], 1))[1] is None
+    calls = len(api.calls)
+    assert (await auth.reader("Bearer good", ["a"], 1))[1] is None
+    assert len(api.calls) == calls
+
+
+def test_the_namespace_set_version_moves_only_when_the_set_does() -> None:
+    index = Index()
+    index.observe("ADDED", body("x", namespace="a"))
+    first = index.namespaces_version
+    index.observe("ADDED", body("y", namespace="a"))
+    index.observe("MODIFIED", body("y", namespace="a", health="Unhealthy"))
+    assert index.namespaces_version == first
+    index.observe("ADDED", body("z", namespace="b"))
+    assert index.namespaces_version == first + 1
+    index.observe("DELETED", body("x", namespace="a"))
+    assert index.namespaces_version == first + 1  # "a" still has y
+    index.observe("DELETED", body("y", namespace="a"))
+    assert index.namespaces_version == first + 2

@@ -6,7 +6,9 @@ serviceregistrations in a namespace (SubjectAccessReview), so ordinary RBAC deci
 are cached briefly, keyed by a hash of the token (the token itself is never stored or
 logged): positive reviews at most 60 s and never past the token's own expiry, negative ones a
 few seconds. Concurrent identical reviews share one API call, and an entry still in use is refreshed in
-the background before it expires, so a steady caller never waits on the API server.
+the background before it expires, so a steady caller never waits on the API server. What a
+token may read is remembered on top (``Authorizer.reader``) only while every review behind it
+is fresh, so a caller's cost does not grow with the number of namespaces.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +101,18 @@ class _TtlCache:
         self.hits = 0
         self.misses = 0
 
+    def fresh_until(self, key: Any) -> float:
+        """Until when ``key``'s value may be relied on without looking again: its refresh point
+        or its expiry, whichever is first (0 when there is none)."""
+        cached = self._values.get(key)
+        return min(cached[0], cached[1]) if cached is not None else 0.0
+
+    def count_hits(self, hits: int) -> None:
+        """Lookups answered from a value derived from this cache (the caller memo)."""
+        self.hits += hits
+        if self._counter is not None:
+            self._counter.inc(self._hit, hits)
+
     def _count(self, hit: bool) -> None:
         if hit:
             self.hits += 1
@@ -159,12 +173,35 @@ class _TtlCache:
             del self._inflight[key]
 
 
+def _bearer(authorization: str | None) -> tuple[str, bytes]:
+    """The token from ``Authorization: Bearer`` and the hash the caches key it by; 401 when
+    missing or malformed."""
+    if not authorization:
+        raise AuthError(401, "Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
+        raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
+    return token, hashlib.sha256(token.encode()).digest()
+
+
 def _review_failed(kind: str, answer: Response) -> AuthError:
     """Log why a review failed (a 403 here means svcreg's own RBAC lacks ``create`` on the
     review resource) and answer the caller 503: the caller is not at fault. The API server's
     message names the missing permission and never contains the reviewed token."""
     logger.error("%s failed with HTTP %d: %s", kind, answer.status_code, answer.text[:500])
     return AuthError(503, "ReviewUnavailable", f"{kind} failed with HTTP {answer.status_code}")
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """What one token may read, and until when that answer holds (see Authorizer.reader)."""
+
+    identity: Identity
+    readable: frozenset[str] | None
+    namespaces_version: int
+    fresh_until: float
+    reviews: int  # SubjectAccessReview cache lookups the answer stands for
 
 
 class Authorizer:
@@ -179,18 +216,49 @@ class Authorizer:
         self.api = api
         self.audiences = tuple(audiences)
         self._wall = wall
+        self._clock = clock
         self.tokens = _TtlCache(clock, metrics, "tokenreview")
         self.reviews = _TtlCache(clock, metrics, "subjectaccessreview")
+        self._readers: dict[bytes, _Reader] = {}
 
     async def identify(self, authorization: str | None) -> Identity:
         """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise."""
-        if not authorization:
-            raise AuthError(401, "Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
-            raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
-        key = hashlib.sha256(token.encode()).digest()
+        return await self._identity(*_bearer(authorization))
+
+    async def reader(
+        self, authorization: str | None, namespaces: Collection[str], namespaces_version: int
+    ) -> tuple[Identity, frozenset[str] | None]:
+        """``identify`` then ``readable``, remembered per token while every review behind the
+        answer is fresh.
+
+        The answer is kept until the earliest refresh point (or expiry) of the reviews it was
+        built from, and only while the set of namespaces is the one it was worked out over
+        (``namespaces_version``). So it is never served past any review's lifetime, the
+        refresh-ahead of those reviews still starts on time, and a steady caller costs one
+        hash and one lookup per request however many namespaces it may read.
+        """
+        token, key = _bearer(authorization)
+        memo = self._readers.get(key)
+        if (
+            memo is not None
+            and memo.namespaces_version == namespaces_version
+            and self._clock() < memo.fresh_until
+        ):
+            self.tokens.count_hits(1)
+            self.reviews.count_hits(memo.reviews)
+            return memo.identity, memo.readable
+        identity = await self._identity(token, key)
+        readable = await self.readable(identity, namespaces)
+        consulted = [(identity, "list", "", None)]
+        if readable is not None:
+            consulted += [(identity, "list", namespace, None) for namespace in namespaces]
+        fresh_until = min(self.tokens.fresh_until(key), *(self.reviews.fresh_until(k) for k in consulted))
+        if len(self._readers) > 50_000:
+            self._readers.clear()
+        self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, len(consulted))
+        return identity, readable
+
+    async def _identity(self, token: str, key: bytes) -> Identity:
         result: Identity | str = self.tokens.peek(key, self._review_token, token)
         if result is MISSING:
             result = await self.tokens.get(key, self._review_token, token)

@@ -114,11 +114,15 @@ def _query(request: web.Request, route: str, capability: str | None = None) -> q
 async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identity, frozenset[str] | None]:
     """Authenticate, then work out which namespaces the answer may include."""
     discovery = request.app[DISCOVERY_KEY]
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
     if query.namespace:
+        identity = await discovery.auth.identify(authorization)
         await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
-    readable = await discovery.auth.readable(identity, discovery.index.by_namespace.keys())
+    index = discovery.index
+    identity, readable = await discovery.auth.reader(
+        authorization, index.by_namespace.keys(), index.namespaces_version
+    )
     if readable is not None and not readable:
         raise AuthError(
             403,
