@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import os
 import socket
 import subprocess
 import sys
@@ -13,23 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Sample = dict[str, list[tuple[dict[str, str], float]]]  # a scrape: name -> [(labels, value)]
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def metrics(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    parsed: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
-        match = re.match(r"^([a-zA-Z_:]+)(?:\{([^}]*)\})? (\S+)$", line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            parsed.setdefault(match.group(1), []).append((labels, float(match.group(3))))
+def metrics(port: int) -> Sample:
+    """A scrape of svcreg's /metrics, parsed by prometheus_client (label values such as the
+    route template ``/v1/capabilities/{name}`` hold braces a regular expression trips on)."""
+    parsed: Sample = {}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            parsed.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return parsed
 
 
-def total(sample: dict[str, list[tuple[dict[str, str], float]]], name: str, **want: str) -> float:
+def total(sample: Sample, name: str, **want: str) -> float:
     return sum(v for labels, v in sample.get(name, []) if all(labels.get(k) == x for k, x in want.items()))
 
 
@@ -65,6 +69,22 @@ async def create_all(api: Any, path: str, bodies: Iterable[dict[str, Any]], conn
     await asyncio.gather(*(worker() for _ in range(connections)))
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def start_operator(env: dict[str, str], log_file: Path, *args: str) -> subprocess.Popen[bytes]:
     """``svcreg run`` as its own process, so its CPU and memory can be measured apart."""
     return subprocess.Popen(
@@ -73,3 +93,31 @@ def start_operator(env: dict[str, str], log_file: Path, *args: str) -> subproces
         stdout=log_file.open("wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def buckets(before: Sample, after: Sample, name: str, **want: str) -> list[tuple[float, float]]:
+    """A Prometheus histogram's cumulative bucket counts over a window: (upper bound, count)
+    between two scrapes, summed over the series that match ``want``."""
+    bounds: dict[float, float] = {}
+    for sample, sign in ((after, 1.0), (before, -1.0)):
+        for labels, value in sample.get(name + "_bucket", []):
+            if all(labels.get(k) == v for k, v in want.items()):
+                bound = float(labels["le"])
+                bounds[bound] = bounds.get(bound, 0.0) + sign * value
+    return sorted(bounds.items())
+
+
+def bucket_quantile(cumulative: list[tuple[float, float]], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` (an upper estimate; inf if beyond)."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return float("nan")
+    wanted = q * cumulative[-1][1]
+    return next(bound for bound, count in cumulative if count >= wanted)
+
+
+def above(cumulative: list[tuple[float, float]], bound: float) -> float:
+    """How many observations in the window were above ``bound`` (one of the bucket bounds)."""
+    if not cumulative:
+        return 0.0
+    at_or_below = max((count for b, count in cumulative if b <= bound), default=0.0)
+    return cumulative[-1][1] - at_or_below

@@ -1,9 +1,9 @@
 """A small HTTP load generator (aiohttp), run as its own process by the benchmarks.
 
-closed: --concurrency workers send back-to-back for --seconds; reports requests/s.
-open:   requests start at a fixed --rate regardless of answers (no coordinated omission:
-        latency is measured from each request's scheduled start); reports p50/p99.
-Prints one JSON object.
+--concurrency workers send back to back for --seconds; prints one JSON object with
+requests/s and p50/p99. It exists for what a Go load generator cannot stand in for: a Python
+client doing a client's work on each answer (--filter-capability parses a LIST and filters
+it, the no-svcreg baseline). Latency at a fixed rate is measured with vegeta (bench/vegeta.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
 
-    async def one(session: aiohttp.ClientSession, scheduled: float) -> None:
+    async def one(session: aiohttp.ClientSession, started: float) -> None:
         nonlocal errors
         try:
             async with session.get(args.url, headers=headers) as answer:
@@ -52,33 +52,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         except aiohttp.ClientError:
             errors += 1
             return
-        latencies.append(time.perf_counter() - scheduled)
+        latencies.append(time.perf_counter() - started)
 
     connector = aiohttp.TCPConnector(limit=args.concurrency, ssl=context)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         started = time.perf_counter()
         deadline = started + args.seconds
-        if args.mode == "closed":
 
-            async def worker() -> None:
-                while time.perf_counter() < deadline:
-                    await one(session, time.perf_counter())
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                await one(session, time.perf_counter())
 
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        else:
-            tasks = []
-            interval = 1.0 / args.rate
-            n = 0
-            while True:
-                scheduled = started + n * interval
-                if scheduled >= deadline:
-                    break
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(session, scheduled)))
-                n += 1
-            await asyncio.gather(*tasks)
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - started
     return {
         "requests": len(latencies),
@@ -93,9 +78,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
-    parser.add_argument("--mode", choices=["closed", "open"], default="closed")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--token")
     parser.add_argument("--ca")

@@ -32,13 +32,22 @@ from typing import Any
 
 import httpx
 
-from bench.common import create_all, free_port, log, metrics, start_operator, total, wait
+from bench.common import (
+    cpu_seconds,
+    create_all,
+    free_port,
+    log,
+    metrics,
+    peak_rss_mib,
+    start_operator,
+    total,
+    wait,
+)
 from svcreg import kube
 from svcreg.controlplane import cluster, progress
 from svcreg.kubeapi import KubeApi
 
 NAMESPACE = "svcreg-bench"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def lag_quantiles(before: dict[str, Any], after: dict[str, Any], quantiles: tuple[float, ...]) -> list[str]:
@@ -54,18 +63,6 @@ def lag_quantiles(before: dict[str, Any], after: dict[str, Any], quantiles: tupl
         bound = next((b for b, c in zip(bounds, counts, strict=True) if c >= needed), float("inf"))
         answers.append("> 30 s" if bound == float("inf") else f"<= {bound * 1000:g} ms")
     return answers
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def registration(name: str, port: int, interval: int) -> dict[str, Any]:

@@ -60,10 +60,11 @@ class Component:
     packages: tuple[str, ...]
     binaries: tuple[str, ...]
     ldflags: tuple[str, ...]
+    module_root: Path = GOMOD_DIR  # tools outside the control plane (bench/) keep their own
 
     @property
     def module_dir(self) -> Path:
-        return GOMOD_DIR / self.name
+        return self.module_root / self.name
 
     def input_hash(self) -> str:
         """A hash of everything that decides the output, so an edited go.sum rebuilds."""
