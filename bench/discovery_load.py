@@ -1,6 +1,6 @@
 """Discovery load: capability lookups through svcreg against the alternatives.
 
-    .venv/bin/python -m bench.discovery_load [--registrations 10000] [--seconds 15] [--rate 1000]
+    .venv/bin/python -m bench.discovery_load [--registrations 10000] [--seconds 15] [--rate 1000] [--rounds 3]
 
 Creates N registrations (capabilities cap-0..cap-999, so a lookup answers about N/1000
 instances; ``type: none`` checks, so no probe targets are needed), runs ``svcreg run`` as a
@@ -18,7 +18,8 @@ on a ``--discovery-only`` replica, which is how reads are meant to scale.
 (a) and (c) are driven by vegeta (bench/vegeta.py, built from Go modules, confined to one core),
 so the client's own stalls do not count as the server's: closed loop with 32 connections gives
 requests/s, with the server's CPU time over the run (near 100% of a core: the server, not the
-client, is what limits it) and its CPU per answer; and
+client, is what limits it) and its CPU per answer, in --rounds interleaved rounds of which the
+median is printed (the API server and etcd share the machine and do not keep still); and
 open loop at --rate (default 1,000 req/s) gives p50/p99/max measured from each request's
 scheduled start. For the open-loop runs of svcreg the benchmark also reads svcreg's own
 /metrics before and after and prints what the server saw over the same window: the p99 of
@@ -197,6 +198,11 @@ def closed_loop(url: str, pid: int, token: str | None, seconds: float) -> dict[s
     return row
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median requests/s (the lower middle one for an even count)."""
+    return sorted(rounds, key=lambda row: row["rps"])[(len(rounds) - 1) // 2]
+
+
 def open_loop_with_metrics(
     url: str, port: int, token: str, rate: float, seconds: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -218,6 +224,12 @@ def main() -> int:
     parser.add_argument("--registrations", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="closed-loop rounds over (a), (a') and (c), interleaved; the median of each is printed",
+    )
     parser.add_argument(
         "--report-stalls-ms",
         type=float,
@@ -284,9 +296,15 @@ def main() -> int:
             (cpu_seconds(p.pid) - before) / rest * 100
             for p, before in zip((operator, replica), rest_cpu, strict=True)
         ]
-        a = closed_loop(svcreg_url, operator.pid, token, seconds)
+        # Closed loop in interleaved rounds, so whatever else the machine does (the API server,
+        # etcd, a compaction) falls on all three alike; each prints its median round.
+        closed: dict[str, list[dict[str, Any]]] = {"a": [], "r": [], "c": []}
+        for _ in range(args.rounds):
+            closed["a"].append(closed_loop(svcreg_url, operator.pid, token, seconds))
+            closed["r"].append(closed_loop(replica_url, replica.pid, token, seconds))
+            closed["c"].append(closed_loop(hello_url, hello.pid, None, seconds))
+        a, r, c = (median_round(closed[k]) for k in ("a", "r", "c"))
         a_open, a_server = open_loop_with_metrics(svcreg_url, port, token, rate, seconds)
-        r = closed_loop(replica_url, replica.pid, token, seconds)
         r_open, r_server = open_loop_with_metrics(replica_url, replica_port, token, rate, seconds)
         b = list_and_filter(
             control_plane.server + REG_PATH,
@@ -294,13 +312,13 @@ def main() -> int:
             str(Path(control_plane.directory) / "pki" / "ca.crt"),
             seconds,
         )
-        c = closed_loop(hello_url, hello.pid, None, seconds)
         c_open = vegeta.attack(hello_url, seconds=seconds, rate=rate)
 
         print()
         print(
             f"svcreg discovery load: {args.registrations} registrations, {os.cpu_count()} CPUs, "
-            f"load from separate processes on loopback, {seconds:.0f}s per run"
+            f"load from separate processes on loopback, {seconds:.0f}s per run, "
+            f"closed loop: median of {args.rounds} interleaved rounds"
         )
         print(
             f"  {'':56} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
@@ -325,6 +343,9 @@ def main() -> int:
             f"  ratio a/b (req/s) {a['rps'] / b['rps']:.0f}   ratio a/c (req/s) {a['rps'] / c['rps']:.2f}   "
             f"ratio a'/c (req/s) {r['rps'] / c['rps']:.2f}"
         )
+        for label, key in (("(a)", "a"), ("(a')", "r"), ("(c)", "c")):
+            rounds = ", ".join(f"{row['rps']:.0f} ({row['cpu_pct']:.0f}% CPU)" for row in closed[key])
+            print(f"  {label} closed-loop rounds, req/s: {rounds}")
         print(
             f"  at rest (10 s, no reads): operator {at_rest[0]:.1f}% of a core, replica {at_rest[1]:.1f}%; "
             f"peak RSS operator {peak_rss_mib(operator.pid):.0f} MiB, "

@@ -29,3 +29,11 @@ def test_window_quantiles_and_counts_come_from_bucket_differences() -> None:
     assert above(window, 0.005) == 2
     assert above(window, 0.001) == 10
     assert buckets(before, after, "lat", route="/b")[-1] == (float("inf"), 45)
+
+
+def test_the_median_round_is_the_middle_one_by_requests_per_second() -> None:
+    from bench.discovery_load import median_round  # noqa: PLC0415
+
+    rounds = [{"rps": 3554.0}, {"rps": 4797.0}, {"rps": 4010.0}]
+    assert median_round(rounds)["rps"] == 4010.0
+    assert median_round(rounds[:2])["rps"] == 3554.0  # even count: the lower middle
