@@ -131,8 +131,9 @@ class Scheduler:
             once = entry.key in self._once
             if entry.key in self._running:
                 # The previous run is still going (a serviceRef fans out): skip this slot
-                # rather than pile up.
-                self._push(entry.key, entry.due + interval, entry.version)
+                # rather than pile up. A one-shot job was scheduled because something changed
+                # during that run, so it tries again within a second, not an interval.
+                self._push(entry.key, entry.due + (min(interval, 1.0) if once else interval), entry.version)
                 continue
             await self._semaphore.acquire()
             now = self._clock()

@@ -142,3 +142,34 @@ async def test_a_job_scheduled_once_runs_once_until_scheduled_again() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_one_shot_job_scheduled_while_it_runs_runs_again_soon_after() -> None:
+    """A change that arrives while its registration is being evaluated must not wait a whole
+    interval (an hour here) for the next evaluation: nothing else would schedule it."""
+    runs: Counter[Hashable] = Counter()
+    release = asyncio.Event()
+    progress = Progress()
+    now = [0.0]
+
+    async def job(key: Hashable) -> None:
+        runs[key] += 1
+        progress.bump()
+        if runs[key] == 1:
+            await release.wait()
+
+    scheduler = Scheduler(job, clock=lambda: now[0], rng=random.Random(1))
+    scheduler.schedule("once", 3600, soon=True, repeat=False)
+    now[0] = 1.0
+    await scheduler._dispatch_due()
+    await progress.until(lambda: runs["once"] == 1)
+    scheduler.schedule("once", 3600, soon=True, repeat=False)  # changed during the run
+    now[0] = 2.0
+    await scheduler._dispatch_due()  # still running: this slot is put off
+    due = scheduler.next_due("once")
+    assert due is not None and due <= 3.0
+    release.set()
+    await asyncio.gather(*scheduler._tasks)  # the first run ends
+    now[0] = 3.0
+    await scheduler._dispatch_due()
+    await progress.until(lambda: runs["once"] == 2)
