@@ -53,7 +53,7 @@ class Discovery:
     api: KubeApi | None = None
 
     def __post_init__(self) -> None:
-        # (query, readable namespaces, index) -> (body, etag): identical long polls woken by
+        # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
         # the same change share one evaluation.
         self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str, CIMultiDict[str]]] = (
             collections.OrderedDict()
