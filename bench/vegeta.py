@@ -1,11 +1,11 @@
-"""Open-loop latency runs with vegeta, a Go load generator built from Go modules.
+"""Load runs with vegeta, a Go load generator built from Go modules.
 
-Latency at a fixed request rate is measured by vegeta rather than by the Python load
-generator: a Python client at 1,000 requests/s has its own event-loop and garbage-collection
-stalls, and they show up as the server's tail (the bare hello-world's own p99 ranged from
-2.8 to 16.7 ms with it). vegeta sends at a constant rate whatever the answers, starts more
-workers when answers are slow (so a slow server is not hidden by a waiting client), and
-reports exact percentiles.
+Throughput (closed loop) and latency at a fixed request rate (open loop) are measured by
+vegeta rather than by the Python load generator: a Python client at 1,000 requests/s has its
+own event-loop and garbage-collection stalls, and they show up as the server's tail (the
+bare hello-world's own p99 ranged from 2.8 to 16.7 ms with it). vegeta sends at a constant
+rate whatever the answers, starts more workers when answers are slow (so a slow server is
+not hidden by a waiting client), and reports exact percentiles.
 
 vegeta is confined to one core (CPU 0, GOMAXPROCS=1) on a machine with more than one: left
 free, its goroutines run on whichever core the server under test is on, and every answer the
