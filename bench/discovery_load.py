@@ -335,8 +335,9 @@ def main() -> int:
         ]
         for label, row in rows:
             cpu = f" {row['cpu_pct']:9.0f}% {row['cpu_us']:10.0f}" if "cpu_pct" in row else ""
+            rps = f"{row['rps']:8.2f}" if row["rps"] < 10 else f"{row['rps']:8.0f}"  # (b) is below 1
             print(
-                f"  {label:56} {row['rps']:8.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
+                f"  {label:56} {rps} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
                 f"{row.get('max_ms', float('nan')):8.2f} {row['errors']:7d}{cpu}"
             )
         print(
