@@ -12,7 +12,7 @@ install:
 	bash scripts/install.sh
 
 lint:
-	.venv/bin/ruff check operator tests bench && .venv/bin/ruff format --check operator tests bench && .venv/bin/mypy operator/svcreg
+	.venv/bin/ruff check operator tests bench && .venv/bin/ruff format --check operator tests bench && .venv/bin/mypy operator/svcreg && .venv/bin/lint-imports
 
 down:
 	.venv/bin/svcreg cluster down

@@ -60,9 +60,9 @@ from bench.common import (
     total,
     wait,
 )
-from svcreg import kube
-from svcreg.controlplane import cluster, progress
-from svcreg.kubeapi import KubeApi
+from svcreg.devtools import kubectl as kube
+from svcreg.devtools.controlplane import cluster, progress
+from svcreg.kube.api import KubeApi
 
 NAMESPACE = "svcreg-load"
 REG_PATH = f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations"

@@ -43,9 +43,9 @@ from bench.common import (
     total,
     wait,
 )
-from svcreg import kube
-from svcreg.controlplane import cluster, progress
-from svcreg.kubeapi import KubeApi
+from svcreg.devtools import kubectl as kube
+from svcreg.devtools.controlplane import cluster, progress
+from svcreg.kube.api import KubeApi
 
 NAMESPACE = "svcreg-bench"
 

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from svcreg.controlplane import build
+from svcreg.devtools.controlplane import build
 
 VEGETA = build.Component(
     name="vegeta",

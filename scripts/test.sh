@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what is needed, then run every check: ruff, mypy, unit tests, and the integration
-# tests against a real kube-apiserver and etcd started for this run.
+# Install what is needed, then run every check: ruff, mypy, the import contracts, unit tests,
+# and the integration tests against a real kube-apiserver and etcd started for this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -10,6 +10,8 @@ echo "== ruff" >&2
 .venv/bin/ruff format --check operator tests bench
 echo "== mypy" >&2
 .venv/bin/mypy operator/svcreg
+echo "== import contracts (layering of svcreg's packages)" >&2
+.venv/bin/lint-imports
 echo "== unit tests" >&2
 .venv/bin/pytest tests/unit -q
 echo "== integration tests (real kube-apiserver and etcd)" >&2

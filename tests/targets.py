@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from svcreg.controlplane import pki
+from svcreg.devtools.controlplane import pki
 
 
 class HttpTarget:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp.http_exceptions import BadHttpMessage
-
-from svcreg import settings
-from svcreg.controlplane import build, cluster
-
 
 def _cluster_command(args: argparse.Namespace) -> int:
+    from svcreg.devtools.controlplane import build, cluster  # noqa: PLC0415 - the dev extra
+
     directory = Path(args.dir) if args.dir else None
     try:
         if args.action == "build":
@@ -52,6 +48,8 @@ def _cluster_command(args: argparse.Namespace) -> int:
 def _client_errors_without_traceback(record: logging.LogRecord) -> bool:
     """aiohttp logs a malformed request (a client's fault, already answered 400) as an error with
     a traceback; keep one line of it as a warning."""
+    from aiohttp.http_exceptions import BadHttpMessage  # noqa: PLC0415 - the operator extra
+
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, BadHttpMessage):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
@@ -65,20 +63,30 @@ def _client_errors_without_traceback(record: logging.LogRecord) -> bool:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from svcreg import runner  # noqa: PLC0415 - Kopf is imported only for the commands that run it
+    import pydantic  # noqa: PLC0415
 
+    from svcreg import main as runner  # noqa: PLC0415 - Kopf is imported only for the commands that run it
+    from svcreg import settings  # noqa: PLC0415
+
+    try:
+        run_settings = settings.from_args(args)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "settings"
+        print(f"svcreg run: {flag}: {first['msg']}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else args.log_level,
+        level=logging.DEBUG if args.verbose else run_settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
-    asyncio.run(runner.run(settings.from_args(args)))
+    asyncio.run(runner.run(run_settings))
     return 0
 
 
 def _dev_command(args: argparse.Namespace) -> int:
-    from svcreg import dev  # noqa: PLC0415
+    from svcreg.devtools import dev  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -88,7 +96,7 @@ def _dev_command(args: argparse.Namespace) -> int:
 
 
 def _discover_command(args: argparse.Namespace) -> int:
-    from svcreg import discover  # noqa: PLC0415
+    from svcreg.client import discover  # noqa: PLC0415
 
     return discover.run(args)
 
@@ -118,15 +126,13 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="the operator and the HTTP endpoint, against the current kubeconfig or in-cluster config",
     )
-    settings.add_run_arguments(run_parser)
+    try:
+        from svcreg import settings  # noqa: PLC0415 - the operator extra
+
+        settings.add_arguments(run_parser)
+    except ImportError:
+        run_parser.description = "needs the operator extra: pip install 'svcreg[operator]'"
     run_parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    run_parser.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
-        default=(os.environ.get("SVCREG_LOG_LEVEL") or "INFO").upper(),
-        help="log level (default INFO; env SVCREG_LOG_LEVEL)",
-    )
     run_parser.set_defaults(handler=_run_command)
 
     dev_parser = commands.add_parser(
@@ -145,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
         help="query discovery from the shell (SVCREG_URL, SVCREG_TOKEN)",
         description="Query the discovery endpoint with the Python client: a table by default.",
     )
-    from svcreg import discover  # noqa: PLC0415 - light: the client and httpx only
+    from svcreg.client import discover  # noqa: PLC0415 - light: the client and httpx only
 
     discover.add_arguments(discover_parser)
     discover_parser.set_defaults(handler=_discover_command)

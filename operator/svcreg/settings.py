@@ -1,186 +1,184 @@
-"""``svcreg run`` settings: each flag also reads ``SVCREG_<FLAG>`` from the environment."""
+"""``svcreg run`` settings, each declared once.
+
+A field here is a flag (``--probe-allow``: the field's name with dashes) and an environment
+variable (``SVCREG_PROBE_ALLOW``), documented by its description. pydantic-settings reads the
+environment; ``add_arguments`` builds the argparse options from the fields and ``from_args``
+lets flags given on the command line win over the environment. Lists are repeatable flags, and
+comma-separated in the environment.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
-from dataclasses import dataclass
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from svcreg.core.scope import has_globs
+
+Strings = Annotated[tuple[str, ...], NoDecode]
 
 
-@dataclass(frozen=True)
-class Settings:
-    namespaces: tuple[str, ...] = ()
-    port: int = 8080
-    token_audiences: tuple[str, ...] = ()
-    probe_allow: tuple[str, ...] = ()
-    probe_concurrency: int = 200
-    standalone: bool = False
-    discovery_only: bool = False
-    cors_origins: tuple[str, ...] = ()
-    max_wait: float = 300.0
-    operator_url: str | None = None
-    registration_api: bool = True
-    partition_window: float = 30.0
-    partition_min_targets: int = 10
-    partition_ratio: float = 0.8
-    report_stalls: float | None = None  # seconds; log the loop's stack when it stalls longer
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SVCREG_", frozen=True, extra="ignore")
+
+    namespace: Strings = Field(
+        (), description="watch only this namespace (repeatable; a glob such as team-* is allowed)"
+    )
+    host: str = Field("0.0.0.0", description="HTTP bind address (svcreg dev binds 127.0.0.1)")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port")
+    token_audience: Strings = Field((), description="accepted ServiceAccount token audience (repeatable)")
+    probe_allow: Strings = Field(
+        (), description="open an address range the SSRF policy closes by default, e.g. 127.0.0.0/8"
+    )
+    probe_concurrency: int = Field(200, ge=1, description="probe jobs running at once")
+    standalone: bool = Field(
+        False, description="no Kopf peering: run as the only prober without coordinating"
+    )
+    discovery_only: bool = Field(
+        False, description="serve discovery from a watch; never probe or write (scale reads with replicas)"
+    )
+    operator_url: str | None = Field(
+        None,
+        description="with --discovery-only: relay heartbeats and registration writes to the operator here",
+    )
+    no_registration_api: bool = Field(
+        False, description="turn off PUT/DELETE /v1/registrations (HTTP self-registration)"
+    )
+    cors_origin: Strings = Field(
+        (),
+        description="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default",
+    )
+    max_wait: float = Field(
+        300.0, ge=0, description="longest a long poll is held, in seconds; longer waits are clamped"
+    )
+    partition_window: float = Field(
+        30.0, gt=0, description="seconds of probe results the partition guard looks at"
+    )
+    partition_min_targets: int = Field(
+        10, ge=1, description="distinct targets needed before a partition can be suspected"
+    )
+    partition_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="share of targets failing to connect that makes the prober suspect itself",
+    )
+    report_stalls_ms: float = Field(
+        0.0,
+        ge=0,
+        description="log the stack the event loop is running when it stalls longer than this (0: off)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator("namespace", "token_audience", "probe_allow", "cors_origin", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("probe_allow")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(str(ipaddress.ip_network(c, strict=False)) for c in value)
+        except ValueError as error:
+            raise ValueError(f"probe-allow: not a CIDR such as 127.0.0.0/8 ({error})") from error
+
+    @field_validator("max_wait")
+    @classmethod
+    def _clamp_wait(cls, value: float) -> float:
+        return min(value, 300.0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    # -- derived ---------------------------------------------------------------------------------
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return self.namespace
 
     @property
     def clusterwide(self) -> bool:
-        return not self.namespaces
+        return not self.namespace
 
     @property
     def namespace_globs(self) -> bool:
         """Whether a namespace is a pattern (``t-*``): then the namespaces must be listed and
         watched to know which exist, which needs cluster-wide read access to namespaces."""
-        return has_globs(self.namespaces)
+        return has_globs(self.namespace)
+
+    @property
+    def registration_api(self) -> bool:
+        return not self.no_registration_api
+
+    @property
+    def report_stalls(self) -> float | None:
+        """Seconds, or None when stall reports are off."""
+        return self.report_stalls_ms / 1000 if self.report_stalls_ms else None
 
 
-def has_globs(namespaces: tuple[str, ...]) -> bool:
-    return any(any(c in ns for c in "*?[") for ns in namespaces)
+_SHORT = {"namespace": "-n"}
+_METAVAR = {"namespace": "NS", "token_audience": "AUD", "probe_allow": "CIDR", "cors_origin": "ORIGIN"}
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get("SVCREG_" + name.upper().replace("-", "_"))
+def _kind(info: FieldInfo) -> type:
+    annotation = info.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is tuple:
+        return tuple
+    if typing.get_origin(annotation) is Literal:
+        return str
+    return annotation  # type: ignore[return-value]
 
 
-def _env_list(name: str) -> list[str]:
-    value = _env(name)
-    return [item.strip() for item in value.split(",") if item.strip()] if value else []
-
-
-def _env_bool(name: str) -> bool:
-    return (_env(name) or "").lower() in ("1", "true", "yes", "on")
-
-
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"--probe-allow: {value!r} is not a CIDR such as 127.0.0.0/8"
-        ) from error
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per field; defaults are None, so what is not given comes from the environment
+    or the field's default."""
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        dest="namespaces",
-        metavar="NS",
-        help="watch only this namespace (repeatable; env SVCREG_NAMESPACE, comma-separated)",
-    )
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "SVCREG_" + name.upper()
+        default = info.default if info.default not in ((), None, False) else None
+        described = f"{info.description} (env {env}" + (
+            f"; default {default})" if default is not None else ")"
+        )
+        flags = [flag, *([_SHORT[name]] if name in _SHORT else [])]
+        target = scope if name == "namespace" else parser
+        kind = _kind(info)
+        if kind is bool:
+            target.add_argument(*flags, dest=name, action="store_true", default=None, help=described)
+        elif kind is tuple:
+            target.add_argument(
+                *flags, dest=name, action="append", metavar=_METAVAR.get(name), help=described
+            )
+        else:
+            choices = (
+                typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
+            )
+            target.add_argument(
+                *flags, dest=name, type=str.upper if choices else kind, choices=choices, help=described
+            )
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=int(_env("port") or 8080), help="HTTP port (default 8080)"
-    )
-    parser.add_argument(
-        "--token-audience",
-        action="append",
-        dest="token_audiences",
-        metavar="AUD",
-        help="accepted ServiceAccount token audience (repeatable)",
-    )
-    parser.add_argument(
-        "--probe-allow",
-        action="append",
-        type=_cidr,
-        metavar="CIDR",
-        help="open an address range the SSRF policy closes by default, e.g. 127.0.0.0/8",
-    )
-    parser.add_argument(
-        "--probe-concurrency",
-        type=int,
-        default=int(_env("probe-concurrency") or 200),
-        help="probe jobs running at once (default 200)",
-    )
-    parser.add_argument(
-        "--standalone",
-        action="store_true",
-        default=_env_bool("standalone"),
-        help="no Kopf peering: run as the only prober without coordinating",
-    )
-    parser.add_argument(
-        "--discovery-only",
-        action="store_true",
-        default=_env_bool("discovery-only"),
-        help="serve discovery from a watch; never probe or write (scale reads with replicas)",
-    )
-    parser.add_argument(
-        "--operator-url",
-        default=_env("operator-url"),
-        metavar="URL",
-        help="with --discovery-only: relay heartbeats and registration writes to the operator here",
-    )
-    parser.add_argument(
-        "--no-registration-api",
-        dest="registration_api",
-        action="store_false",
-        default=not _env_bool("no-registration-api"),
-        help="turn off PUT/DELETE /v1/registrations (HTTP self-registration)",
-    )
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        dest="cors_origins",
-        metavar="ORIGIN",
-        help="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default",
-    )
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=float(_env("max-wait") or 300),
-        help="longest a long poll is held, in seconds; longer waits are clamped (default 300)",
-    )
-    parser.add_argument(
-        "--partition-window",
-        type=float,
-        default=float(_env("partition-window") or 30),
-        help="seconds of probe results the partition guard looks at (default 30)",
-    )
-    parser.add_argument(
-        "--partition-min-targets",
-        type=int,
-        default=int(_env("partition-min-targets") or 10),
-        help="distinct targets needed before a partition can be suspected (default 10)",
-    )
-    parser.add_argument(
-        "--partition-ratio",
-        type=float,
-        default=float(_env("partition-ratio") or 0.8),
-        help="share of targets failing to connect that makes the prober suspect itself (default 0.8)",
-    )
-
-    parser.add_argument(
-        "--report-stalls-ms",
-        type=float,
-        default=float(_env("report-stalls-ms") or 0) or None,
-        metavar="MS",
-        help="log the stack the event loop is running when it stalls longer than MS (off by default)",
     )
 
 
 def from_args(args: argparse.Namespace) -> Settings:
-    namespaces = args.namespaces or ([] if args.all_namespaces else _env_list("namespace"))
-    return Settings(
-        namespaces=tuple(namespaces),
-        port=args.port,
-        token_audiences=tuple(args.token_audiences or _env_list("token-audience")),
-        probe_allow=tuple(args.probe_allow or [_cidr(c) for c in _env_list("probe-allow")]),
-        probe_concurrency=args.probe_concurrency,
-        standalone=args.standalone,
-        discovery_only=args.discovery_only,
-        cors_origins=tuple(args.cors_origins or _env_list("cors-origin")),
-        max_wait=min(max(args.max_wait, 0.0), 300.0),
-        operator_url=args.operator_url,
-        registration_api=args.registration_api,
-        partition_window=args.partition_window,
-        partition_min_targets=args.partition_min_targets,
-        partition_ratio=args.partition_ratio,
-        report_stalls=args.report_stalls_ms / 1000 if args.report_stalls_ms else None,
-    )
+    """Settings from the environment, with the flags given on the command line winning."""
+    given = {
+        name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
+    }
+    if getattr(args, "all_namespaces", False):
+        given["namespace"] = ()
+    return Settings(**given)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from kubernetes import config
 
-from svcreg import kube
-from svcreg.controlplane import cluster, progress
+from svcreg.devtools import kubectl as kube
+from svcreg.devtools.controlplane import cluster, progress
 
 from .kubehelpers import Kube
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kubernetes import client
 
-from svcreg import kube
-from svcreg.controlplane.cluster import Cluster
+from svcreg.devtools import kubectl as kube
+from svcreg.devtools.controlplane.cluster import Cluster
 
 _counter = itertools.count()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from svcreg.controlplane.cluster import Cluster
+from svcreg.devtools.controlplane.cluster import Cluster
 from tests.targets import free_port
 
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from kubernetes import config as k8s_config
 
 from svcreg import client
-from svcreg.controlplane.cluster import Cluster
-from svcreg.kubeapi import KubeApi
-from svcreg.selfregister import SelfRegistration
+from svcreg.client.selfregister import SelfRegistration
+from svcreg.devtools.controlplane.cluster import Cluster
+from svcreg.kube.api import KubeApi
 from tests.targets import AppTarget, free_port
 
 from .kubehelpers import Kube, registration
@@ -154,11 +154,11 @@ def test_typed_errors(world: World) -> None:
 def test_typed_results(world: World) -> None:
     with world.client() as c:
         found = c.services(capability="pick", health="any")
-        assert {i.name for i in found} == {"heavy", "light", "zero"}
+        assert {i.name for i in found.items} == {"heavy", "light", "zero"}
         assert found.index > 0
         heavy = c.service(world.ns, "heavy")
         assert (heavy.weight, heavy.health, heavy.ready) == (300, "Healthy", True)
-        summary = {s.name: s for s in c.capabilities()}
+        summary = {s.name: s for s in c.capabilities().capabilities}
         assert summary["pick"].total == 3
         assert c.stats().total == 6
 
@@ -173,7 +173,7 @@ def test_token_file_rotation(world: World, tmp_path: Path) -> None:
         token_file.write_text(world.token("reader"))
         stat = token_file.stat()
         os.utime(token_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-        assert len(c.services(capability="pick")) == 3
+        assert c.services(capability="pick").count == 3
 
 
 async def test_async_client_resolves_and_watches(world: World) -> None:
@@ -185,7 +185,7 @@ async def test_async_client_resolves_and_watches(world: World) -> None:
         )
         event = await asyncio.wait_for(anext(events), 60)
         assert event.type == "updated" and event.registration is not None
-        assert event.registration.name == "light" and event.registration.tags == ("x",)
+        assert event.registration.name == "light" and event.registration.tags == ["x"]
         await events.aclose()
 
 

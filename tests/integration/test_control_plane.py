@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from svcreg.controlplane import build, cluster, progress
+from svcreg.devtools.controlplane import build, cluster, progress
 
 from .kubehelpers import Kube
 

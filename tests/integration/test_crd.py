@@ -11,8 +11,8 @@ import pydantic
 import pytest
 import yaml
 
-from svcreg import kube
-from svcreg.model import ServiceRegistration
+from svcreg.core.model import ServiceRegistration
+from svcreg.devtools import kubectl as kube
 
 from .kubehelpers import Kube
 

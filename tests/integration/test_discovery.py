@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from svcreg.controlplane.cluster import Cluster
+from svcreg.devtools.controlplane.cluster import Cluster
 from tests.targets import HttpTarget, free_port
 
 from .kubehelpers import Kube, expired_token, registration

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from svcreg import kube
-from svcreg.controlplane.cluster import Cluster
+from svcreg.devtools import kubectl as kube
+from svcreg.devtools.controlplane.cluster import Cluster
 from tests.targets import HttpTarget, http_target
 
 from .kubehelpers import Kube, registration

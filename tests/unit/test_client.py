@@ -9,16 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import ServerSentEvent
 
 from svcreg import client
-from svcreg.client import Instance
+from svcreg.client import Registration, calls, errors, failover
 
 
-def instance(name: str, weight: int = 100, **extra: object) -> Instance:
-    return Instance.parse(
+def instance(name: str, weight: int = 100, **extra: object) -> Registration:
+    return Registration.model_validate(
         {
             "namespace": "ns",
             "name": name,
+            "service": name,
             "endpoint": f"http://{name}:80",
             "capabilities": [{"name": "greet"}],
             "weight": weight,
@@ -59,7 +61,7 @@ def test_weighted_order_follows_weights_and_never_picks_weight_zero() -> None:
 def test_api_errors_are_typed(status: int, kind: type[client.ApiError]) -> None:
     body = {"error": {"code": "X", "message": "why", "parameter": "tag"}}
     with pytest.raises(kind) as caught:
-        client._raise_for(httpx.Response(status, json=body))
+        errors.raise_for(httpx.Response(status, json=body))
     assert (caught.value.status, caught.value.code, caught.value.message) == (status, "X", "why")
     assert caught.value.parameter == "tag"
 
@@ -67,17 +69,19 @@ def test_api_errors_are_typed(status: int, kind: type[client.ApiError]) -> None:
 def test_token_file_is_reread_when_it_rotates(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("first\n")
-    tokens = client.TokenSource(token_file=path)
-    assert tokens.headers() == {"Authorization": "Bearer first"}
+    auth = client.ServiceAccountAuth(token_file=path)
+    request = next(auth.auth_flow(httpx.Request("GET", "http://svcreg/v1/services")))
+    assert request.headers["Authorization"] == "Bearer first"
     path.write_text("second\n")
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert tokens.get() == "second"
+    assert auth.token() == "second"
 
 
 def test_no_token_means_no_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SVCREG_TOKEN", raising=False)
-    assert client.TokenSource(token_file=tmp_path / "missing").headers() == {}
+    auth = client.ServiceAccountAuth(token_file=tmp_path / "missing")
+    assert "Authorization" not in next(auth.auth_flow(httpx.Request("GET", "http://svcreg/"))).headers
 
 
 def test_instance_url_uses_healthy_addresses_for_service_refs() -> None:
@@ -89,15 +93,30 @@ def test_instance_url_uses_healthy_addresses_for_service_refs() -> None:
             {"address": "10.0.0.2", "port": 8080, "health": "Healthy"},
         ],
     )
-    assert ref.url == "http://10.0.0.2:8080"
+    assert ref.urls() == ["http://10.0.0.2:8080"]
+    assert failover.candidate_urls([ref]) == ["http://10.0.0.2:8080"]
 
 
-def test_sse_parsing_yields_complete_events() -> None:
-    lines = [": keep-alive", "", "id: 3", "event: updated", 'data: {"index": 3}', "", "data: {}", ""]
-    events = list(client._parse_sse(iter(lines)))
-    assert events == [{"id": "3", "event": "updated", "data": '{"index": 3}'}, {"data": "{}"}]
-    event = client._watch_event(events[0])
-    assert (event.type, event.index, event.registration) == ("updated", 3, None)
+def test_watch_events_parse_typed_including_reset() -> None:
+    event = calls.watch_event(ServerSentEvent(event="updated", data='{"index": 3}', id="3"))
+    assert event is not None and (event.type, event.index, event.registration) == ("updated", 3, None)
+    reset = calls.watch_event(ServerSentEvent(event="reset", data='{"type": "reset", "index": 9}'))
+    assert reset is not None and (reset.type, reset.index) == ("reset", 9)
+    assert calls.watch_event(ServerSentEvent(retry=2000)) is None
+
+
+def test_failover_plan_retries_only_errors_and_5xx() -> None:
+    plan = failover.Attempts(
+        "greet", ["http://a", "http://b"], failover.RetryPolicy(attempts=3, base_delay=0)
+    )
+    assert plan.next_url() == ("http://a", 0.0)
+    assert plan.failed(None, httpx.ConnectError("refused"))
+    url, _ = plan.next_url() or ("", 0)
+    assert url == "http://b"
+    assert plan.failed(httpx.Response(503))
+    assert plan.next_url() is not None
+    assert not plan.failed(httpx.Response(404))
+    assert plan.next_url() is None  # three attempts made
 
 
 def _mock(routes: dict[str, list[httpx.Response] | httpx.Response]) -> httpx.MockTransport:
@@ -119,7 +138,7 @@ def _mock(routes: dict[str, list[httpx.Response] | httpx.Response]) -> httpx.Moc
 
 
 def _capability_answer(*names: str) -> httpx.Response:
-    items = [instance(n).raw for n in names]
+    items = [instance(n).model_dump(mode="json", by_alias=True) for n in names]
     return httpx.Response(200, json={"capability": "greet", "count": len(items), "items": items, "index": 1})
 
 

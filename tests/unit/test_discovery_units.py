@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from multidict import MultiDict
 
-from svcreg.api.auth import AuthError, Authorizer
-from svcreg.api.discovery import pick
-from svcreg.index import Index
-from svcreg.kubeapi import Response
-from svcreg.query import BadQuery, parse, parse_cached
+from svcreg.core.errors import BadParameter
+from svcreg.discovery.http.auth import AuthError, Authorizer
+from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
+from svcreg.discovery.http.discovery import pick
+from svcreg.discovery.index import Index
+from svcreg.discovery.query import parse, parse_cached
+from svcreg.kube.api import Response
 
 
 def body(
@@ -27,6 +29,7 @@ def body(
 
 def test_index_kinds_of_change_and_secondary_indices() -> None:
     index = Index()
+    start = index.index
     assert index.observe("ADDED", body("x", capabilities=["greet"], tags=["api"])).kind == "registered"  # type: ignore[union-attr]
     assert (
         index.observe("MODIFIED", body("x", capabilities=["greet"], tags=["api"])) is None
@@ -38,26 +41,45 @@ def test_index_kinds_of_change_and_secondary_indices() -> None:
     assert "greet" not in index.by_capability and index.by_capability["farewell"] == {("a", "x")}
     assert "api" not in index.by_tag
     assert index.observe("DELETED", body("x")).kind == "deleted"  # type: ignore[union-attr]
-    assert not index.items and not index.by_namespace and index.index == 4
+    assert not index.items and not index.by_namespace and index.index == start + 4
 
 
-def test_replace_all_removes_what_disappeared() -> None:
+def test_replace_removes_what_disappeared_in_its_scope_only() -> None:
     index = Index()
-    index.replace_all([body("x"), body("y")])
-    assert index.synced
-    index.replace_all([body("y")])
+    other = body("z")
+    other["metadata"]["namespace"] = "b"
+    index.replace([body("x"), body("y"), other])
+    index.replace([body("y")], namespace="a")
+    assert sorted(index.items) == [("a", "y"), ("b", "z")]
+    index.replace([body("y")])
     assert list(index.items) == [("a", "y")]
 
 
 def test_history_tells_when_a_resume_is_too_old() -> None:
     index = Index()
+    start = index.index
     for i in range(5):
         index.observe("ADDED", body(f"r{i}"))
-    assert [c.index for c in index.changes_since(3) or []] == [4, 5]
-    assert index.changes_since(5) == []
+    assert [c.index - start for c in index.changes_since(start + 3) or []] == [4, 5]
+    assert index.changes_since(start + 5) == []
     index.history.clear()
     index.observe("ADDED", body("late"))
-    assert index.changes_since(2) is None
+    assert index.changes_since(start + 2) is None
+
+
+def test_a_resume_point_from_another_process_is_unknown() -> None:
+    """The counter starts from the wall clock, so ids from before a restart (or from a replica
+    started earlier) fall before this history, and later ones after it: both are unknown."""
+    before = Index(wall=lambda: 1000.0)
+    before.observe("ADDED", body("x"))
+    old_id = str(before.index)
+    restarted = Index(wall=lambda: 1000.002)  # two milliseconds later
+    assert restarted.index > before.index
+    restarted.observe("ADDED", body("x"))
+    assert restarted.resume_point(old_id) is None
+    assert restarted.resume_point(str(restarted.index + 1)) is None
+    assert restarted.resume_point(str(restarted.index)) == restarted.index
+    assert restarted.resume_point("\u0661\u0662") is None  # Unicode digits are not an id
 
 
 def test_candidates_intersect_indices_and_respect_namespaces() -> None:
@@ -85,7 +107,7 @@ def test_candidates_intersect_indices_and_respect_namespaces() -> None:
 )
 def test_bad_queries_name_the_parameter(params: list[tuple[str, str]], parameter: str) -> None:
     route = "capability" if params[0][0] == "select" else "services"
-    with pytest.raises(BadQuery) as error:
+    with pytest.raises(BadParameter) as error:
         parse(MultiDict(params), route, capability="c" if route == "capability" else None)
     assert error.value.parameter == parameter
 
@@ -97,7 +119,7 @@ def test_parsed_queries_are_remembered_but_bad_ones_are_not() -> None:
     assert parse_cached("tag=a&health=any", good, "capability", capability="y") is not first
     bad = MultiDict([("health", "sometimes")])
     for _ in range(2):  # raised both times: a refusal is never remembered as an answer
-        with pytest.raises(BadQuery) as refused:
+        with pytest.raises(BadParameter) as refused:
             parse_cached("health=sometimes", bad, "capability", capability="x")
         assert refused.value.parameter == "health"
 
@@ -115,9 +137,14 @@ def test_pick_never_chooses_weight_zero() -> None:
 
 
 class FakeApi:
+    async def call(self, method: str, path: str, **kwargs: Any) -> Response:
+        """As KubeApi.call; these answers are never errors."""
+        return await self.request(method, path, **kwargs)
+
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.allowed = True
+        self.echo_audiences = True  # as the API server does: status.audiences is what was asked
 
     async def request(self, method: str, path: str, *, json: Any = None, **_: Any) -> Response:
         import json as json_mod  # noqa: PLC0415
@@ -126,10 +153,21 @@ class FakeApi:
         if path.endswith("tokenreviews"):
             ok = json["spec"]["token"] == "good"
             status = {"authenticated": ok, "user": {"username": "system:serviceaccount:a:r", "groups": ["g"]}}
+            if self.echo_audiences:
+                status["audiences"] = json["spec"].get("audiences", [])
             if not ok:
                 status = {"authenticated": False, "error": "invalid bearer token"}
             return Response(201, json_mod.dumps({"status": status}).encode())
         return Response(201, json_mod.dumps({"status": {"allowed": self.allowed}}).encode())
+
+
+async def test_a_token_review_not_confirming_the_audience_is_refused() -> None:
+    api = FakeApi()
+    api.echo_audiences = False  # an authenticator that ignored the audiences asked for
+    auth = Authorizer(api, ["svcreg"])  # type: ignore[arg-type]
+    with pytest.raises(AuthError) as refused:
+        await auth.identify("Bearer good")
+    assert refused.value.status == 401 and "audience" in refused.value.message
 
 
 async def test_reviews_are_cached_and_failures_are_401() -> None:
@@ -244,7 +282,7 @@ class ScopedApi(FakeApi):
 
 
 async def test_a_readers_answer_is_remembered_only_while_every_review_behind_it_is_fresh() -> None:
-    from svcreg.metrics import Metrics  # noqa: PLC0415
+    from svcreg.telemetry.metrics import Metrics  # noqa: PLC0415
 
     api = ScopedApi({"a", "b"})
     clock = [0.0]
@@ -308,3 +346,20 @@ def test_the_namespace_set_version_moves_only_when_the_set_does() -> None:
     assert index.namespaces_version == first + 1  # "a" still has y
     index.observe("DELETED", body("y", namespace="a"))
     assert index.namespaces_version == first + 2
+
+
+async def test_review_cache_is_bounded_and_bad_answers_never_evict_good_ones() -> None:
+    """A flood of distinct bogus tokens costs bounded memory and leaves good reviews cached."""
+    cache = RefreshAheadCache(lambda: 0.0, is_negative=lambda v: v is False, max_entries=3, max_negative=2)
+
+    async def review(ok: bool) -> tuple[bool, float]:
+        return ok, 60.0
+
+    for good in range(3):
+        await cache.get(("good", good), review, True)
+    for bad in range(100):
+        await cache.get(("bad", bad), review, False)
+    assert len(cache) == 5
+    assert all(cache.peek(("good", g), review, True) is True for g in range(3))
+    await cache.get(("good", 3), review, True)  # over the positive bound: the oldest good goes
+    assert cache.peek(("good", 0), review, True) is MISSING

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from svcreg.health import HealthState, Thresholds, aggregate, step
-from svcreg.model import Health
-from svcreg.probes.base import Outcome, Reason
+from svcreg.core.model import Health
+from svcreg.operator.health import HealthState, Thresholds, step
+from svcreg.operator.probes.base import Outcome, Reason
+from svcreg.operator.reconcile import aggregate
 
 PASS = Outcome.ok(0.01)
 SLOW = Outcome.ok(2.0)

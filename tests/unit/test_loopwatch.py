@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from svcreg.loopwatch import StallReporter, watch_gc, watch_lag
+from svcreg.telemetry.loopwatch import StallReporter, watch_gc, watch_lag
 
 
 def _count(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -72,7 +72,7 @@ async def test_a_stall_is_reported_with_the_stack_that_held_the_loop(
             time.sleep(0.005)  # the stall under test; ends as soon as it has been reported
 
     try:
-        with caplog.at_level(logging.WARNING, logger="svcreg.loopwatch"):
+        with caplog.at_level(logging.WARNING, logger="svcreg.telemetry.loopwatch"):
             hold_the_loop()
     finally:
         reporter.stop()

@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from svcreg.model import Capability, HealthCheck, ServiceRegistration, ServiceRegistrationSpec
+from svcreg.core.model import Capability, HealthCheck, ServiceRegistration, ServiceRegistrationSpec
 
 
 def _spec(**fields: Any) -> ServiceRegistrationSpec:

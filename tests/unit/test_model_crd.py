@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from svcreg import kube, model
+from svcreg.core import model
+from svcreg.devtools import kubectl as kube
 
 CRD = yaml.safe_load((kube.CRD_DIR / "serviceregistrations.svcreg.io.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -16,6 +16,9 @@ def test_dockerfile_is_multi_stage_non_root_with_the_svcreg_entry_point() -> Non
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert re.search(r'^ENTRYPOINT \["svcreg"\]', text, re.MULTILINE)
+    # The image installs the operator extra only: no dev tools, no test tools.
+    installs = re.findall(r"pip install [^\n]*", text)
+    assert installs and all("svcreg[operator]" in line for line in installs)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["svcreg"] == "svcreg.cli:main"
     # The chart's pod runs as the image's user.

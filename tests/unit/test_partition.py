@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from svcreg.partition import GuardSettings, PartitionGuard
+from svcreg.operator.partition import GuardSettings, PartitionGuard
 
 
 def feed(guard: PartitionGuard, failing: int, passing: int, now: float) -> bool:

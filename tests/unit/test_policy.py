@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from svcreg.probes.policy import ProbePolicy, TargetForbidden
+from svcreg.operator.probes.policy import ProbePolicy, TargetForbidden
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from svcreg.model import Health
-from svcreg.partition import GuardSettings, PartitionGuard
-from svcreg.prober import Prober
-from svcreg.probes.policy import ProbePolicy
-from svcreg.probes.runner import ProbeRunner
-from svcreg.probes.ttl import HeartbeatStore
+from svcreg.core.model import Health
+from svcreg.kube import errors
+from svcreg.operator.partition import GuardSettings, PartitionGuard
+from svcreg.operator.prober import Prober
+from svcreg.operator.probes.policy import ProbePolicy
+from svcreg.operator.probes.runner import ProbeRunner
+from svcreg.operator.probes.ttl import HeartbeatStore
 from tests.targets import HttpTarget, free_port, http_target
 
 
@@ -27,12 +28,19 @@ class RecordingApi:
         self.patches: list[tuple[str, str]] = []
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.failures: list[Exception] = []  # raised by the next status patches, in order
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None
+    ) -> dict[str, Any]:
         self.patches.append((namespace, name))
+        if self.failures:
+            raise self.failures.pop(0)
         obj = self.objects.get((namespace, name))
         if obj is None:
-            return None
+            raise errors.NotFound(404, "gone")
+        if uid and obj["metadata"]["uid"] != uid:
+            raise errors.Conflict(409, "Precondition failed: UID in precondition")
         obj["status"] = {k: v for k, v in status.items() if v is not None}
         return copy.deepcopy(obj)
 
@@ -307,10 +315,13 @@ class NotifyingApi(RecordingApi):
         super().__init__()
         self.written = asyncio.Event()
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
-        answer = await super().patch_status(namespace, name, status)
-        self.written.set()
-        return answer
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None
+    ) -> dict[str, Any]:
+        try:
+            return await super().patch_status(namespace, name, status, uid=uid)
+        finally:
+            self.written.set()
 
     async def until(self, condition: Callable[[], bool], limit: float = 10.0) -> None:
         async with asyncio.timeout(limit):
@@ -346,3 +357,62 @@ async def test_a_registration_without_a_health_check_is_evaluated_per_change_not
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        errors.ServerError(503, "unavailable"),
+        errors.Unreachable("no answer"),
+        errors.Conflict(409, "conflict"),
+    ],
+    ids=["503", "hang", "409"],
+)
+async def test_a_failed_status_write_is_retried_until_the_true_health_lands(
+    web: HttpTarget, failure: Exception
+) -> None:
+    """The verdict is remembered only once written: a write that fails during a transition is
+    made again (with backoff, by the scheduler) until the object says what the prober knows."""
+    api = NotifyingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port, failureThreshold=1)))
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Healthy"
+    web.mode = "fail"
+    api.failures = [failure]
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Healthy"  # the write failed
+    assert prober.scheduler.next_due(("ns", "a")) is not None  # a retry is planned
+    runner = asyncio.create_task(prober.run())
+    try:
+        await api.until(lambda: api.objects[("ns", "a")]["status"]["health"] == "Unhealthy")
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert api.events[-1] == ("a", "Warning", "Unhealthy")
+
+
+async def test_a_verdict_never_lands_on_a_same_named_successor(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port)))
+    successor = registration("a", http_spec(web.port))
+    successor["metadata"]["uid"] = "uid-successor"
+    api.objects[("ns", "a")] = successor  # deleted and recreated; the watch has not told us yet
+    await prober.probe_now(("ns", "a"))
+    assert "status" not in api.objects[("ns", "a")]
+
+
+async def test_editing_the_endpoint_resets_health_to_unknown(web: HttpTarget) -> None:
+    api = RecordingApi()
+    prober = make(api)
+    add(api, prober, registration("a", http_spec(web.port)))
+    await prober.probe_now(("ns", "a"))
+    written = copy.deepcopy(api.objects[("ns", "a")])
+    moved = registration(
+        "a", http_spec(free_port(), failureThreshold=3), status=written["status"], generation=2
+    )
+    add(api, prober, moved, event="MODIFIED")
+    await prober.probe_now(("ns", "a"))  # one failure: below the threshold, so not yet Unhealthy
+    status = api.objects[("ns", "a")]["status"]
+    assert status["health"] == "Unknown" and status["observedGeneration"] == 2

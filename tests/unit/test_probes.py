@@ -6,13 +6,15 @@ import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from svcreg.probes.base import Reason, Target
-from svcreg.probes.policy import ProbePolicy
-from svcreg.probes.runner import ProbeRunner
-from svcreg.probes.ttl import HeartbeatStore
+from svcreg.operator.probes.base import GrpcConfig, HttpConfig, Reason, Target, TtlConfig
+from svcreg.operator.probes.http import request_bytes
+from svcreg.operator.probes.policy import ProbePolicy
+from svcreg.operator.probes.runner import ProbeRunner
+from svcreg.operator.probes.ttl import HeartbeatStore
 from tests.targets import GrpcTarget, HttpTarget, TcpListener, free_port, http_target
 
 
@@ -27,8 +29,10 @@ def web() -> Iterator[HttpTarget]:
         yield target
 
 
-def http(port: int, **fields: object) -> Target:
-    return Target(kind="http", host="127.0.0.1", port=port, timeout=fields.pop("timeout", 1.0), **fields)  # type: ignore[arg-type]
+def http(port: int, *, timeout: float = 1.0, tls: bool = False, **config: Any) -> Target:
+    return Target(
+        kind="http", host="127.0.0.1", port=port, timeout=timeout, tls=tls, config=HttpConfig(**config)
+    )
 
 
 async def test_http_pass_and_bad_status(runner: ProbeRunner, web: HttpTarget) -> None:
@@ -77,7 +81,9 @@ async def test_tls_is_verified_by_default(runner: ProbeRunner, tmp_path: Path) -
         assert outcome is not None and outcome.reason == Reason.TLS_ERROR
 
         trusting = ProbeRunner(
-            runner.policy, runner.heartbeats, ssl.create_default_context(cafile=str(secure.ca_file))
+            runner.context.policy,
+            runner.context.heartbeats,
+            ssl.create_default_context(cafile=str(secure.ca_file)),
         )
         trusted = await trusting.run(http(secure.port, tls=True))
         assert trusted is not None and trusted.passed
@@ -116,7 +122,7 @@ async def test_grpc_health(runner: ProbeRunner) -> None:
         outcome = await runner.run(target)
         assert outcome is not None and outcome.reason == Reason.NOT_SERVING
         unknown = await runner.run(
-            Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2, grpc_service="x")
+            Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2, config=GrpcConfig("x"))
         )
         assert unknown is not None and unknown.reason == Reason.NOT_SERVING
     finally:
@@ -125,10 +131,15 @@ async def test_grpc_health(runner: ProbeRunner) -> None:
     assert gone is not None and not gone.passed and gone.connection_level
 
 
+def ttl_target(created_at: float | None = None) -> Target:
+    config = TtlConfig(key=("ns", "a"), ttl_seconds=30, created_at=created_at)
+    return Target(kind="ttl", host="", port=0, timeout=1, config=config)
+
+
 def test_ttl_heartbeats_with_start_up_grace() -> None:
     now = [1000.0]
-    store = HeartbeatStore(clock=lambda: now[0])
-    target = Target(kind="ttl", host="", port=0, timeout=1, heartbeat_key=("ns", "a"), ttl_seconds=30)
+    store = HeartbeatStore(clock=lambda: now[0], wall=lambda: now[0])
+    target = ttl_target()
     assert store.evaluate(target) is None  # grace after (re)start
     now[0] += 31
     expired = store.evaluate(target)
@@ -142,3 +153,22 @@ def test_ttl_heartbeats_with_start_up_grace() -> None:
     assert store.evaluate(target).reason == Reason.HEARTBEAT_CRITICAL  # type: ignore[union-attr]
     now[0] += 31
     assert store.evaluate(target).reason == Reason.HEARTBEAT_EXPIRED  # type: ignore[union-attr]
+
+
+def test_a_new_ttl_registration_gets_its_grace_from_its_own_creation() -> None:
+    """An hour after the process started, a registration created now still has one ttl before
+    it can expire (the grace used to count from process start only)."""
+    now = [1000.0]
+    store = HeartbeatStore(clock=lambda: now[0], wall=lambda: now[0])
+    now[0] += 3600
+    assert store.evaluate(ttl_target(created_at=now[0] - 5)) is None
+    expired = store.evaluate(ttl_target(created_at=now[0] - 31))
+    assert expired is not None and expired.reason == Reason.HEARTBEAT_EXPIRED
+
+
+def test_control_characters_in_an_http_check_are_never_sent() -> None:
+    with pytest.raises(ValueError, match="control character"):
+        request_bytes(http(80, path="/x HTTP/1.1\r\nHost: redis\r\n\r\nFLUSHALL\r\n"))
+    with pytest.raises(ValueError, match="control character"):
+        request_bytes(http(80, headers=(("X-A", "v\r\nX-B: smuggled"),)))
+    assert request_bytes(http(80, path="/healthz?x=1")).startswith(b"GET /healthz?x=1 HTTP/1.1\r\n")

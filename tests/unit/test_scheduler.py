@@ -5,7 +5,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Hashable
 
-from svcreg.scheduler import Scheduler
+from svcreg.operator.scheduler import Scheduler
 
 
 class Progress:

@@ -10,10 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from svcreg.api.auth import AuthError
-from svcreg.api.serving import UNMATCHED, Serving
-from svcreg.metrics import Metrics
-from svcreg.query import BadQuery
+from svcreg.core.errors import BadParameter
+from svcreg.discovery.http.auth import AuthError
+from svcreg.discovery.http.serving import UNMATCHED, Serving
+from svcreg.telemetry.metrics import Metrics
 
 
 async def fine(request: web.Request) -> web.Response:
@@ -21,7 +21,7 @@ async def fine(request: web.Request) -> web.Response:
 
 
 async def bad_query(request: web.Request) -> web.Response:
-    raise BadQuery("limit", "must be a number")
+    raise BadParameter("limit", "must be a number")
 
 
 async def unauthenticated(request: web.Request) -> web.Response:

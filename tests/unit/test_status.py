@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from svcreg import status
-from svcreg.model import Health, ServiceRegistrationStatus
+from svcreg.core.model import Condition, Health, InstanceStatus, ServiceRegistrationStatus
+from svcreg.operator import status
 
 HEALTHY = status.Verdict(Health.HEALTHY, "ProbeSucceeded", "HTTP 200", generation=2)
 
 
-def conditions(s: dict) -> dict[str, dict]:  # type: ignore[type-arg]
-    return {c["type"]: c for c in s["conditions"]}
+def conditions(s: ServiceRegistrationStatus) -> dict[str, Condition]:
+    return {c.type: c for c in s.conditions}
 
 
 def test_first_visit_sets_every_condition() -> None:
@@ -16,21 +16,23 @@ def test_first_visit_sets_every_condition() -> None:
     )
     by_type = conditions(first)
     assert set(by_type) == {"Accepted", "Healthy", "Ready"}
-    assert by_type["Healthy"]["status"] == "Unknown" and by_type["Ready"]["status"] == "False"
-    assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] == "T1" for c in first["conditions"])
-    ServiceRegistrationStatus.model_validate(first)  # matches the CRD's status schema
+    assert by_type["Healthy"].status == "Unknown" and by_type["Ready"].status == "False"
+    assert all(c.observed_generation == 1 and c.last_transition_time == "T1" for c in first.conditions)
+    patch = status.to_patch(None, first)
+    assert ServiceRegistrationStatus.model_validate(patch) == first  # round-trips the CRD's shape
+    assert patch["conditions"][0]["lastTransitionTime"] == "T1"
 
 
 def test_last_transition_time_moves_only_when_status_changes() -> None:
     first = status.desired(None, HEALTHY, "T1")
     slower = status.Verdict(Health.DEGRADED, "SlowResponse", "slow", generation=2)
     second = status.desired(first, slower, "T2")
-    assert conditions(second)["Healthy"]["lastTransitionTime"] == "T1"  # still True
-    assert conditions(second)["Healthy"]["reason"] == "SlowResponse"
+    assert conditions(second)["Healthy"].last_transition_time == "T1"  # still True
+    assert conditions(second)["Healthy"].reason == "SlowResponse"
     down = status.desired(second, status.Verdict(Health.UNHEALTHY, "Timeout", "t", generation=2), "T3")
-    assert conditions(down)["Healthy"]["lastTransitionTime"] == "T3"
-    assert conditions(down)["Ready"]["lastTransitionTime"] == "T3"
-    assert conditions(down)["Accepted"]["lastTransitionTime"] == "T1"
+    assert conditions(down)["Healthy"].last_transition_time == "T3"
+    assert conditions(down)["Ready"].last_transition_time == "T3"
+    assert conditions(down)["Accepted"].last_transition_time == "T1"
 
 
 def test_no_difference_means_no_write() -> None:
@@ -43,17 +45,23 @@ def test_no_difference_means_no_write() -> None:
 
 def test_maintenance_is_never_ready() -> None:
     maintained = status.desired(None, status.Verdict(Health.MAINTENANCE, "Maintenance", "m", 1), "T")
-    assert conditions(maintained)["Ready"] == {
-        **conditions(maintained)["Ready"],
-        "status": "False",
-        "reason": "Maintenance",
-    }
+    ready = conditions(maintained)["Ready"]
+    assert (ready.status, ready.reason) == ("False", "Maintenance")
 
 
 def test_instances_left_from_a_service_ref_are_removed() -> None:
+    address = InstanceStatus(address="10.0.0.1", port=80, health=Health.HEALTHY)
     with_instances = status.desired(
-        None, status.Verdict(Health.HEALTHY, "A", "m", 1, instances=({"address": "10.0.0.1"},)), "T"
+        None, status.Verdict(Health.HEALTHY, "A", "m", 1, instances=(address,)), "T"
     )
-    assert with_instances["instances"] == [{"address": "10.0.0.1"}]
-    assert status.desired(with_instances, HEALTHY, "T")["instances"] is None
+    assert status.to_patch(None, with_instances)["instances"] == [
+        {"address": "10.0.0.1", "port": 80, "health": "Healthy"}
+    ]
+    after = status.desired(with_instances, HEALTHY, "T")
+    assert status.to_patch(with_instances, after)["instances"] is None
     assert status.health_since(with_instances) == "T"
+
+
+def test_a_status_of_another_shape_is_treated_as_absent() -> None:
+    assert status.parse({"health": "Healthy", "conditions": [{"type": "X"}]}) is None
+    assert status.parse(None) is None

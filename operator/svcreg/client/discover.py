@@ -1,0 +1,81 @@
+"""``svcreg discover``: the discovery client from the shell, a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import httpx
+
+from svcreg.client import DiscoveryClient, Registration, SvcregError
+
+
+def _meta(value: str) -> tuple[str, str]:
+    key, sep, wanted = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--meta: {value!r} is not KEY=VALUE")
+    return key, wanted
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--capability", "-c", action="append", help="provides this (repeatable; all must)")
+    parser.add_argument("--service", "-s", help="logical service name")
+    parser.add_argument("--tag", "-t", action="append", help="has this tag (repeatable; all must)")
+    parser.add_argument("--namespace", "-n", help="only this namespace")
+    parser.add_argument("--version", help="semver range, e.g. '>=1.2,<2'")
+    parser.add_argument("--health", help="health states (comma-separated) or 'any'; default Healthy,Degraded")
+    parser.add_argument("--meta", action="append", type=_meta, metavar="KEY=VALUE", help="metadata match")
+    parser.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    parser.add_argument("--url", help="discovery URL (default $SVCREG_URL, else the in-cluster Service)")
+    parser.add_argument("--token", help="bearer token (default $SVCREG_TOKEN, else the pod's token file)")
+    parser.add_argument("--token-file", help="read the token from this file")
+
+
+def table(items: Sequence[Registration]) -> str:
+    columns = ["NAMESPACE", "NAME", "SERVICE", "VERSION", "HEALTH", "WEIGHT", "ENDPOINT", "CAPABILITIES"]
+    rows = [
+        [
+            i.namespace,
+            i.name,
+            i.service,
+            i.version or "",
+            i.health,
+            str(i.weight),
+            i.endpoint or ",".join(f"{a.address}:{a.port}" for a in i.instances),
+            ",".join(c.name for c in i.capabilities),
+        ]
+        for i in items
+    ]
+    widths = [max(len(r[n]) for r in [columns, *rows]) for n in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [columns, *rows]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with DiscoveryClient(args.url, args.token, token_file=args.token_file) as client:
+            found = client.services(
+                capability=args.capability,
+                service=args.service,
+                tag=args.tag,
+                namespace=args.namespace,
+                version=args.version,
+                health=args.health,
+                meta=dict(args.meta or []),
+            )
+    except SvcregError as error:
+        print(f"svcreg discover: {error}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as error:
+        print(f"svcreg discover: cannot reach discovery at {error.request.url}: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(found.model_dump(mode="json", by_alias=True, exclude={"count"}), indent=2))
+    elif found.items:
+        print(table(found.items))
+    else:
+        print("no instances match", file=sys.stderr)
+    return 0

@@ -1,0 +1,208 @@
+"""``DiscoveryClient``: the blocking twin. Everything but I/O lives in ``calls`` and
+``failover``; this module sends Calls, drives flows and sleeps."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import connect_sse
+
+from svcreg.client import calls
+from svcreg.client.auth import ServiceAccountAuth
+from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, raise_for
+from svcreg.client.failover import Attempts, RetryPolicy, candidate_urls, join
+from svcreg.core import wire
+
+T = TypeVar("T")
+
+
+class DiscoveryClient:
+    """Blocking client. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        token_file: str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = calls.default_url(base_url)
+        self.auth = ServiceAccountAuth(token, token_file)
+        self.retry = retry or RetryPolicy()
+        self.http = http or httpx.Client(timeout=timeout)
+
+    def __enter__(self) -> DiscoveryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, call: calls.Call[T]) -> T:
+        response = self.http.request(
+            call.method, self.base_url + call.path, params=call.params, json=call.body, auth=self.auth
+        )
+        return calls.answer(response, call)
+
+    def _drive(self, flow: calls.Flow[T]) -> T:
+        try:
+            call = next(flow)
+            while True:
+                call = flow.send(self._send(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    def services(
+        self,
+        *,
+        service: str | None = None,
+        namespace: str | None = None,
+        capability: str | Sequence[str] | None = None,
+        tag: str | Sequence[str] | None = None,
+        version: str | None = None,
+        health: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> wire.ServiceList:
+        params = calls.query_params(
+            service=service, namespace=namespace, capability=capability, tag=tag,
+            version=version, health=health, meta=meta,
+        )  # fmt: skip
+        return self._send(calls.services(params))
+
+    def service(self, namespace: str, name: str) -> wire.RegistrationAnswer:
+        return self._send(calls.service(namespace, name))
+
+    def capabilities(self, namespace: str | None = None) -> wire.CapabilityList:
+        return self._send(calls.capabilities(namespace))
+
+    def capability(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        version: str | None = None,
+        tag: str | Sequence[str] | None = None,
+        health: str | None = None,
+    ) -> wire.CapabilityAnswer:
+        """Served instances providing ``name``; ``version`` is a semver range on the capability."""
+        params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
+        return self._send(calls.capability(name, params))
+
+    def stats(self, namespace: str | None = None) -> wire.Stats:
+        return self._send(calls.stats(namespace))
+
+    def resolve(self, capability: str, version: str | None = None, namespace: str | None = None) -> str:
+        """The URL of one served instance providing ``capability``, chosen by weight."""
+        urls = candidate_urls(self._drive(calls.providers(capability, version, namespace)))
+        if not urls:
+            raise NoHealthyInstance(capability, version)
+        return urls[0]
+
+    def resolve_service(self, name: str, version: str | None = None, namespace: str | None = None) -> str:
+        """The URL of one served instance of logical service ``name``, chosen by weight."""
+        urls = candidate_urls(self._drive(calls.instances_of(name, version, namespace)))
+        if not urls:
+            raise NoHealthyInstance(name, version)
+        return urls[0]
+
+    def is_healthy(self, name: str, namespace: str | None = None) -> bool:
+        """Whether logical service ``name`` has a served instance now."""
+        return bool(self.services(service=name, namespace=namespace).items)
+
+    def request(
+        self, capability: str, method: str, path: str = "", *, version: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Call ``path`` on an instance of ``capability``. Connection errors, timeouts and 5xx
+        are retried with backoff on the next instance in weighted order; any other answer,
+        4xx included, is returned as it is."""
+        items = self._drive(calls.providers(capability, version, None))
+        return self._call(capability, items, method, path, kwargs)
+
+    def request_service(self, name: str, method: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request`` by logical service name instead of capability."""
+        items = self._drive(calls.instances_of(name, None, None))
+        return self._call(name, items, method, path, kwargs)
+
+    def _call(
+        self, target: str, items: list[wire.Registration], method: str, path: str, kwargs: dict[str, Any]
+    ) -> httpx.Response:
+        attempts = Attempts(target, candidate_urls(items), self.retry)
+        while (step := attempts.next_url()) is not None:
+            url, delay = step
+            time.sleep(delay)
+            try:
+                response = self.http.request(method, join(url, path), **kwargs)
+            except httpx.TransportError as error:
+                attempts.failed(None, error)
+                continue
+            if not attempts.failed(response):
+                return response
+        if not attempts.made:
+            raise NoHealthyInstance(target)
+        raise AllInstancesFailed(target, attempts.made, attempts.last, attempts.error)
+
+    def watch(
+        self,
+        *,
+        index: int | None = None,
+        service: str | None = None,
+        namespace: str | None = None,
+        capability: str | Sequence[str] | None = None,
+        tag: str | Sequence[str] | None = None,
+        health: str | None = None,
+    ) -> Iterator[wire.WatchEvent]:
+        """Events after ``index`` (a list answer's, or now), forever; reconnects and resumes with
+        ``Last-Event-ID``. A ``reset`` event says the resume point was unknown to the server
+        (a restart, another replica, too old): list again."""
+        params = calls.query_params(
+            service=service, namespace=namespace, capability=capability, tag=tag, health=health
+        )
+        position, failures = index, 0
+        while True:
+            try:
+                with connect_sse(
+                    self.http, "GET", self.base_url + "/v1/watch", params=params,
+                    headers=calls.watch_headers(position), auth=self.auth,
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as source:  # fmt: skip
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        raise_for(source.response)
+                    failures = 0
+                    for sse in source.iter_sse():
+                        event = calls.watch_event(sse)
+                        if event is None:
+                            continue
+                        position = event.index
+                        yield event
+            except httpx.TransportError:
+                failures += 1
+                time.sleep(self.retry.delay(min(failures, 6)))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def heartbeat(
+        self, namespace: str, name: str, status: str = "passing", note: str = ""
+    ) -> wire.HeartbeatAnswer:
+        return self._send(calls.heartbeat(namespace, name, status, note))
+
+    def register(
+        self, namespace: str, name: str, spec: Mapping[str, Any], labels: Mapping[str, str] | None = None
+    ) -> wire.RegistrationWrite:
+        """Create or replace a registration through the discovery endpoint's registration API."""
+        return self._send(calls.register(namespace, name, spec, labels))
+
+    def deregister(self, namespace: str, name: str) -> wire.RegistrationWrite:
+        return self._send(calls.deregister(namespace, name))

@@ -1,0 +1,259 @@
+"""The ServiceRegistration resource as Python types.
+
+``deploy/crds/`` is the source of truth; these models mirror it field for field (names,
+defaults, bounds, patterns) so that code outside the API server (the HTTP registration facade,
+the client, unit tests) refuses exactly what ``kubectl apply`` refuses.
+``tests/unit/test_model_crd.py`` compares the two schemas and fails when they drift.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from svcreg.core.health import Health
+
+GROUP = "svcreg.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ServiceRegistration"
+PLURAL = "serviceregistrations"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SEMVER = (
+    r"^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$"
+)
+METADATA_KEY = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+HEADER_NAME = r"^[A-Za-z0-9!#$%&*+.^_|~-]+$"
+STATUS_CODES = r"^[1-5][0-9][0-9](-[1-5][0-9][0-9])?(,[1-5][0-9][0-9](-[1-5][0-9][0-9])?)*$"
+ENDPOINT_SCHEMES = ("http", "https", "grpc", "tcp")
+
+
+CheckType = Literal["http", "tcp", "grpc", "ttl", "none"]
+
+
+class _Model(BaseModel):
+    """camelCase on the wire as in the CRD, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+DnsLabel = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+SemVer = Annotated[str, Field(max_length=128, pattern=SEMVER)]
+
+
+class Capability(_Model):
+    name: DnsLabel
+    version: SemVer | None = None
+    description: Annotated[str, Field(max_length=1024)] | None = None
+
+
+def _capability_shorthand(value: Any) -> Any:
+    """``- greet`` in YAML is shorthand for ``- {name: greet}``."""
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+class ServiceRef(_Model):
+    name: Annotated[str, Field(max_length=63, pattern=DNS_1035_LABEL)]
+    port: (
+        Annotated[int, Field(ge=1, le=65535)] | Annotated[str, Field(max_length=15, pattern=DNS_LABEL)] | None
+    ) = None
+
+
+class HealthCheck(_Model):
+    type: CheckType | None = None
+    path: Annotated[str, Field(max_length=1024)] = "/"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    headers: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=16)] = Field(
+        default_factory=dict
+    )
+    expected_status: Annotated[str, Field(max_length=64, pattern=STATUS_CODES)] = "200-399"
+    grpc_service: Annotated[str, Field(max_length=256)] = ""
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    success_threshold: Annotated[int, Field(ge=1, le=100)] = 1
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    degraded_latency_ms: Annotated[int, Field(ge=0, le=3600000)] = 0
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
+
+    @field_validator("path")
+    @classmethod
+    def _path_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("spec.healthCheck.path must start with '/'")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if len(key) > 128 or not re.match(HEADER_NAME, key):
+                raise ValueError("spec.healthCheck.headers keys must be HTTP header names")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> HealthCheck:
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("spec.healthCheck.timeoutSeconds must be below spec.healthCheck.intervalSeconds")
+        return self
+
+    def expected_codes(self) -> list[tuple[int, int]]:
+        """``"200,300-399"`` as inclusive ranges ``[(200, 200), (300, 399)]``."""
+        ranges = []
+        for part in self.expected_status.split(","):
+            low, _, high = part.partition("-")
+            ranges.append((int(low), int(high or low)))
+        return ranges
+
+
+def _validate_endpoint(value: str) -> str:
+    """The same checks as the CRD's CEL rules on spec.endpoint, with the same messages."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(
+            f"spec.endpoint must be an absolute URL such as http://orders.team-a.svc:8000 ({error})"
+        ) from error
+    if not parts.scheme or not parts.netloc:
+        raise ValueError("spec.endpoint must be an absolute URL such as http://orders.team-a.svc:8000")
+    if parts.scheme not in ENDPOINT_SCHEMES:
+        raise ValueError("spec.endpoint scheme must be http, https, grpc or tcp")
+    if not parts.hostname:
+        raise ValueError("spec.endpoint must name a host")
+    if parts.scheme in ("grpc", "tcp") and port is None:
+        raise ValueError("spec.endpoint needs a port for grpc:// and tcp:// URLs")
+    return value
+
+
+class ServiceRegistrationSpec(_Model):
+    service: DnsLabel | None = None
+    version: SemVer | None = None
+    endpoint: Annotated[str, Field(max_length=2048)] | None = None
+    service_ref: ServiceRef | None = None
+    capabilities: Annotated[
+        list[Capability], Field(max_length=64), BeforeValidator(_capability_shorthand)
+    ] = Field(default_factory=list)
+    tags: Annotated[list[DnsLabel], Field(max_length=32)] = Field(default_factory=list)
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+    weight: Annotated[int, Field(ge=0, le=10000)] = 100
+    maintenance: bool = False
+    deregister_after_seconds: Annotated[int, Field(ge=0, le=31536000)] = 0
+    health_check: HealthCheck = Field(default_factory=HealthCheck)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_endpoint(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("spec.tags must not repeat a tag")
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _unique_capabilities(cls, value: list[Capability]) -> list[Capability]:
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.capabilities: each capability may be listed once")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if len(key) > 63 or not re.match(METADATA_KEY, key):
+                raise ValueError(
+                    "spec.metadata keys must be at most 63 letters, digits, '-', '_' or '.', "
+                    "starting and ending alphanumeric"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_xor_service_ref(self) -> ServiceRegistrationSpec:
+        if (self.endpoint is None) == (self.service_ref is None):
+            raise ValueError("exactly one of spec.endpoint and spec.serviceRef must be set")
+        return self
+
+    def service_name(self, instance_name: str) -> str:
+        """The logical service: ``spec.service``, defaulting to the resource's name."""
+        return self.service or instance_name
+
+    def check_type(self) -> CheckType:
+        """The probe kind: explicit, else inferred from the endpoint's scheme (serviceRef: tcp)."""
+        if self.health_check.type is not None:
+            return self.health_check.type
+        if self.endpoint is None:
+            return "tcp"
+        scheme = urlsplit(self.endpoint).scheme
+        if scheme in ("http", "https"):
+            return "http"
+        return "grpc" if scheme == "grpc" else "tcp"
+
+
+class Condition(_Model):
+    type: Annotated[str, Field(max_length=64)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(max_length=128)]
+    message: Annotated[str, Field(max_length=4096)] = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class InstanceStatus(_Model):
+    address: Annotated[str, Field(max_length=64)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    health: Health
+    reason: Annotated[str, Field(max_length=128)] | None = None
+    target_ref: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ServiceRegistrationStatus(_Model):
+    health: Health | None = None
+    observed_generation: int | None = None
+    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
+    instances: Annotated[list[InstanceStatus], Field(max_length=1000)] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    """The few metadata fields svcreg reads; everything else is the API server's business."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    namespace: str = "default"
+    generation: int = 0
+    resource_version: str = Field("", alias="resourceVersion")
+    uid: str = ""
+
+
+class ServiceRegistration(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_version: Literal["svcreg.io/v1alpha1"] = Field("svcreg.io/v1alpha1", alias="apiVersion")
+    kind: Literal["ServiceRegistration"] = "ServiceRegistration"
+    metadata: ObjectMeta
+    spec: ServiceRegistrationSpec
+    status: ServiceRegistrationStatus = Field(default_factory=ServiceRegistrationStatus)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metadata.namespace, self.metadata.name)
+
+    @property
+    def service(self) -> str:
+        return self.spec.service_name(self.metadata.name)

@@ -1,0 +1,196 @@
+"""The discovery API's wire format: every answer and request body, as typed models.
+
+Written once and used three ways: discovery builds its answers from these models, the client
+parses answers with them, and ``/openapi.json`` is generated from their JSON Schemas. Field
+names are camelCase on the wire and snake_case in Python, as in the CRD. Answers ignore fields
+they do not know (a newer server may add some); request bodies refuse them, so a 400 names a
+misspelt field instead of dropping it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from svcreg.core.health import SERVED, Health
+from svcreg.core.model import ServiceRef, ServiceRegistrationSpec
+
+HeartbeatStatus = Literal["passing", "warning", "critical"]
+EventType = Literal["registered", "updated", "deleted", "health-changed", "reset"]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class CapabilityView(_Answer):
+    """A capability as a registration declares it."""
+
+    name: str
+    version: str | None = None
+    description: str | None = None
+
+
+class Address(_Answer):
+    """One ready address of a serviceRef registration, with its own probed health."""
+
+    address: str
+    port: int
+    health: Health
+
+
+class Registration(_Answer):
+    """A registration as discovery serves it: its spec, flattened, and its current health."""
+
+    namespace: str
+    name: str
+    service: str
+    version: str | None = None
+    endpoint: str | None = None
+    service_ref: ServiceRef | None = None
+    capabilities: list[CapabilityView] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    weight: Annotated[int, Field(ge=0, le=10000)] = 100
+    maintenance: bool = False
+    health: Health = Health.UNKNOWN
+    ready: bool = False
+    instances: list[Address] = Field(default_factory=list, description="serviceRef only: its addresses")
+    generation: int = 0
+
+    def urls(self) -> list[str]:
+        """Where to call this registration: its endpoint, or each served serviceRef address."""
+        if self.endpoint:
+            return [self.endpoint]
+        return [f"http://{_host(i.address)}:{i.port}" for i in self.instances if i.health in SERVED]
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+class RegistrationAnswer(Registration):
+    """``GET /v1/services/{namespace}/{name}``."""
+
+    index: int = Field(description="The discovery index's change counter at answer time.")
+
+
+class ServiceList(_Answer):
+    """``GET /v1/services``."""
+
+    index: int
+    count: int
+    items: list[Registration]
+
+
+class CapabilityAnswer(_Answer):
+    """``GET /v1/capabilities/{name}``: the providers, or with ``select=one`` the one chosen."""
+
+    index: int
+    capability: str
+    count: int | None = None
+    items: list[Registration] | None = None
+    selected: Registration | None = None
+
+
+class CapabilitySummary(_Answer):
+    name: str
+    versions: list[str]
+    instances: dict[str, int] = Field(description="instance counts by health")
+    total: int
+
+
+class CapabilityList(_Answer):
+    """``GET /v1/capabilities``."""
+
+    index: int
+    count: int
+    capabilities: list[CapabilitySummary]
+
+
+class Stats(_Answer):
+    """``GET /v1/stats``."""
+
+    index: int
+    total: int
+    by_health: dict[str, int]
+    services: int
+    namespaces: int
+    unique_capabilities: int
+    capabilities_per_service: dict[str, int]
+
+
+class WatchEvent(_Answer):
+    """The data of one ``/v1/watch`` server-sent event. ``reset`` carries no registration: the
+    resume point is unknown, list again."""
+
+    type: EventType
+    index: int
+    registration: Registration | None = None
+
+
+class HeartbeatBody(_Body):
+    """``POST /v1/heartbeat/{namespace}/{name}`` body (optional: no body means passing)."""
+
+    status: HeartbeatStatus = "passing"
+    note: Annotated[str, Field(max_length=512)] = ""
+
+
+class HeartbeatAnswer(_Answer):
+    namespace: str
+    name: str
+    status: HeartbeatStatus
+    accepted: bool
+
+
+Label = Annotated[str, Field(max_length=63)]
+
+
+class RegistrationBody(_Body):
+    """``PUT /v1/registrations/{namespace}/{name}`` body: the spec, validated as the CRD does."""
+
+    spec: ServiceRegistrationSpec
+    labels: dict[Label, Label] = Field(default_factory=dict)
+
+
+class RegistrationWrite(_Answer):
+    """The answer to a registration write."""
+
+    namespace: str
+    name: str
+    created: bool | None = None
+    deleted: bool | None = None
+    registered_by: str | None = None
+    generation: int | None = None
+
+
+class ErrorDetail(_Answer):
+    code: str
+    message: str
+    parameter: str | None = Field(None, description="the parameter or field at fault (400 only)")
+
+
+class ErrorAnswer(_Answer):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+ANSWERS: tuple[type[BaseModel], ...] = (
+    RegistrationAnswer,
+    ServiceList,
+    CapabilityAnswer,
+    CapabilityList,
+    Stats,
+    WatchEvent,
+    HeartbeatAnswer,
+    RegistrationWrite,
+    ErrorAnswer,
+)
+BODIES: tuple[type[BaseModel], ...] = (HeartbeatBody, RegistrationBody)

@@ -1,0 +1,344 @@
+"""Start, inspect and stop a local control plane: etcd and kube-apiserver on loopback.
+
+The processes run in the background in their own session, so ``svcreg cluster up`` can return
+and a later ``svcreg cluster down`` (or a test session's teardown) stops them. Each process is
+recorded with its pid *and* its start time, so ``down`` never signals an unrelated process that
+happens to reuse a pid.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from svcreg.devtools.controlplane import build, pki, progress
+
+STATE_FILE = "cluster.json"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CIDR = "10.0.0.0/24"
+READY_TIMEOUT_SECONDS = 180.0
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started; the message says why and where the logs are."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: str
+    log: str
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running control plane as recorded in its state directory."""
+
+    directory: str
+    server: str
+    kubeconfig: str
+    path_dir: str
+    etcd_url: str
+    processes: tuple[ProcessRecord, ...]
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes: the kubeconfig and the built tools first on PATH."""
+        return {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "PATH": f"{self.path_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def exports(self) -> str:
+        """Shell lines for ``eval "$(svcreg cluster up)"``."""
+        return (
+            f"export KUBECONFIG={shlex.quote(self.kubeconfig)}\n"
+            f'export PATH={shlex.quote(self.path_dir)}:"$PATH"\n'
+        )
+
+
+def default_directory() -> Path:
+    configured = os.environ.get("SVCREG_CLUSTER_DIR")
+    return Path(configured).expanduser() if configured else build.cache_root() / "cluster"
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited; only its exit status is left to collect
+        return None
+    return fields[19]
+
+
+def _alive(record: ProcessRecord) -> bool:
+    return _start_time(record.pid) == record.start_time
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _load(directory: Path) -> Cluster | None:
+    try:
+        data = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    data["processes"] = tuple(ProcessRecord(**p) for p in data["processes"])
+    return Cluster(**data)
+
+
+def _ssl_context(directory: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(directory / "pki" / "ca.crt"))
+    context.load_cert_chain(str(directory / "pki" / "admin.crt"), str(directory / "pki" / "admin.key"))
+    return context
+
+
+def _ready(cluster: Cluster) -> bool:
+    try:
+        response = httpx.get(
+            f"{cluster.server}/readyz", verify=_ssl_context(Path(cluster.directory)), timeout=5
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def status(directory: Path | None = None) -> Cluster | None:
+    """The running cluster in ``directory``, or None when any of its processes is gone."""
+    cluster = _load(directory or default_directory())
+    if cluster is None or not all(_alive(p) for p in cluster.processes):
+        return None
+    return cluster
+
+
+def _spawn(name: str, command: list[str], log: Path) -> ProcessRecord:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    _CHILDREN[process.pid] = process
+    for _ in range(100):
+        started = _start_time(process.pid)
+        if started is not None:
+            return ProcessRecord(name=name, pid=process.pid, start_time=started, log=str(log))
+        if process.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise ClusterError(f"{name} exited at once; see {log}:\n{_tail(log)}")
+
+
+# Popen objects of processes this Python process started, so stopping them also reaps them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
+    def b64(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "svcreg-local",
+                "cluster": {"server": server, "certificate-authority-data": b64(keys.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "svcreg-admin",
+                "user": {
+                    "client-certificate-data": b64(keys.admin_cert),
+                    "client-key-data": b64(keys.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "svcreg-local", "context": {"cluster": "svcreg-local", "user": "svcreg-admin"}}
+        ],
+        "current-context": "svcreg-local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+def up(directory: Path | None = None, report: progress.Reporter = progress.stderr_reporter) -> Cluster:
+    """Start etcd and kube-apiserver unless they already run in ``directory``; wait for /readyz."""
+    directory = directory or default_directory()
+    running = status(directory)
+    if running is not None and _ready(running):
+        report(f"control plane already running at {running.server}")
+        return running
+    if running is not None or (directory / STATE_FILE).exists():
+        report("found a stale or partial control plane; replacing it")
+        down(directory, report=progress.silent)
+    binaries = build.ensure_binaries(report)
+    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    keys = pki.generate(directory / "pki")
+    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    records: list[ProcessRecord] = []
+    server = f"https://127.0.0.1:{api_port}"
+    cluster = Cluster(
+        directory=str(directory),
+        server=server,
+        kubeconfig=str(directory / "kubeconfig"),
+        path_dir=str(binaries.path_dir),
+        etcd_url=etcd_url,
+        processes=(),
+    )
+
+    def save() -> None:
+        state = asdict(cluster) | {"processes": [asdict(r) for r in records]}
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    try:
+        records.append(
+            _spawn(
+                "etcd",
+                [
+                    str(binaries.etcd),
+                    "--name=svcreg",
+                    f"--data-dir={directory / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=svcreg={peer_url}",
+                    "--unsafe-no-fsync",  # a throwaway test store: durability is not worth the fsyncs
+                    "--quota-backend-bytes=8589934592",
+                    "--log-level=warn",
+                ],
+                logs / "etcd.log",
+            )
+        )
+        save()
+        records.append(
+            _spawn(
+                "kube-apiserver",
+                [
+                    str(binaries.kube_apiserver),
+                    f"--etcd-servers={etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={api_port}",
+                    f"--cert-dir={directory / 'pki'}",
+                    f"--tls-cert-file={keys.serving_cert}",
+                    f"--tls-private-key-file={keys.serving_key}",
+                    f"--client-ca-file={keys.ca_cert}",
+                    "--authorization-mode=RBAC",
+                    f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                    f"--service-account-key-file={keys.sa_public}",
+                    f"--service-account-signing-key-file={keys.sa_private}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    # No controller-manager creates default ServiceAccounts, so the admission
+                    # plugin that requires them would refuse every pod.
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                logs / "kube-apiserver.log",
+            )
+        )
+        cluster = Cluster(**{**asdict(cluster), "processes": tuple(records)})
+        save()
+        _kubeconfig(Path(cluster.kubeconfig), server, keys)
+        _wait_ready(cluster, report)
+    except BaseException:
+        down(directory, report=progress.silent)
+        raise
+    report(f"control plane ready at {server} in {progress.elapsed(started)}; logs in {logs}")
+    return cluster
+
+
+def _wait_ready(cluster: Cluster, report: progress.Reporter) -> None:
+    started = time.monotonic()
+    last_report = started
+    while time.monotonic() - started < READY_TIMEOUT_SECONDS:
+        for record in cluster.processes:
+            if not _alive(record):
+                raise ClusterError(
+                    f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}"
+                )
+        if _ready(cluster):
+            return
+        if time.monotonic() - last_report > 5:
+            report(f"  waiting for kube-apiserver /readyz ({progress.elapsed(started)})")
+            last_report = time.monotonic()
+        time.sleep(0.25)
+    apiserver_log = Path(cluster.directory) / "logs" / "kube-apiserver.log"
+    raise ClusterError(
+        f"kube-apiserver was not ready within {READY_TIMEOUT_SECONDS:.0f}s; see {apiserver_log}:\n"
+        + _tail(apiserver_log)
+    )
+
+
+def _stop(record: ProcessRecord, timeout: float = 15.0) -> None:
+    if not _alive(record):
+        return
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child = _CHILDREN.get(record.pid)
+        if child is not None and child.poll() is not None:
+            break
+        if not _alive(record):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(record.pid, signal.SIGKILL)
+    child = _CHILDREN.pop(record.pid, None)
+    if child is not None:
+        child.wait(timeout=timeout)
+
+
+def down(directory: Path | None = None, report: progress.Reporter = progress.stderr_reporter) -> bool:
+    """Stop exactly the processes recorded in ``directory`` and remove its state.
+
+    Returns whether anything was running.
+    """
+    directory = directory or default_directory()
+    cluster = _load(directory)
+    was_running = False
+    if cluster is not None:
+        # The API server first, so it does not log a storm of etcd connection errors.
+        for record in reversed(cluster.processes):
+            if _alive(record):
+                was_running = True
+                report(f"stopping {record.name} (pid {record.pid})")
+                _stop(record)
+    if directory.exists():
+        shutil.rmtree(directory)
+    return was_running

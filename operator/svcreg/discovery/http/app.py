@@ -1,0 +1,59 @@
+"""The aiohttp application: liveness, readiness, Prometheus metrics, OpenAPI, and discovery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from svcreg.discovery.http import discovery, openapi, registrations
+from svcreg.discovery.http.serving import Serving
+from svcreg.telemetry.metrics import Metrics
+
+ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+METRICS_KEY = web.AppKey("metrics", Metrics)
+READY_KEY = web.AppKey("ready", object)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    check: ReadyCheck = request.app[READY_KEY]  # type: ignore[assignment]
+    ready, details = check()
+    return web.json_response({"ready": ready, **details}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+def build_app(
+    metrics_: Metrics,
+    ready: ReadyCheck,
+    discovery_: discovery.Discovery | None = None,
+    *,
+    registration_api: bool = True,
+) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[METRICS_KEY] = metrics_
+    app[READY_KEY] = ready
+    serving = Serving(metrics_, discovery_.cors_origins if discovery_ is not None else ())
+    serving.add(app, "GET", "/healthz", healthz)
+    serving.add(app, "GET", "/readyz", readyz)
+    serving.add(app, "GET", "/metrics", metrics)
+    serving.add(app, "GET", "/openapi.json", openapi_json)
+    if discovery_ is not None:
+        discovery.add_routes(app, discovery_, serving)
+        if registration_api:
+            registrations.add_routes(app, serving)
+    serving.finish(app)
+    return app

@@ -1,0 +1,276 @@
+"""Who is calling, and which namespaces may they read: TokenReview and SubjectAccessReview.
+
+Callers present their ServiceAccount token; the API server says who it belongs to
+(TokenReview, with the configured audiences) and whether that identity may ``list``
+serviceregistrations in a namespace (SubjectAccessReview), so ordinary RBAC decides. Answers
+are cached briefly, keyed by a hash of the token (the token itself is never stored or
+logged): positive reviews at most 60 s and never past the token's own expiry, negative ones a
+few seconds. Concurrent identical reviews share one API call, and an entry still in use is refreshed in
+the background before it expires, so a steady caller never waits on the API server. What a
+token may read is remembered on top (``Authorizer.reader``) only while every review behind it
+is fresh, so a caller's cost does not grow with the number of namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
+from svcreg.kube.api import KubeApi
+from svcreg.kube.errors import KubeApiError, Unreachable
+from svcreg.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+POSITIVE_TTL = 60.0
+NEGATIVE_TTL = 5.0
+MAX_TOKEN_LENGTH = 16384
+REVIEW_DEADLINE = 10.0  # seconds; a review that takes longer answers the caller 503
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    uid: str
+    groups: tuple[str, ...]
+    extra: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def __post_init__(self) -> None:
+        # Every cached review is keyed by its identity: hash the fields once, not per lookup.
+        object.__setattr__(self, "_hash", hash((self.username, self.uid, self.groups, self.extra)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined,no-any-return]
+
+    def subject(self) -> dict[str, Any]:
+        return {
+            "user": self.username,
+            "uid": self.uid,
+            "groups": list(self.groups),
+            "extra": {k: list(v) for k, v in self.extra},
+        }
+
+
+def _token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying (only to bound the cache lifetime)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _bearer(authorization: str | None) -> tuple[str, bytes]:
+    """The token from ``Authorization: Bearer`` and the hash the caches key it by; 401 when
+    missing or malformed."""
+    if not authorization:
+        raise AuthError(401, "Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
+        raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
+    return token, hashlib.sha256(token.encode()).digest()
+
+
+async def _review(api: KubeApi, kind: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a review and return its ``status``. A refusal or no answer within
+    ``REVIEW_DEADLINE`` is logged (a 403 here means svcreg's own RBAC lacks ``create`` on the
+    review resource) and answered to the caller as 503: the caller is not at fault. The API
+    server's message names the missing permission and never contains the reviewed token."""
+    try:
+        answer = await api.call("POST", path, json=body, deadline_seconds=REVIEW_DEADLINE)
+    except (KubeApiError, Unreachable) as error:
+        logger.error("%s failed: %s", kind, error)
+        raise AuthError(503, "ReviewUnavailable", f"{kind} failed; retry") from error
+    status: dict[str, Any] = answer.json().get("status") or {}
+    return status
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """What one token may read, and until when that answer holds (see Authorizer.reader)."""
+
+    identity: Identity
+    readable: frozenset[str] | None
+    namespaces_version: int
+    fresh_until: float
+    reviews: int  # SubjectAccessReview cache lookups the answer stands for
+
+
+class Authorizer:
+    def __init__(
+        self,
+        api: KubeApi,
+        audiences: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.api = api
+        self.audiences = tuple(audiences)
+        self._wall = wall
+        self._clock = clock
+        # A token review's negative answer is the rejection message (a str); an access review's
+        # is False. Each kind is bounded apart (see RefreshAheadCache).
+        self.tokens = RefreshAheadCache(
+            clock, metrics, "tokenreview", is_negative=lambda value: isinstance(value, str)
+        )
+        self.reviews = RefreshAheadCache(
+            clock, metrics, "subjectaccessreview", is_negative=lambda value: value is False
+        )
+        self._readers: dict[bytes, _Reader] = {}
+
+    async def identify(self, authorization: str | None) -> Identity:
+        """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise."""
+        return await self._identity(*_bearer(authorization))
+
+    async def reader(
+        self, authorization: str | None, namespaces: Collection[str], namespaces_version: int
+    ) -> tuple[Identity, frozenset[str] | None]:
+        """``identify`` then ``readable``, remembered per token while every review behind the
+        answer is fresh.
+
+        The answer is kept until the earliest refresh point (or expiry) of the reviews it was
+        built from, and only while the set of namespaces is the one it was worked out over
+        (``namespaces_version``). So it is never served past any review's lifetime, the
+        refresh-ahead of those reviews still starts on time, and a steady caller costs one
+        hash and one lookup per request however many namespaces it may read.
+        """
+        token, key = _bearer(authorization)
+        memo = self._readers.get(key)
+        if (
+            memo is not None
+            and memo.namespaces_version == namespaces_version
+            and self._clock() < memo.fresh_until
+        ):
+            self.tokens.count_hits(1)
+            self.reviews.count_hits(memo.reviews)
+            return memo.identity, memo.readable
+        identity = await self._identity(token, key)
+        readable = await self.readable(identity, namespaces)
+        consulted = [(identity, "list", "", None)]
+        if readable is not None:
+            consulted += [(identity, "list", namespace, None) for namespace in namespaces]
+        fresh_until = min(self.tokens.fresh_until(key), *(self.reviews.fresh_until(k) for k in consulted))
+        if len(self._readers) > 50_000:
+            self._readers.clear()
+        self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, len(consulted))
+        return identity, readable
+
+    async def _identity(self, token: str, key: bytes) -> Identity:
+        result: Identity | str = self.tokens.peek(key, self._review_token, token)
+        if result is MISSING:
+            result = await self.tokens.get(key, self._review_token, token)
+        if isinstance(result, str):
+            raise AuthError(401, "Unauthenticated", result)
+        return result
+
+    async def _review_token(self, token: str) -> tuple[Identity | str, float]:
+        spec: dict[str, Any] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = list(self.audiences)
+        status = await _review(
+            self.api,
+            "TokenReview",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+        )
+        if not status.get("authenticated"):
+            # The API server's reason may name the audience problem; it never contains the token.
+            reason = str(status.get("error") or "token not accepted")[:300]
+            return f"token rejected: {reason}", NEGATIVE_TTL
+        if self.audiences and not set(self.audiences) & set(status.get("audiences") or ()):
+            # An authenticator that ignores the requested audiences must not let a token meant
+            # for another service through.
+            return "token rejected: not issued for this audience", NEGATIVE_TTL
+        user = status.get("user") or {}
+        identity = Identity(
+            username=str(user.get("username", "")),
+            uid=str(user.get("uid", "")),
+            groups=tuple(user.get("groups") or ()),
+            extra=tuple(sorted((k, tuple(v)) for k, v in (user.get("extra") or {}).items())),
+        )
+        ttl = POSITIVE_TTL
+        expiry = _token_expiry(token)
+        if expiry is not None:
+            ttl = min(ttl, max(0.0, expiry - self._wall()))
+        return identity, ttl
+
+    async def allowed(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> bool:
+        """Whether RBAC lets ``identity`` do ``verb`` on serviceregistrations in ``namespace``
+        ("" asks cluster-wide)."""
+        key = (identity, verb, namespace, name)
+        allowed: bool = self.reviews.peek(key, self._review_access, *key)
+        if allowed is MISSING:
+            allowed = await self.reviews.get(key, self._review_access, *key)
+        return allowed
+
+    async def require(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> None:
+        """``allowed``, or AuthError(403) saying who may not do what where."""
+        if not await self.allowed(identity, verb, namespace, name):
+            raise AuthError(
+                403, "Forbidden", f"{identity.username} may not {verb} serviceregistrations in {namespace}"
+            )
+
+    async def _review_access(
+        self, identity: Identity, verb: str, namespace: str, name: str | None
+    ) -> tuple[bool, float]:
+        attributes: dict[str, Any] = {"group": "svcreg.io", "resource": "serviceregistrations", "verb": verb}
+        if namespace:
+            attributes["namespace"] = namespace
+        if name:
+            attributes["name"] = name
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {**identity.subject(), "resourceAttributes": attributes},
+        }
+        status = await _review(
+            self.api, "SubjectAccessReview", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body
+        )
+        allowed = bool(status.get("allowed"))
+        return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
+
+    async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
+        """Namespaces among ``namespaces`` the caller may list registrations in; None means all
+        (a cluster-wide grant)."""
+        if await self.allowed(identity, "list", ""):
+            return None
+        # Cached answers are read synchronously; only namespaces without one are reviewed, 16
+        # at a time, so a steady caller costs dictionary lookups and no task per namespace.
+        readable: set[str] = set()
+        unknown: list[str] = []
+        for namespace in namespaces:
+            key = (identity, "list", namespace, None)
+            found = self.reviews.peek(key, self._review_access, *key)
+            if found is MISSING:
+                unknown.append(namespace)
+            elif found:
+                readable.add(namespace)
+        if unknown:
+            limit = asyncio.Semaphore(16)
+
+            async def check(namespace: str) -> bool:
+                async with limit:
+                    return await self.allowed(identity, "list", namespace)
+
+            answers = await asyncio.gather(*(check(ns) for ns in unknown))
+            readable.update(ns for ns, ok in zip(unknown, answers, strict=True) if ok)
+        return frozenset(readable)

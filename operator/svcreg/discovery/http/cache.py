@@ -1,0 +1,148 @@
+"""A bounded cache of computed values with per-entry lifetimes and refresh-ahead, for reviews.
+
+Imports the standard library and ``svcreg.telemetry`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from svcreg.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MISSING: Any = object()  # what ``RefreshAheadCache.peek`` answers when it has no live value
+Compute = Callable[..., Awaitable[tuple[Any, float]]]  # a review: (answer, seconds to keep it)
+
+
+class RefreshAheadCache:
+    """Values by key, each kept for the time its computation says, with refresh-ahead.
+
+    Contracts:
+
+    - A hit in the last quarter of an entry's lifetime starts one recomputation in the
+      background and still answers from the entry, so a caller that keeps calling never waits
+      once its first computation has landed; nothing is served past its own lifetime.
+    - Concurrent misses for one key share one computation.
+    - Bounded: at most ``max_entries`` positive and ``max_negative`` negative entries (as
+      ``is_negative`` tells them apart), each set evicting its least recently stored first.
+      Negative answers (a bad token, a denied review) live apart, so a flood of them can never
+      evict a good entry.
+    """
+
+    REFRESH_AT = 0.75  # of an entry's lifetime
+    RETRY_AFTER = 1.0  # seconds before a failed refresh is tried again
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        metrics: Metrics | None = None,
+        name: str = "",
+        *,
+        is_negative: Callable[[Any], bool] = lambda value: False,
+        max_entries: int = 50_000,
+        max_negative: int = 5_000,
+    ) -> None:
+        self._clock = clock
+        self._is_negative = is_negative
+        self._bounds = (max_entries, max_negative)
+        self._counter = metrics.auth_cache if metrics is not None else None
+        self._hit, self._miss = (name, "hit"), (name, "miss")
+        # key -> (expires, refresh after, value); insertion order is eviction order
+        self._values: collections.OrderedDict[Any, tuple[float, float, Any]] = collections.OrderedDict()
+        self._negative: collections.OrderedDict[Any, tuple[float, float, Any]] = collections.OrderedDict()
+        self._inflight: dict[Any, asyncio.Future[Any]] = {}
+        self._refreshing: set[asyncio.Task[Any]] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._values) + len(self._negative)
+
+    def _entry(self, key: Any) -> tuple[float, float, Any] | None:
+        cached = self._values.get(key)
+        return cached if cached is not None else self._negative.get(key)
+
+    def fresh_until(self, key: Any) -> float:
+        """Until when ``key``'s value may be relied on without looking again: its refresh point
+        or its expiry, whichever is first (0 when there is none)."""
+        cached = self._entry(key)
+        return min(cached[0], cached[1]) if cached is not None else 0.0
+
+    def count_hits(self, hits: int) -> None:
+        """Lookups answered from a value derived from this cache (the caller memo)."""
+        self.hits += hits
+        if self._counter is not None:
+            self._counter.inc(self._hit, hits)
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        if self._counter is not None:
+            self._counter.inc(self._hit if hit else self._miss)
+
+    def peek(self, key: Any, compute: Compute, *args: Any) -> Any:
+        """The live value for ``key``, or MISSING; synchronous, so the hot path of a caller whose
+        reviews are cached never yields to the event loop. ``compute(*args)`` is the review a
+        refresh-ahead runs (passed apart so a hit builds no closure)."""
+        now = self._clock()
+        cached = self._entry(key)
+        if cached is None or cached[0] <= now:
+            return MISSING
+        self._count(True)
+        if cached[1] <= now and key not in self._inflight:
+            store = self._values if key in self._values else self._negative
+            store[key] = (cached[0], now + self.RETRY_AFTER, cached[2])
+            task = asyncio.get_running_loop().create_task(self._refresh(key, compute, args))
+            self._refreshing.add(task)
+            task.add_done_callback(self._refreshing.discard)
+        return cached[2]
+
+    async def get(self, key: Any, compute: Compute, *args: Any) -> Any:
+        value = self.peek(key, compute, *args)
+        if value is not MISSING:
+            return value
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self._count(True)
+            return await asyncio.shield(pending)
+        self._count(False)
+        return await self._compute(key, compute, args)
+
+    async def _refresh(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> None:
+        try:
+            await self._compute(key, compute, args)
+        except Exception as error:  # the entry stays until it expires; a miss then reports it
+            logger.debug("background review refresh failed: %s", error)
+
+    async def _compute(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value, ttl = await compute(*args)
+            self._store(key, value, ttl)
+            future.set_result(value)
+            return value
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
+            raise
+        finally:
+            del self._inflight[key]
+
+    def _store(self, key: Any, value: Any, ttl: float) -> None:
+        negative = self._is_negative(value)
+        store, other = (self._negative, self._values) if negative else (self._values, self._negative)
+        bound = self._bounds[1] if negative else self._bounds[0]
+        other.pop(key, None)
+        store.pop(key, None)
+        now = self._clock()
+        store[key] = (now + ttl, now + ttl * self.REFRESH_AT, value)
+        while len(store) > bound:
+            store.popitem(last=False)

@@ -1,0 +1,403 @@
+"""The ``/v1`` routes: discovery answers from the in-memory index, for callers RBAC allows.
+
+Every answer is limited to the namespaces the caller may ``list`` registrations in. List
+answers carry ``index`` (the index's change counter) and an ``ETag``; ``?index=N&wait=30s``
+holds the request until the index passes N (capped, with jitter), and identical concurrent
+long polls share one evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from svcreg.core import wire
+from svcreg.core.errors import BadParameter
+from svcreg.core.health import Health
+from svcreg.discovery import query as query_mod
+from svcreg.discovery.http.auth import AuthError, Authorizer, Identity
+from svcreg.discovery.http.bodies import parse_model
+from svcreg.discovery.http.serving import Serving, add_cors, error_response
+from svcreg.discovery.index import Change, Entry, Index, dumps, render
+from svcreg.kube.api import KubeApi
+from svcreg.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+KEEPALIVE_SECONDS = 15.0
+
+
+class HeartbeatSink(typing.Protocol):
+    """Where accepted heartbeats go: the prober's heartbeat store, in the operator."""
+
+    def record(self, key: tuple[str, str], status: wire.HeartbeatStatus, note: str) -> None: ...
+
+
+@dataclass
+class Discovery:
+    index: Index
+    auth: Authorizer
+    metrics: Metrics
+    heartbeats: HeartbeatSink | None = None  # None on discovery-only replicas
+    cors_origins: tuple[str, ...] = ()
+    max_wait: float = query_mod.MAX_WAIT_SECONDS
+    # Discovery-only replicas forward writes (heartbeats, registrations) here, the operator's
+    # Service: ttl state lives in the one prober, only the operator's ServiceAccount may write,
+    # and callers should not need to know which pod answers.
+    operator_url: str | None = None
+    # The operator's API client, for the registration facade's writes (None on replicas).
+    api: KubeApi | None = None
+
+    def __post_init__(self) -> None:
+        # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
+        # the same change share one evaluation.
+        self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str, CIMultiDict[str]]] = (
+            collections.OrderedDict()
+        )
+        self._forwarder: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request) -> web.Response:
+        """Relay a write (heartbeat, registration) to the operator with the caller's own token,
+        so the operator authorizes it exactly as if it had been sent there."""
+        assert self.operator_url is not None
+        if self._forwarder is None:
+            self._forwarder = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        if request.content_type:
+            headers["Content-Type"] = request.content_type
+        body = await request.read() if request.can_read_body else None
+        url = self.operator_url.rstrip("/") + request.rel_url.path_qs
+        try:
+            async with self._forwarder.request(request.method, url, data=body, headers=headers) as upstream:
+                return web.Response(
+                    status=upstream.status, body=await upstream.read(), content_type="application/json"
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            logger.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, error)
+            return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
+
+    async def elsewhere(self, request: web.Request, code: str, message: str) -> web.Response:
+        """A write this process may not make (a discovery-only replica): relayed to the operator
+        when ``operator_url`` is set, else a 503 saying where to send it."""
+        if self.operator_url:
+            return await self.forward(request)
+        return error_response(503, code, message)
+
+    async def close(self) -> None:
+        if self._forwarder is not None:
+            await self._forwarder.close()
+
+
+DISCOVERY_KEY = web.AppKey("discovery", Discovery)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    discovery = request.app[DISCOVERY_KEY]
+    if not discovery.cors_origins:
+        return error_response(
+            405, "MethodNotAllowed", "CORS is off; start svcreg with --cors-origin to allow it"
+        )
+    return web.Response(status=204)
+
+
+def _query(request: web.Request, route: str, capability: str | None = None) -> query_mod.Query:
+    """The request's query, bounded in length and parsed (remembered per query string)."""
+    if len(request.query_string) > query_mod.MAX_QUERY_LENGTH:
+        raise BadParameter("query", f"longer than {query_mod.MAX_QUERY_LENGTH} characters")
+    return query_mod.parse_cached(request.query_string, request.query, route, capability)
+
+
+async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identity, frozenset[str] | None]:
+    """Authenticate, then work out which namespaces the answer may include."""
+    discovery = request.app[DISCOVERY_KEY]
+    authorization = request.headers.get("Authorization")
+    if query.namespace:
+        identity = await discovery.auth.identify(authorization)
+        await discovery.auth.require(identity, "list", query.namespace)
+        return identity, frozenset({query.namespace})
+    index = discovery.index
+    identity, readable = await discovery.auth.reader(
+        authorization, index.by_namespace.keys(), index.namespaces_version
+    )
+    if readable is not None and not readable:
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"{identity.username} may not list serviceregistrations in any namespace that has them",
+        )
+    return identity, readable
+
+
+async def _long_poll(request: web.Request, query: query_mod.Query) -> None:
+    if query.index is None or not query.wait:
+        return
+    discovery = request.app[DISCOVERY_KEY]
+    if discovery.index.index > query.index:
+        return
+    wait = min(query.wait, discovery.max_wait)
+    # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
+    await discovery.index.wait_past(query.index, wait + random.uniform(0, wait / 16))
+
+
+def _answer(
+    request: web.Request,
+    query: query_mod.Query,
+    readable: frozenset[str] | None,
+    build: Callable[[], Any],
+) -> web.Response:
+    discovery = request.app[DISCOVERY_KEY]
+    key = (query.canonical, readable, discovery.index.index)
+    cached = discovery._answers.get(key)
+    if cached is None:
+        payload = build()
+        content = dumps(payload)
+        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+        body = dumps({"index": discovery.index.index, **payload})
+        # The headers are built once per answer too: a repeated lookup only copies them.
+        headers = CIMultiDict(
+            {
+                "ETag": etag,
+                "X-Svcreg-Index": str(discovery.index.index),
+                "Cache-Control": "no-cache",
+                "Content-Type": "application/json",
+            }
+        )
+        cached = (body, etag, headers)
+        discovery._answers[key] = cached
+        while len(discovery._answers) > 512:
+            discovery._answers.popitem(last=False)
+    body, etag, headers = cached
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        unchanged = headers.copy()
+        del unchanged["Content-Type"]
+        return web.Response(status=304, headers=unchanged)
+    return web.Response(body=body, headers=headers)
+
+
+async def services(request: web.Request) -> web.Response:
+    query = _query(request, "services")
+    _, readable = await _caller(request, query)
+    await _long_poll(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        items = render(index.candidates(query, readable))
+        return {"count": len(items), "items": items}
+
+    return _answer(request, query, readable, build)
+
+
+async def one_service(request: web.Request) -> web.Response:
+    _query(request, "one")
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    await discovery.auth.require(identity, "list", namespace)
+    item = discovery.index.items.get((namespace, name))
+    if item is None:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    return web.Response(
+        body=dumps({"index": discovery.index.index, **item.document}), content_type="application/json"
+    )
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    query = _query(request, "capabilities")
+    _, readable = await _caller(request, query)
+    await _long_poll(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        summary: dict[str, dict[str, Any]] = {}
+        for item in index.candidates(query_mod.Query(namespace=query.namespace, health=None), readable):
+            for name, version, _ in item.capabilities:
+                entry = summary.setdefault(
+                    name, {"name": name, "versions": set(), "instances": collections.Counter()}
+                )
+                if version:
+                    entry["versions"].add(version)
+                entry["instances"][item.health] += 1
+        listed = [
+            {
+                "name": e["name"],
+                "versions": sorted(e["versions"]),
+                "instances": dict(sorted(e["instances"].items())),
+                "total": sum(e["instances"].values()),
+            }
+            for e in sorted(summary.values(), key=lambda e: e["name"])
+        ]
+        return {"count": len(listed), "capabilities": listed}
+
+    return _answer(request, query, readable, build)
+
+
+def pick(items: list[Entry], rng: random.Random | None = None) -> Entry | None:
+    """One instance chosen by weight; weight 0 is never picked."""
+    weighted = [i for i in items if i.weight > 0]
+    if not weighted:
+        return None
+    return (rng or random).choices(weighted, weights=[i.weight for i in weighted])[0]
+
+
+async def capability(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    query = _query(request, "capability", capability=name)
+    _, readable = await _caller(request, query)
+    index = request.app[DISCOVERY_KEY].index
+    if query.select_one:
+        chosen = pick(index.candidates(query, readable))
+        if chosen is None:
+            return error_response(
+                404, "NoEntry", f"no instance with weight above 0 provides capability {name!r}"
+            )
+        return web.Response(
+            body=dumps({"index": index.index, "capability": name, "selected": chosen.document}),
+            content_type="application/json",
+        )
+    await _long_poll(request, query)
+
+    def build() -> dict[str, Any]:
+        items = render(index.candidates(query, readable))
+        return {"capability": name, "count": len(items), "items": items}
+
+    return _answer(request, query, readable, build)
+
+
+async def stats(request: web.Request) -> web.Response:
+    query = _query(request, "stats")
+    _, readable = await _caller(request, query)
+    index = request.app[DISCOVERY_KEY].index
+
+    def build() -> dict[str, Any]:
+        items = index.candidates(query_mod.Query(namespace=query.namespace, health=None), readable)
+        by_health = collections.Counter(i.health for i in items)
+        per_service: dict[str, set[str]] = collections.defaultdict(set)
+        every: set[str] = set()
+        for item in items:
+            names = {n for n, _, _ in item.capabilities}
+            per_service[item.service] |= names
+            every |= names
+        return {
+            "total": len(items),
+            "byHealth": {h.value: by_health.get(h.value, 0) for h in Health},
+            "services": len(per_service),
+            "namespaces": len({i.namespace for i in items}),
+            "uniqueCapabilities": len(every),
+            "capabilitiesPerService": {s: len(c) for s, c in sorted(per_service.items())},
+        }
+
+    return _answer(request, query, readable, build)
+
+
+def _event(change: Change) -> bytes:
+    data = json.dumps({"type": change.kind, "index": change.index, "registration": change.instance.document})
+    return f"id: {change.index}\nevent: {change.kind}\ndata: {data}\n\n".encode()
+
+
+async def watch(request: web.Request) -> web.StreamResponse:
+    query = _query(request, "watch")
+    if "health" not in request.query:
+        query = dataclasses.replace(query, health=None)  # a watch sees every transition by default
+    identity, readable = await _caller(request, query)
+    discovery = request.app[DISCOVERY_KEY]
+    index = discovery.index
+    position: int | None = index.index
+    last = request.headers.get("Last-Event-ID")
+    if last is not None:
+        position = index.resume_point(last)  # None: unknown here, the client must list again
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    add_cors(request, response, discovery.cors_origins)
+    await response.prepare(request)
+    await response.write(f": svcreg watch from index {index.index}\nretry: 2000\n\n".encode())
+
+    async def visible(change: Change) -> bool:
+        item = change.instance
+        # A namespace that appeared after the watch began: ask (cached) rather than assume.
+        if (
+            readable is not None
+            and item.namespace not in readable
+            and not await discovery.auth.allowed(identity, "list", item.namespace)
+        ):
+            return False
+        return query.selects(item)
+
+    try:
+        while True:
+            changes = None if position is None else index.changes_since(position)
+            if changes is None or position is None:
+                # A resume point from another process or epoch, or older than the kept
+                # history: tell the client to list again, and go on from now.
+                position = index.index
+                reset = json.dumps({"type": "reset", "index": position})
+                await response.write(f"id: {position}\nevent: reset\ndata: {reset}\n\n".encode())
+                continue
+            for change in changes:
+                if await visible(change):
+                    await response.write(_event(change))
+                position = change.index
+            if not await index.wait_past(position, KEEPALIVE_SECONDS):
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    await discovery.auth.require(identity, "heartbeat", namespace, name)
+    if discovery.heartbeats is None:
+        return await discovery.elsewhere(
+            request, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
+        )
+    item = discovery.index.items.get((namespace, name))
+    if item is None:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    if item.check_type != "ttl":
+        return error_response(
+            409,
+            "NotTtl",
+            f"{namespace}/{name} has healthCheck.type {item.check_type}, not ttl: heartbeats would be "
+            "ignored, so none is accepted",
+        )
+    body = wire.HeartbeatBody()
+    if request.can_read_body:
+        if (request.content_length or 0) > 4096:
+            raise BadParameter("body", "at most 4096 bytes")
+        body = parse_model(wire.HeartbeatBody, await request.read())
+    discovery.heartbeats.record((namespace, name), body.status, body.note)
+    answer = wire.HeartbeatAnswer(namespace=namespace, name=name, status=body.status, accepted=True)
+    return web.Response(body=dumps(answer.model_dump(by_alias=True)), content_type="application/json")
+
+
+async def _close(app: web.Application) -> None:
+    await app[DISCOVERY_KEY].close()
+
+
+def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> None:
+    app[DISCOVERY_KEY] = discovery
+    app.on_cleanup.append(_close)
+    serving.add(app, "GET", "/v1/services", services)
+    serving.add(app, "GET", "/v1/services/{namespace}/{name}", one_service)
+    serving.add(app, "GET", "/v1/capabilities", capabilities)
+    serving.add(app, "GET", "/v1/capabilities/{name}", capability)
+    serving.add(app, "GET", "/v1/stats", stats)
+    serving.add(app, "GET", "/v1/watch", watch)
+    serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
+    serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

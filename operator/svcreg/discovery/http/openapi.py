@@ -1,0 +1,261 @@
+"""The OpenAPI 3.1 document of the discovery API, served at ``/openapi.json``.
+
+Schemas are generated from the wire models (``svcreg.core.wire``), the same models discovery
+builds its answers with and the client parses them with, so the three cannot disagree. What is
+written here is only what models do not say: routes, parameters and their descriptions.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from svcreg import __version__
+from svcreg.core import wire
+from svcreg.core.health import Health
+
+_HEALTH = [h.value for h in Health]
+
+
+def _param(
+    name: str, description: str, schema: dict[str, Any], where: str = "query", **extra: Any
+) -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description, "schema": schema, **extra}
+
+
+_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_NS = _param("namespace", "Only this namespace.", _LABEL)
+_INDEX = _param(
+    "index",
+    "The index of the answer you have; with wait, block until the index passes it.",
+    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+)
+_WAIT = _param(
+    "wait",
+    "Long-poll duration, e.g. 30s (at most 300s; a server may hold it less, see --max-wait); needs index.",
+    {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m)?$"},
+)
+_HEALTH_P = _param(
+    "health",
+    "Health states to include (repeatable or comma-separated); 'any' for all. Default Healthy and Degraded.",
+    {"type": "string"},
+    explode=True,
+)
+_FILTERS = [
+    _param("service", "Logical service name.", _LABEL),
+    _NS,
+    _param(
+        "capability",
+        "Capability the instance must provide (repeatable; all must match).",
+        {"type": "array", "items": _LABEL},
+        explode=True,
+    ),
+    _param(
+        "tag",
+        "Tag the instance must have (repeatable; all must match).",
+        {"type": "array", "items": _LABEL},
+        explode=True,
+    ),
+    _param("version", "Semantic version range, e.g. >=1.2,<2.", {"type": "string"}),
+    _HEALTH_P,
+]
+_REF = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _schema(model)}}}
+
+
+_ERROR = _json(wire.ErrorAnswer, "An error.")
+_ERRORS = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "429": _ERROR, "503": _ERROR}
+
+
+def _get(
+    summary: str, parameters: list[dict[str, Any]], model: type[BaseModel], *, etag: bool = True
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(model, summary), **_ERRORS}
+    if etag:
+        responses["304"] = {"description": "Not modified (If-None-Match matched the ETag)."}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": responses,
+            "security": [{"serviceAccountToken": []}],
+        }
+    }
+
+
+def _components() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(m, "serialization") for m in wire.ANSWERS] + [(m, "validation") for m in wire.BODIES],
+        ref_template=_REF,
+    )
+    schemas: dict[str, Any] = top.get("$defs", {})
+    return schemas
+
+
+def _plain(summary: str) -> dict[str, Any]:
+    """A route with no authentication and a JSON body of its own shape."""
+    answer = {"description": summary, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {"get": {"summary": summary, "responses": {"200": answer, "503": answer}}}
+
+
+_PATH_NS = _param("namespace", "Namespace.", {"type": "string"}, "path", required=True)
+_PATH_NAME = _param("name", "Registration name.", {"type": "string"}, "path", required=True)
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "svcreg discovery API",
+            "version": __version__,
+            "description": (
+                "Discovery answers for in-cluster callers. Authenticate with a ServiceAccount token "
+                "(Authorization: Bearer); answers are limited to namespaces where RBAC lets you list "
+                "serviceregistrations.svcreg.io."
+            ),
+        },
+        "components": {
+            "securitySchemes": {"serviceAccountToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": _components(),
+        },
+        "paths": {
+            "/healthz": _plain("Liveness."),
+            "/readyz": _plain("Readiness: the index has synced (details in the body; 503 until then)."),
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics.",
+                    "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {}}}},
+                }
+            },
+            "/openapi.json": _plain("This document."),
+            "/v1/services": _get(
+                "Registered instances matching the filters. Metadata filters are meta.KEY=VALUE parameters "
+                "(repeatable; all must match), e.g. meta.environment=production.",
+                [*_FILTERS, _INDEX, _WAIT],
+                wire.ServiceList,
+            ),
+            "/v1/services/{namespace}/{name}": {
+                "get": {
+                    "summary": "One registration as discovery sees it.",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "responses": {
+                        "200": _json(wire.RegistrationAnswer, "The registration."),
+                        "404": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                }
+            },
+            "/v1/capabilities": _get(
+                "Each capability with its versions and instance counts by health.",
+                [_NS, _INDEX, _WAIT],
+                wire.CapabilityList,
+            ),
+            "/v1/capabilities/{name}": {
+                "get": {
+                    "summary": "Instances providing a capability; select=one picks one by weight.",
+                    "parameters": [
+                        _param("name", "Capability name.", {"type": "string"}, "path", required=True),
+                        _NS,
+                        _param("version", "Semver range on the capability's version.", {"type": "string"}),
+                        _param(
+                            "tag",
+                            "Tag filter (repeatable).",
+                            {"type": "array", "items": _LABEL},
+                            explode=True,
+                        ),
+                        _HEALTH_P,
+                        _param("select", "one: pick a single instance by weight.", {"enum": ["one"]}),
+                        _INDEX,
+                        _WAIT,
+                    ],
+                    "responses": {
+                        "200": _json(wire.CapabilityAnswer, "Providers."),
+                        "304": {"description": "Not modified."},
+                        "404": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                }
+            },
+            "/v1/stats": _get(
+                "Totals by health, unique capabilities, capabilities per service.", [_NS], wire.Stats
+            ),
+            "/v1/watch": {
+                "get": {
+                    "summary": "Server-sent events: registered, updated, deleted, health-changed, and reset; "
+                    "each event's data is a WatchEvent.",
+                    "parameters": [
+                        *_FILTERS,
+                        _param(
+                            "Last-Event-ID",
+                            "Resume after this event id; an id this server does not know gets a reset event.",
+                            {"type": "string"},
+                            "header",
+                        ),
+                    ],
+                    "responses": {
+                        "200": {"description": "An event stream.", "content": {"text/event-stream": {}}},
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                }
+            },
+            "/v1/heartbeat/{namespace}/{name}": {
+                "post": {
+                    "summary": "A ttl heartbeat; needs RBAC verb heartbeat on serviceregistrations; "
+                    "409 when the registration is not type: ttl.",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _schema(wire.HeartbeatBody)}},
+                    },
+                    "responses": {
+                        "200": _json(wire.HeartbeatAnswer, "Accepted."),
+                        "404": _ERROR,
+                        "409": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                }
+            },
+            "/v1/registrations/{namespace}/{name}": {
+                "put": {
+                    "summary": "Create or replace a registration (RBAC create or update, checked for "
+                    "the caller).",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _schema(wire.RegistrationBody)}},
+                    },
+                    "responses": {
+                        "200": _json(wire.RegistrationWrite, "Updated."),
+                        "201": _json(wire.RegistrationWrite, "Created."),
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                },
+                "delete": {
+                    "summary": "Delete a registration (RBAC delete, checked for the caller).",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "responses": {
+                        "200": _json(wire.RegistrationWrite, "Deleted."),
+                        "404": _ERROR,
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                },
+            },
+        },
+    }

@@ -1,0 +1,326 @@
+"""The discovery index: every registration the endpoint may serve, kept in memory.
+
+Fed by a watch (``observe``), answered from memory (``query``). Secondary indices by
+capability, service, tag and namespace mean a query intersects the smallest sets it names
+instead of scanning every registration. Each change bumps ``index``, a counter clients use for
+long polls and ``ETag``s, and is kept in a short history so ``/v1/watch`` can resume from a
+``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pydantic
+
+from svcreg.core import wire
+from svcreg.core.health import Health
+from svcreg.core.model import ServiceRegistrationSpec
+
+Key = tuple[str, str]
+HISTORY = 10_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registration as the index holds it: slim, immutable, its wire document built once.
+
+    The tuple and set fields are what queries match on; ``document`` is the ``wire.Registration``
+    served for it, rendered to plain JSON types when the entry is made, so an answer only
+    joins documents."""
+
+    namespace: str
+    name: str
+    service: str
+    version: str | None
+    endpoint: str | None
+    capabilities: tuple[tuple[str, str | None, str | None], ...]
+    tags: frozenset[str]
+    metadata: tuple[tuple[str, str], ...]
+    weight: int
+    maintenance: bool
+    health: str
+    ready: bool
+    generation: int
+    check_type: str
+    instances: tuple[tuple[str, int, str], ...] = ()
+    document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    def capability_version(self, name: str) -> str | None:
+        return next((v for n, v, _ in self.capabilities if n == name), None)
+
+
+def entry_from(body: dict[str, Any]) -> Entry | None:
+    """The index entry for a watched object; None when its spec is not valid."""
+    metadata = body.get("metadata") or {}
+    try:
+        spec = ServiceRegistrationSpec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError:
+        return None
+    status = body.get("status") or {}
+    name = metadata.get("name", "")
+    view = wire.Registration(
+        namespace=metadata.get("namespace", ""),
+        name=name,
+        service=spec.service_name(name),
+        version=spec.version,
+        endpoint=spec.endpoint,
+        service_ref=spec.service_ref,
+        capabilities=[
+            wire.CapabilityView(name=c.name, version=c.version, description=c.description)
+            for c in spec.capabilities
+        ],
+        tags=list(spec.tags),
+        metadata=dict(spec.metadata),
+        weight=spec.weight,
+        maintenance=spec.maintenance,
+        health=_health(status.get("health")),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        ),
+        instances=[
+            wire.Address(
+                address=str(i.get("address")), port=int(i.get("port") or 0), health=_health(i.get("health"))
+            )
+            for i in status.get("instances") or []
+        ],
+        generation=int(metadata.get("generation") or 0),
+    )
+    return Entry(
+        namespace=view.namespace,
+        name=name,
+        service=view.service,
+        version=spec.version,
+        endpoint=spec.endpoint,
+        capabilities=tuple((c.name, c.version, c.description) for c in spec.capabilities),
+        tags=frozenset(spec.tags),
+        metadata=tuple(sorted(spec.metadata.items())),
+        weight=spec.weight,
+        maintenance=spec.maintenance,
+        health=str(view.health),
+        ready=view.ready,
+        generation=view.generation,
+        check_type=spec.check_type(),
+        instances=tuple((i.address, i.port, str(i.health)) for i in view.instances),
+        document=view.model_dump(mode="json", by_alias=True),
+    )
+
+
+def _health(value: Any) -> Health:
+    try:
+        return Health(value) if value else Health.UNKNOWN
+    except ValueError:
+        return Health.UNKNOWN
+
+
+class Selector(Protocol):
+    """What ``Index.candidates`` needs of a query (``svcreg.discovery.query.Query``): the
+    filters it answers from its sets, and a predicate for the rest."""
+
+    @property
+    def capabilities(self) -> tuple[str, ...]: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def service(self) -> str | None: ...
+    @property
+    def namespace(self) -> str | None: ...
+    def matches(self, item: Entry) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    index: int
+    kind: str  # registered | updated | deleted | health-changed
+    instance: Entry
+
+
+class Index:
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+        self.items: dict[Key, Entry] = {}
+        self.seen: set[Key] = set()  # every key observed, valid or not (items holds the valid)
+        self.by_capability: dict[str, set[Key]] = collections.defaultdict(set)
+        self.by_service: dict[str, set[Key]] = collections.defaultdict(set)
+        self.by_tag: dict[str, set[Key]] = collections.defaultdict(set)
+        self.by_namespace: dict[str, set[Key]] = collections.defaultdict(set)
+        # Changes whenever a namespace gains its first registration or loses its last: what a
+        # caller may read is worked out over these, and remembered until this moves.
+        self.namespaces_version = 0
+        # The change counter starts from the wall clock (milliseconds x 1000), not 0: an index
+        # or Last-Event-ID from before a restart is then below this process's history and one
+        # from another replica falls outside it, so either is recognised as unknown (a long poll
+        # answers at once, a watch sends reset) instead of being taken for a point of this
+        # history. 2**53 (JavaScript's exact integers) is reached in the year 2255.
+        self.index = int(wall() * 1000) * 1000
+        self._first = self.index
+        self._synced = asyncio.Event()
+        self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
+        self._changed = asyncio.Event()
+
+    @property
+    def synced(self) -> bool:
+        """Whether a first complete list has landed (what /readyz reports)."""
+        return self._synced.is_set()
+
+    @synced.setter
+    def synced(self, value: bool) -> None:
+        if value:
+            self._synced.set()
+        else:
+            self._synced.clear()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    # -- writes (from the watch) -----------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> Change | None:
+        metadata = body.get("metadata") or {}
+        key: Key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        old = self.items.get(key)
+        if event_type == "DELETED":
+            self.seen.discard(key)
+            if old is None:
+                return None
+            self._remove(old)
+            return self._record("deleted", old)
+        self.seen.add(key)
+        new = entry_from(body)
+        if new is None:
+            if old is not None:
+                self._remove(old)
+                return self._record("deleted", old)
+            return None
+        if old == new:
+            return None  # nothing discovery shows has changed (e.g. a resync)
+        if old is not None:
+            self._remove(old)
+        self._add(new)
+        if old is None:
+            return self._record("registered", new)
+        only_health = old.generation == new.generation and (old.health, old.ready) != (new.health, new.ready)
+        return self._record("health-changed" if only_health else "updated", new)
+
+    def replace(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
+        """A full (re)list of ``namespace`` (None: every namespace): apply every object, and
+        delete what is no longer there. The one place an index's contents are replaced."""
+        listed: set[Key] = set()
+        for body in bodies:
+            metadata = body.get("metadata") or {}
+            listed.add((metadata.get("namespace", ""), metadata.get("name", "")))
+            self.observe("MODIFIED", body)
+        gone = [k for k in self.seen if k not in listed and (namespace is None or k[0] == namespace)]
+        for key in gone:
+            self.observe("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+
+    def _add(self, item: Entry) -> None:
+        key = item.key
+        self.items[key] = item
+        for name, _, _ in item.capabilities:
+            self.by_capability[name].add(key)
+        self.by_service[item.service].add(key)
+        for tag in item.tags:
+            self.by_tag[tag].add(key)
+        if item.namespace not in self.by_namespace:
+            self.namespaces_version += 1
+        self.by_namespace[item.namespace].add(key)
+
+    def _remove(self, item: Entry) -> None:
+        key = item.key
+        self.items.pop(key, None)
+        for name, _, _ in item.capabilities:
+            _discard(self.by_capability, name, key)
+        _discard(self.by_service, item.service, key)
+        for tag in item.tags:
+            _discard(self.by_tag, tag, key)
+        _discard(self.by_namespace, item.namespace, key)
+        if item.namespace not in self.by_namespace:
+            self.namespaces_version += 1
+
+    def _record(self, kind: str, item: Entry) -> Change:
+        self.index += 1
+        change = Change(self.index, kind, item)
+        self.history.append(change)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return change
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def wait_past(self, index: int, seconds: float) -> bool:
+        """Wait until the index passes ``index``; False when ``seconds`` pass first."""
+        try:
+            async with asyncio.timeout(seconds):
+                while self.index <= index:
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def resume_point(self, event_id: str) -> int | None:
+        """The index a ``Last-Event-ID`` resumes from; None when it is not a point of this
+        process's history (before it, after it, or not an id at all)."""
+        if not event_id.isascii() or not event_id.isdigit() or len(event_id) > 18:
+            return None
+        position = int(event_id)
+        return position if self._first <= position <= self.index else None
+
+    def changes_since(self, index: int) -> list[Change] | None:
+        """Changes after ``index``, or None when the history no longer reaches back that far."""
+        if index >= self.index:
+            return []
+        if not self.history or self.history[0].index > index + 1:
+            return None
+        return [c for c in self.history if c.index > index]
+
+    def candidates(self, query: Selector, namespaces: frozenset[str] | None) -> list[Entry]:
+        """Entrys matching ``query`` in ``namespaces`` (None: all)."""
+        sets: list[set[Key]] = []
+        for capability in query.capabilities:
+            sets.append(self.by_capability.get(capability, set()))
+        for tag in query.tags:
+            sets.append(self.by_tag.get(tag, set()))
+        if query.service:
+            sets.append(self.by_service.get(query.service, set()))
+        if query.namespace:
+            sets.append(self.by_namespace.get(query.namespace, set()))
+        if sets:
+            sets.sort(key=len)
+            keys: Iterable[Key] = set.intersection(*sets) if len(sets) > 1 else sets[0]
+        elif namespaces is not None and len(namespaces) < len(self.by_namespace):
+            keys = [k for ns in namespaces for k in self.by_namespace.get(ns, ())]
+        else:
+            keys = self.items.keys()
+        found = []
+        for key in keys:
+            item = self.items[key]
+            if (namespaces is None or item.namespace in namespaces) and query.matches(item):
+                found.append(item)
+        found.sort(key=lambda i: i.key)
+        return found
+
+
+def _discard(index: dict[str, set[Key]], value: str, key: Key) -> None:
+    keys = index.get(value)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[value]
+
+
+def render(items: Iterable[Entry]) -> list[dict[str, Any]]:
+    return [item.document for item in items]
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=False).encode()

@@ -1,0 +1,159 @@
+"""Keep the discovery index in step with the API server: list, then watch, forever.
+
+Discovery-only replicas run this instead of Kopf: they only read, so they need no handlers, no
+peering and no pausing. In operator mode Kopf's watch feeds the index and this module only
+confirms when Kopf's first listing has fully landed (``confirm_listed``), so the process
+watches registrations once. A list pages through every registration and replaces the index (so
+objects deleted while disconnected disappear); the watch then applies each event as it comes,
+with bookmarks keeping the resume point fresh. 410 Gone means the resume point is too old:
+list again. ``index.synced`` turns true after the first complete list, which is what
+``/readyz`` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import random
+from typing import Any
+
+from svcreg.core import model
+from svcreg.core.scope import has_globs
+from svcreg.discovery.index import Index
+from svcreg.kube import errors
+from svcreg.kube.api import KubeApi
+
+logger = logging.getLogger(__name__)
+WATCH_SECONDS = 290
+PAGE = 500
+
+
+class Informer:
+    def __init__(self, api: KubeApi, index: Index, namespaces: tuple[str, ...] = ()) -> None:
+        self.api = api
+        self.index = index
+        self.patterns = namespaces
+        literal = namespaces and not has_globs(namespaces)
+        # Literal namespaces are listed one by one (namespaced RBAC suffices); globs need a
+        # cluster-wide list, filtered here.
+        self.scopes: tuple[str | None, ...] = tuple(namespaces) if literal else (None,)
+        self._partial: dict[str | None, bool] = {}
+
+    def _path(self, namespace: str | None) -> str:
+        base = f"/apis/{model.GROUP}/{model.VERSION}"
+        where = f"/namespaces/{namespace}" if namespace else ""
+        return f"{base}{where}/{model.PLURAL}"
+
+    def _wanted(self, body: dict[str, Any]) -> bool:
+        if not self.patterns or len(self.scopes) > 1 or self.scopes[0] is not None:
+            return True
+        namespace = (body.get("metadata") or {}).get("namespace", "")
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.patterns)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._run_scope(scope) for scope in self.scopes))
+
+    async def _run_scope(self, scope: str | None) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                version = await self._list(scope)
+                backoff = 1.0
+                while True:
+                    version = await self._watch(scope, version)
+            except asyncio.CancelledError:
+                raise
+            except errors.Gone:
+                logger.info("watch of %s expired (410); listing again", scope or "all namespaces")
+            except Exception as error:
+                logger.warning(
+                    "watching registrations in %s failed: %s; retrying", scope or "all namespaces", error
+                )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 30.0)
+
+    async def _list(self, scope: str | None) -> str:
+        items: list[dict[str, Any]] = []
+        params = {"limit": str(PAGE)}
+        while True:
+            page = (await self.api.call("GET", self._path(scope), params=params, deadline_seconds=120)).json()
+            items += [i for i in page.get("items", []) if self._wanted(i)]
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                version = str((page.get("metadata") or {}).get("resourceVersion", ""))
+                break
+            params = {"limit": str(PAGE), "continue": token}
+        self.index.replace(items, scope)
+        self._partial[scope] = True
+        if all(self._partial.get(s) for s in self.scopes):
+            self.index.synced = True
+        return version
+
+    async def _keys(self) -> set[tuple[str, str]]:
+        """Every registration's key, from a metadata-only list (no specs, no statuses)."""
+        keys: set[tuple[str, str]] = set()
+        accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        for scope in self.scopes:
+            params = {"limit": str(PAGE)}
+            while True:
+                page = (
+                    await self.api.call(
+                        "GET", self._path(scope), params=params, deadline_seconds=120, accept=accept
+                    )
+                ).json()
+                keys |= {
+                    (i["metadata"].get("namespace", ""), i["metadata"]["name"])
+                    for i in page.get("items", [])
+                    if self._wanted(i)
+                }
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+                params = {"limit": str(PAGE), "continue": token}
+        return keys
+
+    async def confirm_listed(self, recheck: float = 5.0) -> None:
+        """Operator mode: mark the index synced once it has seen every registration that
+        exists, fed by Kopf's watch. Kopf does not say when its first listing ends, so the keys
+        are listed here (metadata only) and awaited; one deleted meanwhile is dropped from the
+        wait by a fresh list every ``recheck`` seconds."""
+        backoff = 1.0
+        while True:
+            try:
+                expected = await self._keys()
+                break
+            except (errors.KubeApiError, errors.Unreachable) as error:
+                logger.warning("listing registrations failed: %s; retrying", error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        waited = 0.0
+        while expected - self.index.seen:
+            await asyncio.sleep(0.1)
+            waited += 0.1
+            if waited >= recheck:
+                waited = 0.0
+                try:
+                    expected &= await self._keys()
+                except (errors.KubeApiError, errors.Unreachable) as error:
+                    logger.warning("listing registrations failed: %s; retrying", error)
+        self.index.synced = True
+
+    async def _watch(self, scope: str | None, version: str) -> str:
+        params = {
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        async for event in self.api.stream(self._path(scope), params, read_timeout=WATCH_SECONDS + 30):
+            kind = event.get("type")
+            body = event.get("object") or {}
+            if kind == "ERROR":
+                raise errors.error_for(int(body.get("code") or 500), json.dumps(body).encode())
+            version = str((body.get("metadata") or {}).get("resourceVersion") or version)
+            if kind == "BOOKMARK" or not self._wanted(body):
+                continue
+            self.index.observe(kind, body)
+        return version

@@ -1,0 +1,210 @@
+"""Discovery query parameters: parsed strictly, so a bad query is a 400 that names the parameter."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import semantic_version
+
+from svcreg.core.errors import BadParameter
+from svcreg.core.health import SERVED, Health
+from svcreg.core.model import DNS_LABEL
+
+if TYPE_CHECKING:
+    from multidict import MultiMapping
+
+    from svcreg.discovery.index import Entry
+
+DEFAULT_HEALTH = frozenset(h.value for h in SERVED)
+MAX_WAIT_SECONDS = 300.0
+MAX_QUERY_LENGTH = 4096
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_LABEL = re.compile(DNS_LABEL)
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Query:
+    service: str | None = None
+    namespace: str | None = None
+    capabilities: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    version: semantic_version.SimpleSpec | None = None
+    capability_version: semantic_version.SimpleSpec | None = None
+    capability_for_version: str | None = None
+    health: frozenset[str] | None = DEFAULT_HEALTH  # None: any
+    meta: tuple[tuple[str, str], ...] = ()
+    index: int | None = None
+    wait: float | None = None
+    select_one: bool = False
+    canonical: str = field(default="", compare=False)
+
+    def selects(self, item: Entry) -> bool:
+        """Every filter, including those the index answers from its sets (for watch events)."""
+        if self.service is not None and item.service != self.service:
+            return False
+        if self.namespace is not None and item.namespace != self.namespace:
+            return False
+        names = {n for n, _, _ in item.capabilities}
+        if any(c not in names for c in self.capabilities) or any(t not in item.tags for t in self.tags):
+            return False
+        return self.matches(item)
+
+    def matches(self, item: Entry) -> bool:
+        """The filters the index cannot answer from its sets: health, metadata, versions."""
+        if self.health is not None:
+            if item.maintenance and "Maintenance" not in self.health:
+                return False
+            if item.health not in self.health:
+                return False
+        if self.meta:
+            metadata = dict(item.metadata)
+            if any(metadata.get(k) != v for k, v in self.meta):
+                return False
+        if self.version is not None and not _matches(self.version, item.version):
+            return False
+        if self.capability_version is not None and self.capability_for_version is not None:
+            return _matches(self.capability_version, item.capability_version(self.capability_for_version))
+        return True
+
+
+def _matches(spec: semantic_version.SimpleSpec, version: str | None) -> bool:
+    if version is None:
+        return False
+    try:
+        return bool(spec.match(semantic_version.Version(version)))
+    except ValueError:
+        return False
+
+
+def _label(parameter: str, value: str) -> str:
+    if len(value) > 63 or not _LABEL.match(value):
+        raise BadParameter(parameter, f"{value!r} is not a DNS-1123 label")
+    return value
+
+
+def _duration(parameter: str, value: str) -> float:
+    match = _DURATION.match(value)
+    if not match:
+        raise BadParameter(parameter, f"{value!r} is not a duration such as 30s, 500ms or 2m")
+    number = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+    if number > MAX_WAIT_SECONDS:
+        raise BadParameter(parameter, f"at most {MAX_WAIT_SECONDS:.0f}s")
+    return number
+
+
+def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
+    try:
+        return semantic_version.SimpleSpec(value)
+    except ValueError as error:
+        raise BadParameter(
+            parameter, f"{value!r} is not a semver range such as >=1.2,<2 ({error})"
+        ) from error
+
+
+ALLOWED = {
+    "services": {"service", "namespace", "capability", "tag", "version", "health", "index", "wait"},
+    "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
+    "capabilities": {"namespace", "index", "wait"},
+    "watch": {"service", "namespace", "capability", "tag", "version", "health"},
+    "stats": {"namespace"},
+    "one": set(),
+}
+
+
+_PARSED: dict[tuple[str, str | None, str], Query] = {}
+_PARSED_LIMIT = 1024
+
+
+def parse_cached(
+    query_string: str, params: MultiMapping[str], route: str, capability: str | None = None
+) -> Query:
+    """``parse``, remembered by the raw query string: callers repeat the same few queries, and a
+    Query is immutable. Only good queries are kept (a bad one raises before it is stored), and
+    at most ``_PARSED_LIMIT`` of them, the oldest dropped first."""
+    key = (route, capability, query_string)
+    query = _PARSED.get(key)
+    if query is None:
+        query = parse(params, route, capability)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = query
+    return query
+
+
+def parse(params: MultiMapping[str], route: str, capability: str | None = None) -> Query:
+    """Parse the query string of ``route``; raise BadParameter naming the first bad parameter."""
+    allowed = ALLOWED[route]
+    fields: dict[str, object] = {}
+    meta: list[tuple[str, str]] = []
+    for name in params:
+        if name.startswith("meta."):
+            if route not in ("services", "watch", "capability"):
+                raise BadParameter(name, "metadata filters are not supported on this route")
+            key = name[5:]
+            if not key or len(key) > 63:
+                raise BadParameter(name, "meta.KEY needs a key of 1-63 characters")
+        elif name not in allowed:
+            raise BadParameter(
+                name, f"unknown parameter; this route accepts {', '.join(sorted(allowed)) or 'none'}"
+            )
+    for name, value in params.items():
+        if len(value) > 1024:
+            raise BadParameter(name, "value longer than 1024 characters")
+        if name.startswith("meta."):
+            meta.append((name[5:], value))
+    if "service" in params:
+        fields["service"] = _label("service", _single(params, "service"))
+    if "namespace" in params:
+        value = _single(params, "namespace")
+        if len(value) > 63 or not _NAMESPACE.match(value):
+            raise BadParameter("namespace", f"{value!r} is not a namespace name")
+        fields["namespace"] = value
+    fields["capabilities"] = tuple(_label("capability", v) for v in params.getall("capability", []))
+    if capability is not None:
+        fields["capabilities"] = (_label("capability", capability),)
+    fields["tags"] = tuple(_label("tag", v) for v in params.getall("tag", []))
+    if "version" in params:
+        spec = _range("version", _single(params, "version"))
+        if route == "capability":
+            fields["capability_version"] = spec
+            fields["capability_for_version"] = capability
+        else:
+            fields["version"] = spec
+    health_values = params.getall("health", [])
+    if health_values:
+        wanted = {part.strip() for value in health_values for part in value.split(",") if part.strip()}
+        if wanted == {"any"}:
+            fields["health"] = None
+        else:
+            known = {h.value for h in Health}
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise BadParameter(
+                    "health", f"{unknown[0]!r} is not one of {', '.join(sorted(known))} or any"
+                )
+            fields["health"] = frozenset(wanted)
+    if "index" in params:
+        raw = _single(params, "index")
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            raise BadParameter("index", f"{raw!r} is not a non-negative integer")
+        fields["index"] = int(raw)
+    if "wait" in params:
+        if "index" not in params:
+            raise BadParameter("wait", "needs index=N (the index of the answer you already have)")
+        fields["wait"] = _duration("wait", _single(params, "wait"))
+    if "select" in params:
+        if _single(params, "select") != "one":
+            raise BadParameter("select", "the only selection is select=one")
+        fields["select_one"] = True
+    canonical = "&".join(sorted(f"{k}={v}" for k, v in params.items() if k not in ("index", "wait")))
+    return Query(meta=tuple(sorted(meta)), canonical=f"{route}:{capability or ''}?{canonical}", **fields)  # type: ignore[arg-type]
+
+
+def _single(params: MultiMapping[str], name: str) -> str:
+    values = params.getall(name)
+    if len(values) != 1:
+        raise BadParameter(name, "give it once")
+    return str(values[0])

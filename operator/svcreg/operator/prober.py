@@ -1,0 +1,345 @@
+"""The prober: bookkeeping of watched registrations, and the probe job that runs for each.
+
+    watch -> observe() -> scheduler -> _job: probes -> health.step -> reconcile (pure)
+          -> StatusWriter (patch, Event, delete)
+
+Kopf handlers only call ``observe``/``observe_endpoint_slice``. This module keeps what is
+tracked per registration (its spec, plan, per-target health states, the status last seen) and
+sequences a job; the decisions are pure functions in ``health`` and ``reconcile``, and every
+write goes through ``writer.StatusWriter``. A verdict is remembered only after the write that
+publishes it has landed; a failed write is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from svcreg.core.health import Health
+from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
+from svcreg.kube.api import KubeApi, now_rfc3339
+from svcreg.operator import health as health_mod
+from svcreg.operator import reconcile
+from svcreg.operator import status as status_mod
+from svcreg.operator.endpoints import EndpointCache
+from svcreg.operator.health import HealthState, Thresholds
+from svcreg.operator.partition import PartitionGuard
+from svcreg.operator.probes.base import Outcome
+from svcreg.operator.probes.runner import ProbeRunner
+from svcreg.operator.scheduler import Scheduler
+from svcreg.operator.targets import Plan, plan
+from svcreg.operator.writer import StatusWriter, WriteOutcome
+from svcreg.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+@dataclass
+class Tracked:
+    key: Key
+    uid: str
+    generation: int
+    spec: ServiceRegistrationSpec | None
+    invalid: str | None
+    status: ServiceRegistrationStatus | None
+    created_at: float | None = None  # wall-clock seconds, from metadata.creationTimestamp
+    plan: Plan = field(default_factory=Plan)
+    states: dict[str, HealthState] = field(default_factory=dict)
+    written_health: Health | None = None
+    deleting: bool = False
+    # The verdict last found already written on ``status``: while neither changes, nothing can
+    # differ, so the steady state skips building a status at all.
+    last_verdict: status_mod.Verdict | None = None
+    last_compared: ServiceRegistrationStatus | None = None
+    thresholds: Thresholds = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thresholds = _thresholds(self.spec)
+
+
+def _thresholds(spec: ServiceRegistrationSpec | None) -> Thresholds:
+    if spec is None:
+        return Thresholds()
+    check = spec.health_check
+    if spec.check_type() == "ttl":
+        # A heartbeat already carries its own deadline (ttlSeconds): apply it at once.
+        return Thresholds(success=1, failure=1)
+    return Thresholds(check.success_threshold, check.failure_threshold, check.degraded_latency_ms / 1000)
+
+
+def _resumed_states(tracked: Tracked) -> dict[str, HealthState]:
+    """States rebuilt from the written status, so a restart does not flap anything."""
+    status = tracked.status
+    thresholds = tracked.thresholds
+    if status is None:
+        return {iid: HealthState() for iid in tracked.plan.targets}
+    healthy = next((c for c in status.conditions if c.type == "Healthy"), None)
+    reason = healthy.reason if healthy else "AwaitingFirstProbe"
+    message = healthy.message if healthy else "not probed yet"
+    if tracked.plan.service_ref is None or tracked.spec is None or tracked.spec.check_type() == "ttl":
+        return {
+            iid: HealthState.resumed(status.health, reason, message, thresholds)
+            for iid in tracked.plan.targets
+        }
+    previous = {f"{i.address}:{i.port}": i for i in status.instances}
+    states = {}
+    for iid in tracked.plan.targets:
+        seen = previous.get(iid)
+        states[iid] = HealthState.resumed(
+            seen.health if seen else None, (seen.reason if seen else None) or reason, message, thresholds
+        )
+    return states
+
+
+def _created_at(metadata: dict[str, Any]) -> float | None:
+    raw = metadata.get("creationTimestamp")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+class Prober:
+    def __init__(
+        self,
+        api: KubeApi,
+        runner: ProbeRunner,
+        *,
+        metrics: Metrics | None = None,
+        guard: PartitionGuard | None = None,
+        concurrency: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.writer = StatusWriter(api, self.metrics)
+        self.runner = runner
+        self.heartbeats = runner.context.heartbeats
+        self.guard = guard or PartitionGuard()
+        self.clock = clock
+        self.endpoints = EndpointCache()
+        self.tracked: dict[Key, Tracked] = {}
+        self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._health_counts: Counter[Health] = Counter()
+        self.scheduler = Scheduler(
+            self._job, concurrency=concurrency, on_lag=self.metrics.scheduler_lag.observe
+        )
+
+    # -- watch side -----------------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Take one watch event of a registration. Cheap when nothing but status changed."""
+        metadata = body.get("metadata") or {}
+        key: Key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        generation = int(metadata.get("generation") or 0)
+        tracked = self.tracked.get(key)
+        if tracked is not None and tracked.uid == metadata.get("uid") and tracked.generation == generation:
+            tracked.status = status_mod.parse(body.get("status"))
+            if event_type is not None and not _probed(tracked):
+                # Nothing re-evaluates an unprobed registration on a timer: a status changed
+                # by someone else is put right from its watch event instead (after our own
+                # writes this job finds nothing to do).
+                self._schedule(tracked, soon=True)
+            return
+        try:
+            spec: ServiceRegistrationSpec | None = ServiceRegistrationSpec.model_validate(
+                body.get("spec") or {}
+            )
+            invalid = None
+        except pydantic.ValidationError as error:
+            spec, invalid = None, "; ".join(e["msg"] for e in error.errors())[:1000]
+        fresh = Tracked(
+            key,
+            metadata.get("uid", ""),
+            generation,
+            spec,
+            invalid,
+            status_mod.parse(body.get("status")),
+            created_at=_created_at(metadata),
+        )
+        same_object = tracked is not None and tracked.uid == fresh.uid
+        if tracked is not None and same_object:
+            fresh.written_health = tracked.written_health
+        else:
+            if tracked is not None:
+                self._count(tracked.written_health, None)  # a successor under the same name
+            fresh.written_health = fresh.status.health if fresh.status else None
+            self._count(None, fresh.written_health)
+        self._unlink(key)
+        self.tracked[key] = fresh
+        self._replan(fresh, previous=tracked if same_object else None)
+        # At start-up (initial listing) spread first probes over one interval; a registration
+        # created or changed while running is probed within a second.
+        self._schedule(fresh, soon=event_type is not None)
+
+    def _schedule(self, tracked: Tracked, *, soon: bool = False, delay: float | None = None) -> None:
+        """Probe on the registration's interval; one without a health check is evaluated once
+        per change instead, as its verdict cannot change between them."""
+        spec = tracked.spec
+        interval = float(spec.health_check.interval_seconds) if spec else 3600.0
+        self.scheduler.schedule(tracked.key, interval, soon=soon, repeat=_probed(tracked), delay=delay)
+
+    def _replan(self, tracked: Tracked, previous: Tracked | None = None) -> None:
+        """Work out the targets. A target that did not change keeps its live state; on first
+        sight (a restart) states resume from what status says, so nothing flaps; a target that
+        changed (a new endpoint, port or check) starts Unknown: nothing is known of it yet."""
+        if tracked.spec is None:
+            tracked.plan = Plan(
+                accepted=False, reason="InvalidSpec", message=tracked.invalid or "invalid spec"
+            )
+            return
+        tracked.plan = plan(tracked.spec, tracked.key, self.endpoints, tracked.created_at)
+        if tracked.plan.service_ref is not None:
+            self._by_service[tracked.plan.service_ref].add(tracked.key)
+        if previous is None:
+            tracked.states = _resumed_states(tracked)
+            return
+        old_states, old_targets = previous.states, previous.plan.targets
+        tracked.states = {
+            iid: old_states[iid] if iid in old_states and old_targets.get(iid) == target else HealthState()
+            for iid, target in tracked.plan.targets.items()
+        }
+
+    def observe_endpoint_slice(self, event_type: str | None, body: dict[str, Any]) -> None:
+        service = self.endpoints.observe(event_type, body)
+        if service is None:
+            return
+        for key in list(self._by_service.get(service, ())):
+            tracked = self.tracked.get(key)
+            if tracked is not None and tracked.spec is not None:
+                previous = Tracked(
+                    tracked.key, tracked.uid, tracked.generation, tracked.spec, tracked.invalid,
+                    tracked.status, plan=tracked.plan, states=dict(tracked.states),
+                )  # fmt: skip
+                self._replan(tracked, previous=previous)
+                self._schedule(tracked, soon=True)
+
+    def forget(self, key: Key) -> None:
+        tracked = self.tracked.pop(key, None)
+        self.scheduler.unschedule(key)
+        self.heartbeats.forget(key)
+        self.writer.backoff.landed(key)
+        self._unlink(key)
+        if tracked is not None:
+            self._count(tracked.written_health, None)
+
+    def _unlink(self, key: Key) -> None:
+        tracked = self.tracked.get(key)
+        if tracked is not None and tracked.plan.service_ref is not None:
+            self._by_service[tracked.plan.service_ref].discard(key)
+
+    # -- probe side -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The scheduler loop, until cancelled."""
+        await self.scheduler.run()
+
+    async def probe_now(self, key: Key) -> None:
+        """Run one probe job immediately (tests and benchmarks)."""
+        await self._job(key)
+
+    async def _job(self, key: Hashable) -> None:
+        tracked = self.tracked.get(key) if isinstance(key, tuple) else None
+        if tracked is None or tracked.deleting:
+            return
+        if tracked.spec is None or not tracked.spec.maintenance:
+            targets = list(tracked.plan.targets.items())
+            if len(targets) == 1:  # the common case: no gather, so no extra task per probe
+                iid, target = targets[0]
+                self._apply(tracked, [(iid, target.kind, await self.runner.run(target))])
+            elif targets:
+                outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
+                self._apply(
+                    tracked,
+                    [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)],
+                )
+            if self.tracked.get(tracked.key) is not tracked:
+                return  # changed or deleted while probing; the newer object is scheduled on its own
+        verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
+        if await self._publish(tracked, verdict):
+            await self._maybe_deregister(tracked)
+
+    def _apply(self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]) -> None:
+        now = self.clock()
+        thresholds = tracked.thresholds
+        for iid, kind, outcome in results:
+            if outcome is None:
+                continue  # a ttl check within its grace
+            self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
+            connection_failed = not outcome.passed and outcome.connection_level
+            self.guard.record((tracked.key, iid), connection_failed, now)
+            suspected = self.guard.evaluate(now)
+            self.metrics.partition_suspected.set(1 if suspected else 0)
+            state = tracked.states.get(iid, HealthState())
+            if connection_failed and suspected:
+                self.metrics.held_transitions.inc()
+                continue  # hold last-known health: the failure may be ours, not the target's
+            tracked.states[iid] = health_mod.step(state, outcome, thresholds)
+
+    async def _publish(self, tracked: Tracked, verdict: status_mod.Verdict) -> bool:
+        """Make the written status say ``verdict``. False when that is not (yet) so: the write
+        failed (retried with backoff) or the object is gone."""
+        if verdict == tracked.last_verdict and tracked.status is tracked.last_compared:
+            return True
+        wanted = status_mod.desired(tracked.status, verdict, now_rfc3339())
+        if not status_mod.differs(tracked.status, wanted):
+            tracked.last_verdict, tracked.last_compared = verdict, tracked.status
+            return True
+        outcome, stored = await self.writer.write_status(tracked.key, tracked.uid, tracked.status, wanted)
+        if outcome == WriteOutcome.FAILED:
+            if self.tracked.get(tracked.key) is tracked:
+                self._schedule(tracked, delay=self.writer.backoff.failed(tracked.key))
+            return False
+        if outcome == WriteOutcome.GONE or stored is None:
+            return False
+        tracked.status = status_mod.parse(stored.get("status")) or wanted
+        tracked.last_verdict, tracked.last_compared = verdict, tracked.status
+        before, after = tracked.written_health, verdict.health
+        if before != after:
+            tracked.written_health = after
+            self._count(before, after)
+            event = reconcile.transition_event(before, verdict)
+            if event is not None:
+                await self.writer.post_event(tracked.key, tracked.uid, event)
+        return True
+
+    async def _maybe_deregister(self, tracked: Tracked) -> None:
+        decision = reconcile.deregistration(tracked.spec, tracked.status, datetime.datetime.now(datetime.UTC))
+        if decision is None:
+            return
+        tracked.deleting = True
+        await self.writer.post_event(tracked.key, tracked.uid, decision.event)
+        deleted = await self.writer.delete(tracked.key, tracked.uid)
+        if deleted is None:
+            tracked.deleting = False  # retried next round
+        elif deleted:
+            logger.warning(
+                "deregistered %s/%s after %.0fs %s", *tracked.key, decision.elapsed, tracked.written_health
+            )
+
+    def _count(self, before: Health | None, after: Health | None) -> None:
+        for health, delta in ((before, -1), (after, 1)):
+            if health is not None:
+                self._health_counts[health] += delta
+                self.metrics.registrations.labels(str(health)).set(self._health_counts[health])
+
+
+def _probed(tracked: Tracked) -> bool:
+    """Whether this registration is evaluated on a timer. A health check (a probe or a ttl)
+    can change its verdict at any moment; ``type: none`` cannot, so it is evaluated when its
+    own watch events say something changed. An invalid spec keeps its slow re-check."""
+    spec = tracked.spec
+    return spec is None or spec.health_check.type != "none"

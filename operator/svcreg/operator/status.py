@@ -1,0 +1,125 @@
+"""The status a registration should have, as the typed status model, and whether it differs
+from what is written.
+
+Status follows Kubernetes API conventions: a summary ``health``, ``observedGeneration``, and
+conditions Accepted, Healthy and Ready, each with a CamelCase reason and a
+``lastTransitionTime`` that moves only when the condition's status changes (as
+``meta.SetStatusCondition`` does). Comparing the desired status with the one last seen on the
+resource is what keeps a steady fleet at zero API writes. Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+
+from svcreg.core.health import SERVED, Health
+from svcreg.core.model import Condition, InstanceStatus, ServiceRegistrationStatus
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything status is computed from."""
+
+    health: Health
+    reason: str
+    message: str
+    generation: int
+    accepted: bool = True
+    accepted_reason: str = "Valid"
+    accepted_message: str = "spec is valid"
+    instances: tuple[InstanceStatus, ...] | None = None  # serviceRef only
+
+
+def parse(status: dict[str, Any] | None) -> ServiceRegistrationStatus | None:
+    """A watched object's status as the model; None when absent or not svcreg's shape."""
+    if not status:
+        return None
+    try:
+        return ServiceRegistrationStatus.model_validate(status)
+    except pydantic.ValidationError:
+        return None
+
+
+def _conditions(verdict: Verdict) -> list[tuple[str, ConditionStatus, str, str]]:
+    health = verdict.health
+    healthy: ConditionStatus
+    if health in SERVED:
+        healthy = "True"
+    elif health in (Health.UNKNOWN, Health.MAINTENANCE):
+        healthy = "Unknown"
+    else:
+        healthy = "False"
+    ready = verdict.accepted and health in SERVED
+    if ready:
+        ready_reason, ready_message = "InRotation", "served by discovery"
+    elif health == Health.MAINTENANCE:
+        ready_reason, ready_message = "Maintenance", "in maintenance: kept, reported, never discovered"
+    elif not verdict.accepted:
+        ready_reason, ready_message = verdict.accepted_reason, verdict.accepted_message
+    else:
+        ready_reason, ready_message = verdict.reason, f"{health}: {verdict.message}"
+    return [
+        (
+            "Accepted",
+            "True" if verdict.accepted else "False",
+            verdict.accepted_reason,
+            verdict.accepted_message,
+        ),
+        ("Healthy", healthy, verdict.reason, verdict.message),
+        ("Ready", "True" if ready else "False", ready_reason, ready_message),
+    ]
+
+
+def desired(
+    previous: ServiceRegistrationStatus | None, verdict: Verdict, now: str
+) -> ServiceRegistrationStatus:
+    """The full status to write, carrying lastTransitionTime over where status did not change."""
+    old = {c.type: c for c in previous.conditions} if previous else {}
+    conditions = []
+    for kind, status, reason, message in _conditions(verdict):
+        before = old.get(kind)
+        moved = before is None or before.status != status
+        conditions.append(
+            Condition(
+                type=kind,
+                status=status,
+                reason=reason,
+                message=message[:4096],
+                last_transition_time=now if moved or before is None else before.last_transition_time,
+                observed_generation=verdict.generation,
+            )
+        )
+    return ServiceRegistrationStatus(
+        health=verdict.health,
+        observed_generation=verdict.generation,
+        conditions=conditions,
+        instances=list(verdict.instances or ()),
+    )
+
+
+def to_patch(previous: ServiceRegistrationStatus | None, wanted: ServiceRegistrationStatus) -> dict[str, Any]:
+    """``wanted`` as the body of a merge patch of ``status`` (which replaces lists whole)."""
+    body: dict[str, Any] = wanted.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not wanted.instances:
+        body.pop("instances", None)
+        if previous is not None and previous.instances:
+            body["instances"] = None  # remove a list left from a former serviceRef
+    return body
+
+
+def differs(previous: ServiceRegistrationStatus | None, wanted: ServiceRegistrationStatus) -> bool:
+    """Whether writing ``wanted`` would change anything a reader can see."""
+    return previous != wanted
+
+
+def health_since(status: ServiceRegistrationStatus | None) -> str | None:
+    """When the Healthy condition last changed, i.e. since when the current health holds."""
+    for condition in status.conditions if status else ():
+        if condition.type == "Healthy":
+            return condition.last_transition_time
+    return None

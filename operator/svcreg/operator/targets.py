@@ -1,0 +1,98 @@
+"""What to probe for a registration: one target for an endpoint, one per ready address for a
+serviceRef."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from svcreg.core.model import ServiceRegistrationSpec
+from svcreg.operator.endpoints import Address, EndpointCache
+from svcreg.operator.probes.base import GrpcConfig, HttpConfig, KindConfig, Target, TtlConfig
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The targets of one registration, keyed by instance id ("" for an endpoint)."""
+
+    targets: dict[str, Target] = field(default_factory=dict)
+    addresses: dict[str, Address] = field(default_factory=dict)
+    accepted: bool = True
+    reason: str = "Valid"
+    message: str = "spec is valid"
+    service_ref: tuple[str, str] | None = None
+
+
+def _config(spec: ServiceRegistrationSpec, key: tuple[str, str], created_at: float | None) -> KindConfig:
+    """The settings of the registration's check kind, and only those."""
+    check, kind = spec.health_check, spec.check_type()
+    if kind == "http":
+        return HttpConfig(
+            path=check.path,
+            method=check.method,
+            headers=tuple(sorted(check.headers.items())),
+            expected=tuple(check.expected_codes()),
+        )
+    if kind == "grpc":
+        return GrpcConfig(service=check.grpc_service)
+    if kind == "ttl":
+        return TtlConfig(key=key, ttl_seconds=float(check.ttl_seconds), created_at=created_at)
+    return None
+
+
+def _target(
+    spec: ServiceRegistrationSpec,
+    key: tuple[str, str],
+    host: str,
+    port: int,
+    *,
+    tls: bool = False,
+    created_at: float | None = None,
+) -> Target:
+    check = spec.health_check
+    return Target(
+        kind=spec.check_type(),
+        host=host,
+        port=check.port or port,
+        timeout=check.timeout_seconds,
+        tls=tls,
+        config=_config(spec, key, created_at),
+    )
+
+
+def plan(
+    spec: ServiceRegistrationSpec,
+    key: tuple[str, str],
+    endpoints: EndpointCache,
+    created_at: float | None = None,
+) -> Plan:
+    """What to probe for ``spec``; ``created_at`` (wall-clock seconds) starts a ttl's grace."""
+    namespace, _ = key
+    if spec.endpoint is not None:
+        parts = urlsplit(spec.endpoint)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+        host = parts.hostname or ""
+        return Plan(
+            targets={"": _target(spec, key, host, port, tls=parts.scheme == "https", created_at=created_at)}
+        )
+    assert spec.service_ref is not None
+    ref = (namespace, spec.service_ref.name)
+    if spec.check_type() == "ttl":
+        return Plan(targets={"": _target(spec, key, "", 0, created_at=created_at)}, service_ref=ref)
+    addresses = endpoints.addresses(namespace, spec.service_ref.name, spec.service_ref.port)
+    if addresses is None:
+        return Plan(
+            accepted=False,
+            reason="NoEndpoints",
+            message=f"no EndpointSlices for Service {spec.service_ref.name} (does it exist and select pods?)",
+            service_ref=ref,
+        )
+    targets = {}
+    by_id = {}
+    for address in addresses:
+        instance = f"[{address.ip}]:{address.port}" if ":" in address.ip else f"{address.ip}:{address.port}"
+        targets[instance] = _target(spec, key, address.ip, address.port)
+        by_id[instance] = address
+    return Plan(targets=targets, addresses=by_id, service_ref=ref)

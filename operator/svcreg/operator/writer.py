@@ -1,0 +1,114 @@
+"""The status writer: the one place the operator writes to the API (status patches, Events,
+deletes), with the metrics of each.
+
+Contracts:
+
+- A status patch carries a uid precondition, so a registration deleted and recreated under the
+  same name never receives its predecessor's verdict.
+- ``write_status`` reports whether the write landed. The caller remembers a verdict only
+  then; a write that failed (a 5xx, a 409, a 429, no answer within the deadline) is retried
+  with backoff (``RetryBackoff``) until it lands or the object is gone.
+- Events are best effort: a failed Event is counted and logged, never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from svcreg.core.model import ServiceRegistrationStatus
+from svcreg.kube import errors
+from svcreg.kube.api import KubeApi
+from svcreg.operator import status as status_mod
+from svcreg.operator.reconcile import EventSpec
+from svcreg.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+@dataclass
+class RetryBackoff:
+    """Delays between attempts of one failing write: doubling from ``first`` up to ``limit``."""
+
+    first: float = 0.5
+    limit: float = 30.0
+    failures: dict[Key, int] = field(default_factory=dict)
+
+    def failed(self, key: Key) -> float:
+        """Record a failure of ``key``'s write; the seconds to wait before the next attempt."""
+        count = self.failures.get(key, 0) + 1
+        self.failures[key] = count
+        return min(self.limit, self.first * 2.0 ** (count - 1))
+
+    def landed(self, key: Key) -> None:
+        self.failures.pop(key, None)
+
+
+class WriteOutcome:
+    LANDED = "ok"
+    GONE = "notfound"
+    FAILED = "error"
+
+
+class StatusWriter:
+    def __init__(self, api: KubeApi, metrics: Metrics) -> None:
+        self.api = api
+        self.metrics = metrics
+        self.backoff = RetryBackoff()
+
+    async def write_status(
+        self,
+        key: Key,
+        uid: str,
+        previous: ServiceRegistrationStatus | None,
+        wanted: ServiceRegistrationStatus,
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Patch ``wanted`` onto exactly the object ``uid``. Returns the outcome and, when it
+        landed, the stored object."""
+        namespace, name = key
+        try:
+            stored = await self.api.patch_status(
+                namespace, name, status_mod.to_patch(previous, wanted), uid=uid or None
+            )
+        except errors.NotFound:
+            self.metrics.status_writes.labels(WriteOutcome.GONE).inc()
+            self.backoff.landed(key)
+            return WriteOutcome.GONE, None
+        except (errors.KubeApiError, errors.Unreachable) as error:
+            self.metrics.status_writes.labels(WriteOutcome.FAILED).inc()
+            logger.warning("status of %s/%s not written (will retry): %s", namespace, name, error)
+            return WriteOutcome.FAILED, None
+        self.metrics.status_writes.labels(WriteOutcome.LANDED).inc()
+        self.backoff.landed(key)
+        return WriteOutcome.LANDED, stored
+
+    async def post_event(self, key: Key, uid: str, event: EventSpec) -> None:
+        namespace, name = key
+        try:
+            await self.api.post_event(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                event_type=event.type,
+                reason=event.reason,
+                message=event.message,
+                action=event.action,
+            )
+            self.metrics.events.labels(event.type).inc()
+        except (errors.KubeApiError, errors.Unreachable) as error:
+            logger.warning("event for %s/%s not posted: %s", namespace, name, error)
+
+    async def delete(self, key: Key, uid: str) -> bool | None:
+        """Delete exactly ``uid``: True when deleted, False when already gone or replaced,
+        None when the API did not take it (retried on a later round)."""
+        namespace, name = key
+        try:
+            deleted = await self.api.delete_registration(namespace, name, uid)
+        except (errors.KubeApiError, errors.Unreachable) as error:
+            logger.warning("deregistering %s/%s failed: %s", namespace, name, error)
+            return None
+        if deleted:
+            self.metrics.deregistrations.inc()
+        return deleted

@@ -1,0 +1,4 @@
+"""Prometheus metrics and event-loop measurements shared by the operator and discovery.
+
+Imports only the standard library and prometheus_client.
+"""
