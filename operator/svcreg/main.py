@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from aiohttp import web
@@ -46,22 +47,35 @@ async def _freeze_after_sync(index: Index) -> None:
 
 async def run(settings: Settings) -> None:
     metrics = Metrics()
-    api = KubeApi()
+    api = KubeApi(deadline=settings.api_timeout_seconds)
     index = Index()
     metrics.index_size.set_function(lambda: len(index.items))
+    metrics.index_stale.set_function(lambda: index.staleness() or 0.0)
     heartbeats = HeartbeatStore()
     discovery = Discovery(
         index=index,
-        auth=Authorizer(api, settings.token_audience, metrics=metrics),
+        auth=Authorizer(
+            api, settings.token_audience, metrics=metrics, positive_ttl=settings.review_cache_seconds
+        ),
         metrics=metrics,
         heartbeats=None if settings.discovery_only else heartbeats,
         cors_origins=settings.cors_origin,
         max_wait=settings.max_wait,
+        max_watchers=settings.max_watchers,
+        max_long_polls=settings.max_long_polls,
         operator_url=settings.operator_url if settings.discovery_only else None,
         api=None if settings.discovery_only else api,
     )
+    api_server = urlsplit(api.base_url)
+    references = settings.partition_references or ((api_server.hostname or "", api_server.port or 443),)
     guard = PartitionGuard(
-        GuardSettings(settings.partition_window, settings.partition_min_targets, settings.partition_ratio)
+        GuardSettings(
+            references=references,
+            check_every=settings.partition_check_seconds,
+            hold=settings.partition_hold_seconds,
+        ),
+        on_change=lambda suspected: metrics.partition_suspected.set(1 if suspected else 0),
+        on_hold_expired=metrics.partition_hold_expired.inc,
     )
     prober = Prober(
         api,
@@ -73,26 +87,36 @@ async def run(settings: Settings) -> None:
     started = asyncio.Event()
 
     def ready() -> tuple[bool, dict[str, Any]]:
-        details: dict[str, Any] = {
-            "indexSynced": index.synced,
-            "registrations": len(index.items),
-            "index": index.index,
-        }
+        # Nothing here describes tenants' registrations: /readyz answers anyone.
+        details: dict[str, Any] = {"indexSynced": index.synced}
+        stale = index.staleness()
+        if stale is not None:
+            details["stale"] = {"seconds": round(stale), "reason": "the watch of registrations is down"}
         if settings.discovery_only:
             return index.synced, {"mode": "discovery-only", **details}
-        failed, total = guard.counts
         details |= {
             "mode": "operator",
             "operator": "running" if started.is_set() else "starting",
             "partitionSuspected": guard.suspected,
-            "connectionFailures": {"failed": failed, "targets": total},
         }
         # A suspected partition is reported, never a reason to leave the Service: it is the
         # prober's signal, and discovery still answers (issue: the guard must not be a weapon).
         return index.synced and started.is_set(), details
 
+    def alive() -> tuple[bool, dict[str, Any]]:
+        if settings.discovery_only:
+            return True, {}
+        blocked = prober.scheduler.blocked_for()
+        if blocked > settings.wedged_after_seconds:
+            return False, {"reason": f"every probe slot has been busy for {blocked:.0f}s"}
+        return True, {}
+
     web_runner = web.AppRunner(
-        build_app(metrics, ready, discovery, registration_api=settings.registration_api), access_log=None
+        build_app(metrics, ready, discovery, registration_api=settings.registration_api, alive=alive),
+        access_log=None,
+        # A caller that hangs up ends its handler: a departed watcher or long poll frees its
+        # slot at once instead of at its next keep-alive.
+        handler_cancellation=True,
     )
     await web_runner.setup()
     site = web.TCPSite(web_runner, host=settings.host, port=settings.port)
@@ -104,12 +128,15 @@ async def run(settings: Settings) -> None:
         settings.port,
         list(settings.probe_allow) or "nothing",
     )
-    watcher = Informer(api, index, settings.namespaces)
+    watcher = Informer(api, index, settings.namespaces, watch_seconds=settings.watch_timeout_seconds)
     informer = asyncio.create_task(
         watcher.run() if settings.discovery_only else watcher.confirm_listed(), name="svcreg-informer"
     )
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
+    guarding = asyncio.create_task(
+        guard.run() if not settings.discovery_only else asyncio.sleep(0), name="svcreg-partition-guard"
+    )
     unwatch_gc = watch_gc(metrics.gc_pause)
     stalls = None
     if settings.report_stalls:
@@ -125,6 +152,7 @@ async def run(settings: Settings) -> None:
                 standalone=settings.standalone,
                 memo=kopf.Memo(
                     prober=prober,
+                    watch_seconds=settings.watch_timeout_seconds,
                     registration_observers=(prober.observe, index.observe),
                     scan_namespaces=settings.namespace_globs,
                 ),
@@ -134,8 +162,8 @@ async def run(settings: Settings) -> None:
         if stalls is not None:
             stalls.stop()
         unwatch_gc()
-        for task in (informer, freezer, lag):
+        for task in (informer, freezer, lag, guarding):
             task.cancel()
-        await asyncio.gather(informer, freezer, lag, return_exceptions=True)
+        await asyncio.gather(informer, freezer, lag, guarding, return_exceptions=True)
         await web_runner.cleanup()
         await api.close()

@@ -57,18 +57,38 @@ class Settings(BaseSettings):
     max_wait: float = Field(
         300.0, ge=0, description="longest a long poll is held, in seconds; longer waits are clamped"
     )
-    partition_window: float = Field(
-        30.0, gt=0, description="seconds of probe results the partition guard looks at"
+    api_timeout_seconds: float = Field(
+        30.0, gt=0, le=300, description="deadline of each Kubernetes API call svcreg makes itself"
     )
-    partition_min_targets: int = Field(
-        10, ge=1, description="distinct targets needed before a partition can be suspected"
-    )
-    partition_ratio: float = Field(
-        0.8,
+    wedged_after_seconds: float = Field(
+        120.0,
         gt=0,
-        le=1,
-        description="share of targets failing to connect that makes the prober suspect itself",
+        description="liveness fails when every probe slot has been busy this long (a wedged prober)",
     )
+    watch_timeout_seconds: int = Field(
+        290,
+        ge=5,
+        le=1800,
+        description="each watch of the API server ends after this long; one silent longer is re-listed",
+    )
+    review_cache_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="how long a granted TokenReview or SubjectAccessReview is trusted: "
+        "the bound on how late a revoked right is noticed",
+    )
+    max_watchers: int = Field(1000, ge=1, description="open /v1/watch streams at once; over it: 429")
+    max_long_polls: int = Field(1000, ge=1, description="long polls waiting at once; over it: 429")
+    partition_reference: Strings = Field(
+        (),
+        description="HOST:PORT the prober must reach or it suspects itself (repeatable; default "
+        "the API server's address), e.g. the API server and the cluster DNS service 10.96.0.10:53",
+    )
+    partition_hold_seconds: float = Field(
+        120.0, gt=0, description="longest a suspected partition holds last-known health"
+    )
+    partition_check_seconds: float = Field(5.0, gt=0, description="how often the references are checked")
     report_stalls_ms: float = Field(
         0.0,
         ge=0,
@@ -76,7 +96,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
-    @field_validator("namespace", "token_audience", "probe_allow", "cors_origin", mode="before")
+    @field_validator(
+        "namespace", "token_audience", "probe_allow", "cors_origin", "partition_reference", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -90,6 +112,22 @@ class Settings(BaseSettings):
             return tuple(str(ipaddress.ip_network(c, strict=False)) for c in value)
         except ValueError as error:
             raise ValueError(f"probe-allow: not a CIDR such as 127.0.0.0/8 ({error})") from error
+
+    @field_validator("partition_reference")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"partition-reference: {item!r} is not HOST:PORT")
+        return value
+
+    @property
+    def partition_references(self) -> tuple[tuple[str, int], ...]:
+        return tuple(
+            (host.strip("[]"), int(port))
+            for host, _, port in (r.rpartition(":") for r in self.partition_reference)
+        )
 
     @field_validator("max_wait")
     @classmethod
@@ -128,7 +166,13 @@ class Settings(BaseSettings):
 
 
 _SHORT = {"namespace": "-n"}
-_METAVAR = {"namespace": "NS", "token_audience": "AUD", "probe_allow": "CIDR", "cors_origin": "ORIGIN"}
+_METAVAR = {
+    "namespace": "NS",
+    "token_audience": "AUD",
+    "probe_allow": "CIDR",
+    "cors_origin": "ORIGIN",
+    "partition_reference": "HOST:PORT",
+}
 
 
 def _kind(info: FieldInfo) -> type:

@@ -77,6 +77,12 @@ class Kube:
         token: str = answer.status.token
         return token
 
+    def revoke(self, namespace: str, service_account: str) -> None:
+        """Delete every RoleBinding in ``namespace`` that names the ServiceAccount."""
+        for binding in self.rbac.list_namespaced_role_binding(namespace).items:
+            if any(s.kind == "ServiceAccount" and s.name == service_account for s in binding.subjects or ()):
+                self.rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
+
     def grant(
         self, namespace: str, service_account: str, verbs: list[str], sa_namespace: str | None = None
     ) -> None:

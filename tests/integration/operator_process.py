@@ -16,11 +16,11 @@ from tests.targets import free_port
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Cluster, log: Path, *args: str) -> None:
+    def __init__(self, cluster: Cluster, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log = log
         self.args = ["--port", str(self.port), "--standalone", *args]
-        self.env = cluster.env()
+        self.env = env or cluster.env()
         self.process: subprocess.Popen[bytes] | None = None
 
     def launch(self) -> OperatorProcess:

@@ -55,11 +55,12 @@ def _ready(k8s: Kube, namespace: str, *names: str) -> None:
 @pytest.fixture(scope="module")
 def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ns, other = k8s.create_namespace("c"), k8s.create_namespace("c")
-    for sa in ("reader", "writer", "stranger"):
+    for sa in ("reader", "writer", "stranger", "creator"):
         k8s.create_service_account(ns, sa)
     k8s.create_service_account(other, "writer")
     k8s.grant(ns, "reader", ["get", "list", "watch"])
     k8s.grant(ns, "writer", ["get", "list", "watch", "create", "update", "patch", "delete", "heartbeat"])
+    k8s.grant(ns, "creator", ["create"])
     targets = {name: AppTarget(name) for name in ("heavy", "light", "zero", "flaky", "live")}
     targets["flaky"].fail_first = 2
     refused = free_port()  # nothing listens here
@@ -226,6 +227,22 @@ def test_registration_api_rbac_matrix(world: World) -> None:
     assert delete("reader").status_code == 403
     assert delete("writer").json() == {"namespace": world.ns, "name": "via-http", "deleted": True}
     assert delete("writer").status_code == 404
+
+
+def test_registration_api_is_no_confused_deputy(world: World) -> None:
+    """RBAC is asked before any lookup, about the verb actually performed."""
+    body = {"spec": {"endpoint": world.targets["live"].url, "capabilities": ["deputy"]}}
+    assert _put(world, "writer", "deputy-taken", body).status_code == 201
+    # A caller with no rights learns nothing about which names exist.
+    taken, free = _put(world, "reader", "deputy-taken", body), _put(world, "reader", "deputy-free", body)
+    assert taken.status_code == free.status_code == 403
+    assert taken.json()["error"]["message"] == free.json()["error"]["message"]
+    # A caller that may only create gets create-only semantics: never an overwrite.
+    assert _put(world, "creator", "deputy-new", body).status_code == 201
+    body["spec"]["weight"] = 1
+    clash = _put(world, "creator", "deputy-taken", body)
+    assert clash.status_code == 409, clash.text
+    assert world.k8s.get_registration(world.ns, "deputy-taken")["spec"].get("weight", 100) == 100
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,19 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "exactly one of spec.endpoint and spec.serviceRef",
     ),
     ("endpoint-not-url", _with("spec.endpoint", "orders:8000/x y"), "spec.endpoint"),
+    # Probe request smuggling: a line break in the path or a header would let a tenant make
+    # the prober send arbitrary requests (or Redis commands) to an internal host.
+    (
+        "path-smuggles-a-request",
+        _with("spec.healthCheck", {"path": "/ HTTP/1.1\r\nHost: x\r\n\r\nFLUSHALL\r\n"}),
+        "spec.healthCheck.path must not contain spaces",
+    ),
+    ("path-with-a-space", _with("spec.healthCheck", {"path": "/health z"}), "spec.healthCheck.path"),
+    (
+        "header-smuggles-a-line",
+        _with("spec.healthCheck", {"headers": {"X-A": "v\r\nX-B: smuggled"}}),
+        "spec.healthCheck.headers values must not contain control characters",
+    ),
     (
         "endpoint-bad-scheme",
         _with("spec.endpoint", "ftp://orders.shop.svc:21"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import re
 import subprocess
@@ -41,7 +42,7 @@ class World:
         headers = kwargs.pop("headers", {})
         if who is not None:
             headers["Authorization"] = f"Bearer {self.tokens[who]}"
-        return httpx.get(self.url + path, headers=headers, timeout=60, **kwargs)
+        return httpx.get(self.url + path, headers=headers, **{"timeout": 60, **kwargs})
 
     def names(self, path: str, who: str = "reader", **params: Any) -> list[str]:
         answer = self.get(path, who, params=params)
@@ -52,12 +53,13 @@ class World:
 @pytest.fixture(scope="module")
 def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ns, other = k8s.create_namespace("d"), k8s.create_namespace("d")
-    for sa in ("reader", "stranger", "beater"):
+    for sa in ("reader", "stranger", "beater", "revocable"):
         k8s.create_service_account(ns, sa)
     k8s.create_service_account(other, "other")
     k8s.grant(ns, "reader", ["get", "list", "watch"])
     k8s.grant(other, "other", ["get", "list", "watch"])
     k8s.grant(ns, "beater", ["list", "heartbeat"])
+    k8s.grant(ns, "revocable", ["get", "list", "watch"])
     target = HttpTarget()
     check = {"intervalSeconds": 1, "timeoutSeconds": 0.5, "failureThreshold": 1}
     manifests = {
@@ -122,13 +124,16 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
         "127.0.0.0/8",
         "--token-audience",
         AUDIENCE,
-        "--partition-min-targets",
-        "1000",
+        "--review-cache-seconds",
+        "5",
+        "--max-watchers",
+        "3",
     ).start()
     tokens = {
         "reader": k8s.token(ns, "reader", [AUDIENCE]),
         "stranger": k8s.token(ns, "stranger", [AUDIENCE]),
         "beater": k8s.token(ns, "beater", [AUDIENCE]),
+        "revocable": k8s.token(ns, "revocable", [AUDIENCE]),
         "other": k8s.token(other, "other", [AUDIENCE]),
         "wrong-audience": k8s.token(ns, "reader", ["someone-else"]),
         "expired": expired_token(k8s, ns, "reader", [AUDIENCE]),
@@ -260,7 +265,8 @@ def test_long_poll_wakes_on_a_change(world: World, k8s: Kube) -> None:
     result: dict[str, Any] = {}
 
     def poll() -> None:
-        result["answer"] = world.get("/v1/services", params={"index": str(index), "wait": "60s"})
+        params = {"index": str(index), "wait": "60s", "health": "any"}
+        result["answer"] = world.get("/v1/services", params=params)
 
     thread = threading.Thread(target=poll)
     thread.start()
@@ -270,7 +276,10 @@ def test_long_poll_wakes_on_a_change(world: World, k8s: Kube) -> None:
     thread.join(60)
     answer = result["answer"]
     assert answer.status_code == 200 and answer.json()["index"] > index
-    assert next(i for i in answer.json()["items"] if i["name"] == "r1")["weight"] == 150
+    r1 = next(i for i in answer.json()["items"] if i["name"] == "r1")
+    assert r1["weight"] == 150
+    # Until the operator has observed the edited spec, its old health is not served.
+    assert r1["health"] == "Unknown" or r1["generation"] == 2
 
 
 def _events(
@@ -341,6 +350,94 @@ def test_heartbeat_needs_its_rbac_verb_and_feeds_the_ttl_check(world: World, k8s
         "wait", "--for=jsonpath={.status.health}=Healthy", "svcreg/beat", "-n", world.ns, "--timeout=30s"
     )
     assert httpx.post(world.url + f"/v1/heartbeat/{world.ns}/nope", headers=beater).status_code in (403, 404)
+
+
+def test_a_heartbeat_to_a_registration_that_is_not_ttl_is_refused(world: World) -> None:
+    beater = {"Authorization": f"Bearer {world.tokens['beater']}"}
+    refused = httpx.post(world.url + f"/v1/heartbeat/{world.ns}/r1", headers=beater)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "NotTtl" and "not ttl" in refused.json()["error"]["message"]
+
+
+def test_a_filtered_watch_hears_an_item_leave_its_filter(world: World, k8s: Kube) -> None:
+    spec = {
+        "service": "leaving",
+        "endpoint": world.target.url,
+        "tags": ["blue"],
+        "healthCheck": {"type": "none"},
+    }
+    k8s.apply(registration("leaver", spec), world.ns)
+    world.operator.wait_until(lambda: world.names("/v1/services", service="leaving") == ["leaver"], "leaver")
+    start = world.get("/v1/services").json()["index"]
+    k8s.kubectl("patch", "svcreg/leaver", "-n", world.ns, "--type=merge", "-p", '{"spec":{"tags":["green"]}}')
+    events = _events(world, "reader", 1, headers={"Last-Event-ID": str(start)}, tag="blue")
+    assert events[0]["event"] == "deleted" and events[0]["data"]["registration"]["name"] == "leaver"
+    k8s.kubectl("delete", "svcreg", "leaver", "-n", world.ns)
+
+
+def test_open_watches_are_capped(world: World) -> None:
+    headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
+    with contextlib.ExitStack() as stack:
+        open_lines = []  # kept: a discarded line iterator closes its response
+        for _ in range(3):
+            stream = stack.enter_context(
+                httpx.stream("GET", world.url + "/v1/watch", headers=headers, timeout=30)
+            )
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            next(lines)  # the stream is open on the server
+            open_lines.append(lines)
+        over = world.get("/v1/watch", timeout=10)
+        assert over.status_code == 429 and over.headers["Retry-After"] == "5"
+        assert over.json()["error"]["code"] == "TooManyWatchers"
+
+    def slot_free() -> bool:
+        with httpx.stream("GET", world.url + "/v1/watch", headers=headers, timeout=30) as stream:
+            return stream.status_code == 200
+
+    world.operator.wait_until(slot_free, "the closed watches to free their slots")
+
+
+def _quiet_index(world: World, who: str) -> int:
+    """An index no change has passed for a second: a long poll from it really waits."""
+
+    def settled() -> bool:
+        start = world.get("/v1/services", who).json()["index"]
+        answer = world.get("/v1/services", who, params={"index": start, "wait": "1s"}).json()
+        found.append(start)
+        return bool(answer["index"] == start)
+
+    found: list[int] = []
+    world.operator.wait_until(settled, "the index to be quiet")
+    return found[-1]
+
+
+def test_long_lived_answers_follow_revoked_rights(world: World, k8s: Kube) -> None:
+    """An open watch ends, and a long poll answers 403, once the caller's RBAC is revoked:
+    within the review cache lifetime (5 s here) plus one re-check."""
+    headers = {"Authorization": f"Bearer {world.tokens['revocable']}"}
+    poll: dict[str, httpx.Response] = {}
+    with httpx.stream("GET", world.url + "/v1/watch", headers=headers, timeout=90) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        next(lines)
+        index = _quiet_index(world, "revocable")
+
+        def long_poll() -> None:
+            params = {"index": index, "wait": "60s"}
+            poll["answer"] = world.get("/v1/services", "revocable", params=params, timeout=90)
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        k8s.revoke(world.ns, "revocable")
+        for _ in lines:  # keep-alives until the server ends the stream: the revocation is seen
+            pass
+    # Wake the long poll with a change, after the revocation has reached the review cache.
+    spec = {"endpoint": world.target.url, "healthCheck": {"type": "none"}}
+    k8s.apply(registration("wake-up", spec), world.ns)
+    poller.join(90)
+    assert poll["answer"].status_code == 403, poll["answer"].text
+    k8s.kubectl("delete", "svcreg", "wake-up", "-n", world.ns)
 
 
 def test_openapi_describes_every_route(world: World) -> None:

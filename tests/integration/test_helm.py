@@ -522,8 +522,8 @@ def test_removing_any_rule_fails_with_a_clear_403(
         try:
             if resource == "serviceregistrations" and verb == "patch":
                 # The registration API writes with svcreg's own permissions, after the caller's
-                # SubjectAccessReview passes.
-                k8s.grant(namespace, "consumer", ["create", "update", "get", "list"])
+                # SubjectAccessReview passes (an update is an apply: the caller needs patch).
+                k8s.grant(namespace, "consumer", ["create", "patch", "get", "list"])
                 operator.wait_until(lambda: operator.ready() is not None, "/readyz to answer")
                 answer = httpx.put(
                     f"http://127.0.0.1:{operator.port}/v1/registrations/{namespace}/via-http",

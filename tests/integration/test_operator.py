@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from svcreg.devtools.controlplane.cluster import Cluster
@@ -22,8 +24,7 @@ def operator(
     k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """One operator for most tests, watching the ``t-*`` namespaces the ``namespace`` fixture
-    makes; tests that need their own operator use other prefixes. Its partition guard needs more
-    targets than these tests create."""
+    makes; tests that need their own operator use other prefixes."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
         control_plane,
@@ -32,8 +33,6 @@ def operator(
         "127.0.0.0/8",
         "--probe-allow",
         f"{host_address()}/32",
-        "--partition-min-targets",
-        "1000",
         "--namespace",
         "t-*",
     ).start()
@@ -363,60 +362,84 @@ def test_restart_causes_no_transition_and_no_write(
         second.stop()
 
 
-def test_partition_guard_holds_then_releases(k8s: Kube, control_plane: Cluster, tmp_path: Path) -> None:
-    namespace = k8s.create_namespace("partition")
+def test_partition_guard_is_no_weapon_and_holds_for_a_bounded_time(
+    k8s: Kube, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """400 junk registrations in one tenant's namespace do not freeze another tenant's health;
+    the guard suspects a partition only when the reference it is given fails, then holds
+    last-known health for --partition-hold-seconds and writes the truth after; readiness and
+    heartbeats are untouched throughout."""
+    junk, victim = k8s.create_namespace("pg-junk"), k8s.create_namespace("pg-victim")
+    k8s.create_service_account(victim, "beater")
+    k8s.grant(victim, "beater", ["heartbeat"])
+    beater = k8s.token(victim, "beater")
+    reference = TcpListener()
     process = OperatorProcess(
         control_plane,
         tmp_path / "partition.log",
         "--namespace",
-        namespace,
+        junk,
+        "--namespace",
+        victim,
         "--probe-allow",
         "127.0.0.0/8",
-        "--partition-min-targets",
-        "5",
-        "--partition-ratio",
-        "0.8",
-        "--partition-window",
-        "5",
+        "--partition-reference",
+        f"127.0.0.1:{reference.port}",
+        "--partition-check-seconds",
+        "0.5",
+        "--partition-hold-seconds",
+        "8",
     ).start()
-    targets = [HttpTarget() for _ in range(6)]
-    ports = [t.port for t in targets]
+    first, second = HttpTarget(), HttpTarget()
     try:
-        for i, target in enumerate(targets):
-            k8s.apply(
-                registration(
-                    f"r{i}", {"endpoint": target.url, "healthCheck": fast_check(failureThreshold=3)}
-                ),
-                namespace,
-            )
-        for i in range(6):
-            wait_health(k8s, namespace, f"r{i}", "Healthy")
-        # The prober loses every target at once: it must suspect itself, not empty the registry.
-        for target in targets:
-            target.close()
+        manifests = [
+            registration(f"nx{i}", {"endpoint": f"http://nx{i}.invalid:80", "healthCheck": fast_check()})
+            for i in range(400)
+        ]
+        k8s.kubectl(
+            "apply", "-n", junk, "-f", "-", input="\n---\n".join(yaml.safe_dump(m) for m in manifests)
+        )
+        check = fast_check(failureThreshold=1)
+        k8s.apply(registration("first", {"endpoint": first.url, "healthCheck": check}), victim)
+        k8s.apply(registration("second", {"endpoint": second.url, "healthCheck": check}), victim)
+        ttl = {"type": "ttl", "ttlSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 0.5}
+        k8s.apply(registration("beats", {"endpoint": "http://10.0.0.5:80", "healthCheck": ttl}), victim)
+        wait_health(k8s, victim, "first", "Healthy")
+        wait_health(k8s, victim, "second", "Healthy")
+        wait_health(k8s, junk, "nx399", "Unhealthy")
+        # The junk fails at DNS, 400 times over: nothing is suspected, a real death is written.
+        first.close()
+        wait_health(k8s, victim, "first", "Unhealthy")
+        assert (process.ready() or {}).get("partitionSuspected") is False
+        assert process.ready()["httpStatus"] == 200  # type: ignore[index]
+
+        # The reference goes away: now the prober suspects itself and holds.
+        reference.close()
         process.wait_until(
             lambda: (process.ready() or {}).get("partitionSuspected") is True, "the partition to be suspected"
         )
-        # The guard's signal is reported, never a reason to leave the Service: discovery stays
-        # ready while the prober suspects itself.
-        assert process.ready()["httpStatus"] == 200  # type: ignore[index]
+        assert process.ready()["httpStatus"] == 200  # type: ignore[index]  # never unready for it
         assert process.metric("svcreg_partition_suspected") == 1
+        second.close()
         held = process.metric("svcreg_held_transitions_total")
         process.wait_until(
-            lambda: process.metric("svcreg_held_transitions_total") >= held + 12, "failures to be held"
+            lambda: process.metric("svcreg_held_transitions_total") > held, "a failure to be held"
         )
-        assert {k8s.get_registration(namespace, f"r{i}")["status"]["health"] for i in range(6)} == {"Healthy"}
-        # Five come back on their ports; the sixth is really down and must now go Unhealthy.
-        targets = [HttpTarget(port=port) for port in ports[:5]]
-        process.wait_until(
-            lambda: (process.ready() or {}).get("partitionSuspected") is False, "the partition to clear"
+        assert k8s.get_registration(victim, "second")["status"]["health"] == "Healthy"
+        # Heartbeats keep landing while it holds.
+        beat = httpx.post(
+            f"http://127.0.0.1:{process.port}/v1/heartbeat/{victim}/beats",
+            headers={"Authorization": f"Bearer {beater}"},
         )
-        wait_health(k8s, namespace, "r5", "Unhealthy")
-        assert {k8s.get_registration(namespace, f"r{i}")["status"]["health"] for i in range(5)} == {"Healthy"}
-        assert process.metric("svcreg_partition_suspected") == 0
-        assert "partition suspected" in process.log_text() and "partition cleared" in process.log_text()
+        assert beat.status_code == 200, beat.text
+        wait_health(k8s, victim, "beats", "Healthy")
+        # After the hold's bound, the truth is written, with its Event and a metric.
+        wait_health(k8s, victim, "second", "Unhealthy")
+        assert process.metric("svcreg_partition_hold_expired_total") == 1
+        assert ("Warning", "Unhealthy") in {(e[0], e[1]) for e in events(k8s, victim, "second")}
+        assert "partition suspected" in process.log_text() and "no longer holding" in process.log_text()
     finally:
-        for target in targets:
+        for target in (first, second):
             if not target._loop.is_closed():
                 target.close()
         process.stop()

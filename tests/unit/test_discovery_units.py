@@ -6,25 +6,48 @@ import asyncio
 from typing import Any
 
 import pytest
-from multidict import MultiDict
+from multidict import CIMultiDict, MultiDict
 
 from svcreg.core.errors import BadParameter
+from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
 from svcreg.discovery.http.discovery import pick
+from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.index import Index
 from svcreg.discovery.query import parse, parse_cached
 from svcreg.kube.api import Response
 
 
 def body(
-    name: str, namespace: str = "a", health: str = "Healthy", generation: int = 1, **spec: Any
+    name: str,
+    namespace: str = "a",
+    health: str = "Healthy",
+    generation: int = 1,
+    observed: int | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": namespace, "generation": generation},
         "spec": {"endpoint": f"http://{name}.svc:80", **spec},
-        "status": {"health": health, "conditions": [{"type": "Ready", "status": "True"}]},
+        "status": {
+            "health": health,
+            "observedGeneration": generation if observed is None else observed,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
     }
+
+
+def test_health_written_for_an_older_generation_is_not_served() -> None:
+    """An edited endpoint may be dead: until the operator observed the new generation, the
+    registration is Unknown to discovery, not Healthy."""
+    index = Index()
+    index.observe("ADDED", body("x", generation=2, observed=1))
+    entry = index.items[("a", "x")]
+    assert (entry.health, entry.ready) == ("Unknown", False)
+    assert index.candidates(parse(MultiDict(), "services"), None) == []
+    index.observe("MODIFIED", body("x", generation=2, observed=2))
+    assert index.items[("a", "x")].health == "Healthy"
 
 
 def test_index_kinds_of_change_and_secondary_indices() -> None:
@@ -137,6 +160,8 @@ def test_pick_never_chooses_weight_zero() -> None:
 
 
 class FakeApi:
+    deadline = 30.0
+
     async def call(self, method: str, path: str, **kwargs: Any) -> Response:
         """As KubeApi.call; these answers are never errors."""
         return await self.request(method, path, **kwargs)
@@ -363,3 +388,52 @@ async def test_review_cache_is_bounded_and_bad_answers_never_evict_good_ones() -
     assert all(cache.peek(("good", g), review, True) is True for g in range(3))
     await cache.get(("good", 3), review, True)  # over the positive bound: the oldest good goes
     assert cache.peek(("good", 0), review, True) is MISSING
+
+
+def test_equivalent_spellings_share_one_canonical_query() -> None:
+    """Equivalent spellings cannot each cost a cached answer."""
+    spellings = ["health=any", "health=any,", "health=any,,", "health=,any"]
+    keys = {parse(MultiDict([tuple(s.split("=", 1))]), "services").canonical for s in spellings}
+    assert len(keys) == 1
+    a = parse(MultiDict([("tag", "a"), ("tag", "b")]), "services").canonical
+    b = parse(MultiDict([("tag", "b"), ("tag", "a")]), "services").canonical
+    assert a == b
+    assert parse(MultiDict([("tag", "a")]), "services").canonical != a
+
+
+def test_answer_cache_is_bounded_by_bytes() -> None:
+    cache = AnswerCache(max_bytes=1000, max_entries=100)
+    for n in range(50):
+        cache.put(n, Answer(b"x" * 100, '"e"', CIMultiDict()))
+    assert cache.bytes <= 1000 and len(cache) == 10
+    assert cache.get(49) is not None and cache.get(0) is None
+    cache.put("huge", Answer(b"x" * 5000, '"e"', CIMultiDict()))
+    assert cache.get("huge") is None and cache.bytes <= 1000
+
+
+def test_token_buckets_refill_and_stay_bounded() -> None:
+    clock = [0.0]
+    buckets = TokenBuckets(rate=2.0, burst=3.0, max_keys=2, clock=lambda: clock[0])
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a") == 0.5  # empty: one token comes in half a second
+    clock[0] += 0.5
+    assert buckets.take("a") == 0.0
+    buckets.take("b")
+    buckets.take("c")
+    assert len(buckets) == 2  # "a", the least recently used, is forgotten
+
+
+async def test_bogus_tokens_from_one_address_are_rate_limited_and_cost_no_good_review() -> None:
+    api = FakeApi()
+    auth = Authorizer(api, clock=lambda: 0.0)  # type: ignore[arg-type]
+    assert (await auth.identify("Bearer good", "10.0.0.1")).username
+    refused = 0
+    for n in range(200):
+        try:
+            await auth.identify(f"Bearer bogus-{n}", "10.0.0.66")
+        except AuthError as error:
+            refused += error.status == 429
+    reviews = api.calls.count("tokenreviews")
+    assert refused == 100 and reviews == 1 + 100  # the burst, then nothing reaches the API
+    assert (await auth.identify("Bearer good", "10.0.0.1")).username  # still cached, still good
+    assert api.calls.count("tokenreviews") == reviews

@@ -13,6 +13,8 @@ from svcreg.operator.probes.policy import ProbePolicy, TargetForbidden
         "fe80::1",
         "fd00:ec2::254",
         "100.100.100.200",
+        "168.63.129.16",
+        "fd20:ce::254",
         "::ffff:169.254.169.254",
     ],
 )

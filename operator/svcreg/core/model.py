@@ -90,14 +90,23 @@ class HealthCheck(_Model):
     def _path_absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("spec.healthCheck.path must start with '/'")
+        if not re.fullmatch(r"[!-~]*", value):
+            # A space or line break would let a registration smuggle a second request to
+            # whatever the target is; the CRD refuses the same.
+            raise ValueError(
+                "spec.healthCheck.path must not contain spaces, control characters or non-ASCII "
+                "characters (percent-encode them)"
+            )
         return value
 
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, header in value.items():
             if len(key) > 128 or not re.match(HEADER_NAME, key):
                 raise ValueError("spec.healthCheck.headers keys must be HTTP header names")
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", header):
+                raise ValueError("spec.healthCheck.headers values must not contain control characters")
         return value
 
     @model_validator(mode="after")

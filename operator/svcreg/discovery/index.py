@@ -69,6 +69,12 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         return None
     status = body.get("status") or {}
     name = metadata.get("name", "")
+    generation = int(metadata.get("generation") or 0)
+    # Health written for an older spec says nothing of this one (a new endpoint may be dead):
+    # until the operator has observed this generation, the registration is served as Unknown.
+    current = int(status.get("observedGeneration") or 0) >= generation
+    health = _health(status.get("health")) if current else Health.UNKNOWN
+    conditions = status.get("conditions") or []
     view = wire.Registration(
         namespace=metadata.get("namespace", ""),
         name=name,
@@ -84,17 +90,15 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         metadata=dict(spec.metadata),
         weight=spec.weight,
         maintenance=spec.maintenance,
-        health=_health(status.get("health")),
-        ready=any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        ),
+        health=health,
+        ready=current and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
         instances=[
             wire.Address(
                 address=str(i.get("address")), port=int(i.get("port") or 0), health=_health(i.get("health"))
             )
             for i in status.get("instances") or []
         ],
-        generation=int(metadata.get("generation") or 0),
+        generation=generation,
     )
     return Entry(
         namespace=view.namespace,
@@ -143,10 +147,16 @@ class Change:
     index: int
     kind: str  # registered | updated | deleted | health-changed
     instance: Entry
+    previous: Entry | None = None  # the entry before an update: a filter it left must hear of it
 
 
 class Index:
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self.stale_since: float | None = None
+        self.stale_reason = ""
         self.items: dict[Key, Entry] = {}
         self.seen: set[Key] = set()  # every key observed, valid or not (items holds the valid)
         self.by_capability: dict[str, set[Key]] = collections.defaultdict(set)
@@ -166,6 +176,19 @@ class Index:
         self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self._changed = asyncio.Event()
+
+    def mark_stale(self, reason: str) -> None:
+        """The watch feeding this index is down: what it holds may be out of date."""
+        if self.stale_since is None:
+            self.stale_since = self._clock()
+        self.stale_reason = reason
+
+    def mark_fresh(self) -> None:
+        self.stale_since, self.stale_reason = None, ""
+
+    def staleness(self) -> float | None:
+        """Seconds since the index stopped being fed, or None while it is."""
+        return None if self.stale_since is None else self._clock() - self.stale_since
 
     @property
     def synced(self) -> bool:
@@ -209,7 +232,7 @@ class Index:
         if old is None:
             return self._record("registered", new)
         only_health = old.generation == new.generation and (old.health, old.ready) != (new.health, new.ready)
-        return self._record("health-changed" if only_health else "updated", new)
+        return self._record("health-changed" if only_health else "updated", new, old)
 
     def replace(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
         """A full (re)list of ``namespace`` (None: every namespace): apply every object, and
@@ -247,9 +270,9 @@ class Index:
         if item.namespace not in self.by_namespace:
             self.namespaces_version += 1
 
-    def _record(self, kind: str, item: Entry) -> Change:
+    def _record(self, kind: str, item: Entry, previous: Entry | None = None) -> Change:
         self.index += 1
-        change = Change(self.index, kind, item)
+        change = Change(self.index, kind, item, previous)
         self.history.append(change)
         self._changed.set()
         self._changed = asyncio.Event()

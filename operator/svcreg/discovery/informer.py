@@ -26,14 +26,25 @@ from svcreg.kube import errors
 from svcreg.kube.api import KubeApi
 
 logger = logging.getLogger(__name__)
-WATCH_SECONDS = 290
+WATCH_SECONDS = 290  # default; --watch-timeout-seconds sets it
 PAGE = 500
 
 
 class Informer:
-    def __init__(self, api: KubeApi, index: Index, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        index: Index,
+        namespaces: tuple[str, ...] = (),
+        *,
+        watch_seconds: float = WATCH_SECONDS,
+    ) -> None:
         self.api = api
         self.index = index
+        # A watch asks the server to end it after this long, and one that delivers nothing
+        # (not even a bookmark) for a little longer is taken for dead and listed again.
+        self.watch_seconds = watch_seconds
+        self._failing: set[str | None] = set()
         self.patterns = namespaces
         literal = namespaces and not has_globs(namespaces)
         # Literal namespaces are listed one by one (namespaced RBAC suffices); globs need a
@@ -71,6 +82,8 @@ class Informer:
                 logger.warning(
                     "watching registrations in %s failed: %s; retrying", scope or "all namespaces", error
                 )
+                self._failing.add(scope)
+                self.index.mark_stale(f"watching {scope or 'all namespaces'} failed: {error}"[:300])
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, 30.0)
 
@@ -86,6 +99,9 @@ class Informer:
                 break
             params = {"limit": str(PAGE), "continue": token}
         self.index.replace(items, scope)
+        self._failing.discard(scope)
+        if not self._failing:
+            self.index.mark_fresh()
         self._partial[scope] = True
         if all(self._partial.get(s) for s in self.scopes):
             self.index.synced = True
@@ -145,9 +161,9 @@ class Informer:
             "watch": "true",
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_SECONDS),
+            "timeoutSeconds": str(int(self.watch_seconds)),
         }
-        async for event in self.api.stream(self._path(scope), params, read_timeout=WATCH_SECONDS + 30):
+        async for event in self.api.stream(self._path(scope), params, read_timeout=self.watch_seconds + 5):
             kind = event.get("type")
             body = event.get("object") or {}
             if kind == "ERROR":

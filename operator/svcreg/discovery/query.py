@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -199,8 +201,31 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
         if _single(params, "select") != "one":
             raise BadParameter("select", "the only selection is select=one")
         fields["select_one"] = True
-    canonical = "&".join(sorted(f"{k}={v}" for k, v in params.items() if k not in ("index", "wait")))
-    return Query(meta=tuple(sorted(meta)), canonical=f"{route}:{capability or ''}?{canonical}", **fields)  # type: ignore[arg-type]
+    query = Query(meta=tuple(sorted(set(meta))), **fields)  # type: ignore[arg-type]
+    return dataclasses.replace(query, canonical=canonical(query, route))
+
+
+def canonical(query: Query, route: str) -> str:
+    """One spelling per meaning, built from the parsed query (never the raw string), so
+    equivalent queries (``health=any``, ``health=any,``, ``tag=b&tag=a`` and ``tag=a&tag=b``)
+    share one cached answer. ``index`` and ``wait`` are left out: they say when, not what."""
+
+    def spec(value: semantic_version.SimpleSpec | None) -> str:
+        return "" if value is None else str(value.clause)
+
+    parts = (
+        route,
+        query.service or "",
+        query.namespace or "",
+        ",".join(sorted(set(query.capabilities))),
+        ",".join(sorted(set(query.tags))),
+        spec(query.version),
+        spec(query.capability_version),
+        "any" if query.health is None else ",".join(sorted(query.health)),
+        "&".join(f"{k}={v}" for k, v in query.meta),
+        "one" if query.select_one else "",
+    )
+    return json.dumps(parts, separators=(",", ":"))
 
 
 def _single(params: MultiMapping[str], name: str) -> str:

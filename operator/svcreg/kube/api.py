@@ -81,9 +81,14 @@ class KubeApi:
     which matters when thousands of registrations change health at once."""
 
     def __init__(
-        self, configuration: k8s_client.Configuration | None = None, *, max_connections: int = 32
+        self,
+        configuration: k8s_client.Configuration | None = None,
+        *,
+        max_connections: int = 32,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.configuration = configuration or _load_configuration()
+        self.deadline = deadline  # seconds: the default deadline of every call
         context = ssl.create_default_context(cafile=self.configuration.ssl_ca_cert or None)
         if self.configuration.cert_file:
             context.load_cert_chain(self.configuration.cert_file, self.configuration.key_file)
@@ -108,7 +113,7 @@ class KubeApi:
                 connector=aiohttp.TCPConnector(
                     ssl=self._ssl, limit=MAX_WATCHES if watch else self._max_connections
                 ),
-                timeout=aiohttp.ClientTimeout(total=DEFAULT_DEADLINE, connect=CONNECT_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(total=self.deadline, connect=CONNECT_TIMEOUT),
                 json_serialize=json.dumps,
             )
             if watch:
@@ -141,12 +146,13 @@ class KubeApi:
         json: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
-        deadline_seconds: float = DEFAULT_DEADLINE,
+        deadline_seconds: float | None = None,
         accept: str = "application/json",
     ) -> Response:
         """One API call, whatever its answer; ``errors.Unreachable`` when none came within
-        ``deadline_seconds``."""
+        ``deadline_seconds`` (default: this client's ``deadline``)."""
         body = None if json is None else _dumps(json)
+        deadline = deadline_seconds or self.deadline
         try:
             async with self._client().request(
                 method,
@@ -154,7 +160,7 @@ class KubeApi:
                 data=body,
                 params=params,
                 headers=self._headers(content_type if json is not None else None, accept),
-                timeout=aiohttp.ClientTimeout(total=deadline_seconds, connect=CONNECT_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline)),
             ) as answer:
                 return Response(answer.status, await answer.read())
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
@@ -168,7 +174,7 @@ class KubeApi:
         json: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
-        deadline_seconds: float = DEFAULT_DEADLINE,
+        deadline_seconds: float | None = None,
         accept: str = "application/json",
     ) -> Response:
         """``request``, raising the typed error of ``svcreg.kube.errors`` for 400 and above."""
@@ -259,6 +265,30 @@ class KubeApi:
             json=manifest,
             content_type="application/apply-patch+yaml",
             params={"fieldManager": field_manager, "force": "true"},
+        )
+        stored: dict[str, Any] = answer.json()
+        return stored
+
+    async def create_registration(
+        self,
+        namespace: str,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a registration that must not exist yet (``errors.Conflict`` when it does)."""
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = labels
+        if annotations:
+            metadata["annotations"] = annotations
+        manifest = {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
+        answer = await self.call(
+            "POST",
+            f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}",
+            json=manifest,
         )
         stored: dict[str, Any] = answer.json()
         return stored

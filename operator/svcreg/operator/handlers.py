@@ -34,8 +34,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # grants none).
     settings.scanning.disabled = not getattr(memo, "scan_namespaces", False)
     # Known Kopf failure: a watch that silently stops delivering. Time-box every watch.
-    settings.watching.server_timeout = 270
-    settings.watching.client_timeout = 300
+    watch_seconds = int(getattr(memo, "watch_seconds", 290))  # the API server wants an integer
+    settings.watching.server_timeout = watch_seconds
+    settings.watching.client_timeout = watch_seconds + 10
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     memo.prober_task = asyncio.create_task(memo.prober.run(), name="svcreg-prober")

@@ -273,18 +273,13 @@ class Prober:
             await self._maybe_deregister(tracked)
 
     def _apply(self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]) -> None:
-        now = self.clock()
         thresholds = tracked.thresholds
         for iid, kind, outcome in results:
             if outcome is None:
                 continue  # a ttl check within its grace
             self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
-            connection_failed = not outcome.passed and outcome.connection_level
-            self.guard.record((tracked.key, iid), connection_failed, now)
-            suspected = self.guard.evaluate(now)
-            self.metrics.partition_suspected.set(1 if suspected else 0)
             state = tracked.states.get(iid, HealthState())
-            if connection_failed and suspected:
+            if not outcome.passed and outcome.connection_level and self.guard.holding():
                 self.metrics.held_transitions.inc()
                 continue  # hold last-known health: the failure may be ours, not the target's
             tracked.states[iid] = health_mod.step(state, outcome, thresholds)

@@ -56,6 +56,9 @@ class Scheduler:
         self._once: set[Hashable] = set()  # keys that run when scheduled, not on a cadence
         self._versions: dict[Hashable, int] = {}
         self._running: set[Hashable] = set()
+        # When the dispatcher started waiting for a free slot (None: it is not waiting). A wait
+        # that lasts is a wedged prober: what liveness reports.
+        self.blocked_since: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = 0
         self._wakeup: asyncio.Future[None] | None = None
@@ -86,6 +89,10 @@ class Scheduler:
         if delay is None:
             delay = self._rng.uniform(0, min(1.0, interval)) if soon else self._rng.uniform(0, interval)
         self._push(key, self._clock() + delay, version)
+
+    def blocked_for(self) -> float:
+        """Seconds the dispatcher has been waiting for a free slot (0 when it is not)."""
+        return 0.0 if self.blocked_since is None else self._clock() - self.blocked_since
 
     def next_due(self, key: Hashable) -> float | None:
         """When ``key`` runs next (clock time), or None when nothing is planned for it. Scans
@@ -145,7 +152,11 @@ class Scheduler:
                 # during that run, so it tries again within a second, not an interval.
                 self._push(entry.key, entry.due + (min(interval, 1.0) if once else interval), entry.version)
                 continue
+            if self._semaphore.locked():
+                # Every slot is taken by a running job: until one finishes, nothing due runs.
+                self.blocked_since = self._clock()
             await self._semaphore.acquire()
+            self.blocked_since = None
             now = self._clock()
             lag = max(0.0, now - entry.due)
             if self._on_lag is not None:

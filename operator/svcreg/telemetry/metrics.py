@@ -137,6 +137,11 @@ class Metrics:
             "Failures not applied because a partition was suspected.",
             registry=r,
         )
+        self.partition_hold_expired = Counter(
+            "svcreg_partition_hold_expired_total",
+            "Suspected partitions that outlasted --partition-hold-seconds, after which failures are written.",
+            registry=r,
+        )
         self.http_requests = LoopCounter(
             "svcreg_http_requests",
             "HTTP requests by route, method and status code.",
@@ -158,6 +163,11 @@ class Metrics:
         )
         self.index_size = Gauge(
             "svcreg_index_registrations", "Registrations in the discovery index.", registry=r
+        )
+        self.index_stale = Gauge(
+            "svcreg_index_stale_seconds",
+            "Seconds since the watch feeding the discovery index went down (0 while it is up).",
+            registry=r,
         )
         pause_buckets = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
         self.loop_lag = Histogram(

@@ -15,10 +15,13 @@ from svcreg.telemetry.metrics import Metrics
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 METRICS_KEY = web.AppKey("metrics", Metrics)
 READY_KEY = web.AppKey("ready", object)
+ALIVE_KEY = web.AppKey("alive", object)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    check: ReadyCheck = request.app[ALIVE_KEY]  # type: ignore[assignment]
+    alive, details = check()
+    return web.json_response({"status": "ok" if alive else "wedged", **details}, status=200 if alive else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -42,10 +45,12 @@ def build_app(
     discovery_: discovery.Discovery | None = None,
     *,
     registration_api: bool = True,
+    alive: ReadyCheck = lambda: (True, {}),
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[METRICS_KEY] = metrics_
     app[READY_KEY] = ready
+    app[ALIVE_KEY] = alive
     serving = Serving(metrics_, discovery_.cors_origins if discovery_ is not None else ())
     serving.add(app, "GET", "/healthz", healthz)
     serving.add(app, "GET", "/readyz", readyz)

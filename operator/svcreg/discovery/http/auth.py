@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
+from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.kube.api import KubeApi
 from svcreg.kube.errors import KubeApiError, Unreachable
 from svcreg.telemetry.metrics import Metrics
@@ -37,11 +38,14 @@ REVIEW_DEADLINE = 10.0  # seconds; a review that takes longer answers the caller
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """A refusal answered as JSON: 401, 403, 429 (with ``retry_after`` seconds) or 503."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ class Identity:
             "groups": list(self.groups),
             "extra": {k: list(v) for k, v in self.extra},
         }
+
+
+def token_expiry(authorization: str | None) -> float | None:
+    """When the bearer token in ``authorization`` expires (wall-clock seconds), if it says."""
+    if not authorization:
+        return None
+    return _token_expiry(authorization.partition(" ")[2].strip())
 
 
 def _token_expiry(token: str) -> float | None:
@@ -95,7 +106,7 @@ async def _review(api: KubeApi, kind: str, path: str, body: dict[str, Any]) -> d
     review resource) and answered to the caller as 503: the caller is not at fault. The API
     server's message names the missing permission and never contains the reviewed token."""
     try:
-        answer = await api.call("POST", path, json=body, deadline_seconds=REVIEW_DEADLINE)
+        answer = await api.call("POST", path, json=body, deadline_seconds=min(REVIEW_DEADLINE, api.deadline))
     except (KubeApiError, Unreachable) as error:
         logger.error("%s failed: %s", kind, error)
         raise AuthError(503, "ReviewUnavailable", f"{kind} failed; retry") from error
@@ -119,12 +130,16 @@ class Authorizer:
         self,
         api: KubeApi,
         audiences: Iterable[str] = (),
+        *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        positive_ttl: float = POSITIVE_TTL,
     ) -> None:
         self.api = api
         self.audiences = tuple(audiences)
+        # How long a granted review is trusted: the bound on how late a revocation is noticed.
+        self.positive_ttl = positive_ttl
         self._wall = wall
         self._clock = clock
         # A token review's negative answer is the rejection message (a str); an access review's
@@ -136,13 +151,20 @@ class Authorizer:
             clock, metrics, "subjectaccessreview", is_negative=lambda value: value is False
         )
         self._readers: dict[bytes, _Reader] = {}
+        # Rejected tokens per client address: 20 a second, bursts of 100.
+        self.review_budget = TokenBuckets(rate=20.0, burst=100.0, clock=clock)
 
-    async def identify(self, authorization: str | None) -> Identity:
-        """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise."""
-        return await self._identity(*_bearer(authorization))
+    async def identify(self, authorization: str | None, client: str | None = None) -> Identity:
+        """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise, and
+        429 when ``client`` (its address) has spent its budget of reviews of unknown tokens."""
+        return await self._identity(*_bearer(authorization), client)
 
     async def reader(
-        self, authorization: str | None, namespaces: Collection[str], namespaces_version: int
+        self,
+        authorization: str | None,
+        namespaces: Collection[str],
+        namespaces_version: int,
+        client: str | None = None,
     ) -> tuple[Identity, frozenset[str] | None]:
         """``identify`` then ``readable``, remembered per token while every review behind the
         answer is fresh.
@@ -163,21 +185,34 @@ class Authorizer:
             self.tokens.count_hits(1)
             self.reviews.count_hits(memo.reviews)
             return memo.identity, memo.readable
-        identity = await self._identity(token, key)
+        identity = await self._identity(token, key, client)
         readable = await self.readable(identity, namespaces)
         consulted = [(identity, "list", "", None)]
         if readable is not None:
             consulted += [(identity, "list", namespace, None) for namespace in namespaces]
         fresh_until = min(self.tokens.fresh_until(key), *(self.reviews.fresh_until(k) for k in consulted))
-        if len(self._readers) > 50_000:
-            self._readers.clear()
+        if len(self._readers) >= 50_000:
+            del self._readers[next(iter(self._readers))]  # the oldest; only good tokens are here
         self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, len(consulted))
         return identity, readable
 
-    async def _identity(self, token: str, key: bytes) -> Identity:
+    async def _identity(self, token: str, key: bytes, client: str | None = None) -> Identity:
         result: Identity | str = self.tokens.peek(key, self._review_token, token)
         if result is MISSING:
+            # A rejected token costs a review through the shared API connection pool: each
+            # address may cost a bounded number of those (failures spend its budget, good tokens
+            # never do), so a flood of bogus tokens cannot crowd out everyone's reviews.
+            wait = self.review_budget.wait(client) if client is not None else 0.0
+            if wait:
+                raise AuthError(
+                    429,
+                    "TooManyRejectedTokens",
+                    "too many rejected tokens from this address",
+                    retry_after=wait,
+                )
             result = await self.tokens.get(key, self._review_token, token)
+            if isinstance(result, str) and client is not None:
+                self.review_budget.take(client)
         if isinstance(result, str):
             raise AuthError(401, "Unauthenticated", result)
         return result
@@ -207,7 +242,7 @@ class Authorizer:
             groups=tuple(user.get("groups") or ()),
             extra=tuple(sorted((k, tuple(v)) for k, v in (user.get("extra") or {}).items())),
         )
-        ttl = POSITIVE_TTL
+        ttl = self.positive_ttl
         expiry = _token_expiry(token)
         if expiry is not None:
             ttl = min(ttl, max(0.0, expiry - self._wall()))
@@ -246,7 +281,7 @@ class Authorizer:
             self.api, "SubjectAccessReview", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body
         )
         allowed = bool(status.get("allowed"))
-        return allowed, POSITIVE_TTL if allowed else NEGATIVE_TTL
+        return allowed, self.positive_ttl if allowed else NEGATIVE_TTL
 
     async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
         """Namespaces among ``namespaces`` the caller may list registrations in; None means all

@@ -67,6 +67,10 @@ class RefreshAheadCache:
         cached = self._values.get(key)
         return cached if cached is not None else self._negative.get(key)
 
+    def pending(self, key: Any) -> bool:
+        """Whether a computation for ``key`` is under way (a caller would share it)."""
+        return key in self._inflight
+
     def fresh_until(self, key: Any) -> float:
         """Until when ``key``'s value may be relied on without looking again: its refresh point
         or its expiry, whichever is first (0 when there is none)."""

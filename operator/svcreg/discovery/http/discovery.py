@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
 from svcreg.discovery import query as query_mod
-from svcreg.discovery.http.auth import AuthError, Authorizer, Identity
+from svcreg.discovery.http.answers import Answer, AnswerCache
+from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.serving import Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
@@ -37,6 +39,7 @@ from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
+REAUTHORIZE_SECONDS = 10.0  # how often an open watch asks again who may see what
 
 
 class HeartbeatSink(typing.Protocol):
@@ -59,13 +62,16 @@ class Discovery:
     operator_url: str | None = None
     # The operator's API client, for the registration facade's writes (None on replicas).
     api: KubeApi | None = None
+    # Bounds on long-lived answers; over them a caller gets 429 with Retry-After.
+    max_watchers: int = 1000
+    max_long_polls: int = 1000
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
         # the same change share one evaluation.
-        self._answers: collections.OrderedDict[tuple[Any, ...], tuple[bytes, str, CIMultiDict[str]]] = (
-            collections.OrderedDict()
-        )
+        self.answers = AnswerCache()
+        self.watchers = 0
+        self.long_polls = 0
         self._forwarder: aiohttp.ClientSession | None = None
 
     async def forward(self, request: web.Request) -> web.Response:
@@ -124,12 +130,12 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     discovery = request.app[DISCOVERY_KEY]
     authorization = request.headers.get("Authorization")
     if query.namespace:
-        identity = await discovery.auth.identify(authorization)
+        identity = await discovery.auth.identify(authorization, request.remote)
         await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
     index = discovery.index
     identity, readable = await discovery.auth.reader(
-        authorization, index.by_namespace.keys(), index.namespaces_version
+        authorization, index.by_namespace.keys(), index.namespaces_version, request.remote
     )
     if readable is not None and not readable:
         raise AuthError(
@@ -140,15 +146,27 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     return identity, readable
 
 
-async def _long_poll(request: web.Request, query: query_mod.Query) -> None:
+async def _long_poll(
+    request: web.Request, query: query_mod.Query, readable: frozenset[str] | None
+) -> frozenset[str] | None:
+    """Hold the request until the index passes ``query.index`` (or the wait ends), then
+    return what the caller may read *now*: rights revoked during the wait are not used."""
     if query.index is None or not query.wait:
-        return
+        return readable
     discovery = request.app[DISCOVERY_KEY]
     if discovery.index.index > query.index:
-        return
+        return readable
+    if discovery.long_polls >= discovery.max_long_polls:
+        raise AuthError(429, "TooManyLongPolls", "too many long polls are waiting; retry", retry_after=1)
     wait = min(query.wait, discovery.max_wait)
-    # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
-    await discovery.index.wait_past(query.index, wait + random.uniform(0, wait / 16))
+    discovery.long_polls += 1
+    try:
+        # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
+        await discovery.index.wait_past(query.index, wait + random.uniform(0, wait / 16))
+    finally:
+        discovery.long_polls -= 1
+    _, readable = await _caller(request, query)
+    return readable
 
 
 def _answer(
@@ -159,7 +177,7 @@ def _answer(
 ) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
     key = (query.canonical, readable, discovery.index.index)
-    cached = discovery._answers.get(key)
+    cached = discovery.answers.get(key)
     if cached is None:
         payload = build()
         content = dumps(payload)
@@ -174,11 +192,14 @@ def _answer(
                 "Content-Type": "application/json",
             }
         )
-        cached = (body, etag, headers)
-        discovery._answers[key] = cached
-        while len(discovery._answers) > 512:
-            discovery._answers.popitem(last=False)
-    body, etag, headers = cached
+        cached = Answer(body, etag, headers)
+        discovery.answers.put(key, cached)
+    body, etag, headers = cached.body, cached.etag, cached.headers
+    stale = discovery.index.staleness()
+    if stale is not None:
+        # Old data is never served silently: the answer says since when the watch is down.
+        headers = headers.copy()
+        headers["X-Svcreg-Stale-Seconds"] = f"{stale:.0f}"
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         unchanged = headers.copy()
@@ -190,7 +211,7 @@ def _answer(
 async def services(request: web.Request) -> web.Response:
     query = _query(request, "services")
     _, readable = await _caller(request, query)
-    await _long_poll(request, query)
+    readable = await _long_poll(request, query, readable)
     index = request.app[DISCOVERY_KEY].index
 
     def build() -> dict[str, Any]:
@@ -204,7 +225,7 @@ async def one_service(request: web.Request) -> web.Response:
     _query(request, "one")
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
     await discovery.auth.require(identity, "list", namespace)
     item = discovery.index.items.get((namespace, name))
     if item is None:
@@ -217,7 +238,7 @@ async def one_service(request: web.Request) -> web.Response:
 async def capabilities(request: web.Request) -> web.Response:
     query = _query(request, "capabilities")
     _, readable = await _caller(request, query)
-    await _long_poll(request, query)
+    readable = await _long_poll(request, query, readable)
     index = request.app[DISCOVERY_KEY].index
 
     def build() -> dict[str, Any]:
@@ -267,7 +288,7 @@ async def capability(request: web.Request) -> web.Response:
             body=dumps({"index": index.index, "capability": name, "selected": chosen.document}),
             content_type="application/json",
         )
-    await _long_poll(request, query)
+    readable = await _long_poll(request, query, readable)
 
     def build() -> dict[str, Any]:
         items = render(index.candidates(query, readable))
@@ -302,9 +323,9 @@ async def stats(request: web.Request) -> web.Response:
     return _answer(request, query, readable, build)
 
 
-def _event(change: Change) -> bytes:
-    data = json.dumps({"type": change.kind, "index": change.index, "registration": change.instance.document})
-    return f"id: {change.index}\nevent: {change.kind}\ndata: {data}\n\n".encode()
+def _event(change: Change, kind: str) -> bytes:
+    data = json.dumps({"type": kind, "index": change.index, "registration": change.instance.document})
+    return f"id: {change.index}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
 async def watch(request: web.Request) -> web.StreamResponse:
@@ -313,6 +334,10 @@ async def watch(request: web.Request) -> web.StreamResponse:
         query = dataclasses.replace(query, health=None)  # a watch sees every transition by default
     identity, readable = await _caller(request, query)
     discovery = request.app[DISCOVERY_KEY]
+    if discovery.watchers >= discovery.max_watchers:
+        raise AuthError(429, "TooManyWatchers", "too many watches are open; retry", retry_after=5)
+    authorization = request.headers.get("Authorization")
+    expires = token_expiry(authorization)
     index = discovery.index
     position: int | None = index.index
     last = request.headers.get("Last-Event-ID")
@@ -325,7 +350,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(f": svcreg watch from index {index.index}\nretry: 2000\n\n".encode())
 
-    async def visible(change: Change) -> bool:
+    async def event_kind(change: Change) -> str | None:
+        """What this subscriber hears of ``change``: its kind, ``deleted`` when an update took
+        the item out of the subscriber's filter, or nothing."""
         item = change.instance
         # A namespace that appeared after the watch began: ask (cached) rather than assume.
         if (
@@ -333,34 +360,58 @@ async def watch(request: web.Request) -> web.StreamResponse:
             and item.namespace not in readable
             and not await discovery.auth.allowed(identity, "list", item.namespace)
         ):
-            return False
-        return query.selects(item)
+            return None
+        if query.selects(item):
+            return change.kind
+        if change.kind != "deleted" and change.previous is not None and query.selects(change.previous):
+            return "deleted"
+        return None
 
+    discovery.watchers += 1
+    checked = time.monotonic()
     try:
         while True:
+            if expires is not None and time.time() >= expires:
+                return response  # the token the stream was opened with has expired
+            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
+                # Rights can be revoked while a stream is open: ask again (cached, so this costs
+                # a lookup until the reviews behind it expire) and end the stream on a refusal.
+                try:
+                    identity, readable = await _caller(request, query)
+                except AuthError:
+                    return response
+                checked = time.monotonic()
             changes = None if position is None else index.changes_since(position)
             if changes is None or position is None:
-                # A resume point from another process or epoch, or older than the kept
-                # history: tell the client to list again, and go on from now.
+                # A resume point from another process, or older than the kept history: tell
+                # the client to list again, and go on from now.
                 position = index.index
                 reset = json.dumps({"type": "reset", "index": position})
                 await response.write(f"id: {position}\nevent: reset\ndata: {reset}\n\n".encode())
                 continue
             for change in changes:
-                if await visible(change):
-                    await response.write(_event(change))
+                kind = await event_kind(change)
+                if kind is not None:
+                    await response.write(_event(change, kind))
                 position = change.index
-            if not await index.wait_past(position, KEEPALIVE_SECONDS):
+            wait = (
+                KEEPALIVE_SECONDS
+                if expires is None
+                else max(0.0, min(KEEPALIVE_SECONDS, expires - time.time()))
+            )
+            if not await index.wait_past(position, wait):
                 await response.write(b": keep-alive\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    finally:
+        discovery.watchers -= 1
     return response
 
 
 async def heartbeat(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
     await discovery.auth.require(identity, "heartbeat", namespace, name)
     if discovery.heartbeats is None:
         return await discovery.elsewhere(

@@ -134,8 +134,8 @@ def document() -> dict[str, Any]:
             "/readyz": _plain("Readiness: the index has synced (details in the body; 503 until then)."),
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics.",
-                    "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {}}}},
+                    "summary": "Prometheus metrics (text exposition format).",
+                    "responses": {"200": {"description": "Metrics."}},
                 }
             },
             "/openapi.json": _plain("This document."),

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from svcreg.core import model, wire
 from svcreg.core.errors import BadParameter
-from svcreg.discovery.http.auth import Identity
+from svcreg.discovery.http.auth import AuthError, Identity
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.discovery import DISCOVERY_KEY, Discovery
 from svcreg.discovery.http.serving import Serving, error_response
@@ -45,11 +45,22 @@ def _check_name(kind: str, value: str) -> None:
 
 
 def _write_failed(what: str, error: Exception) -> web.Response:
-    """The API server refused svcreg's write or did not answer. Invalid (422) and BadRequest are
-    the CRD's validation or admission (CEL rules the model does not repeat): the caller's fault,
-    400. Anything else is not: 403 means the chart's registration API permissions are missing."""
+    """The API server refused the write or did not answer. What it refused for the caller's
+    sake is passed back as the 4xx it is, with its reason: validation and admission (400),
+    an existing object (409), quota and admission policies (403), rate limits (429).
+    Anything else is not the caller's fault: 503."""
     if isinstance(error, kube_errors.Invalid | kube_errors.BadRequest):
         return error_response(400, "Invalid", error.message, parameter="spec")
+    if isinstance(error, kube_errors.Conflict):
+        return error_response(409, error.reason or "Conflict", error.message)
+    if isinstance(error, kube_errors.Forbidden) and " cannot " not in error.message:
+        # Not RBAC ("... cannot patch resource ..." would be svcreg's own missing permission,
+        # below): admission refused it, a ResourceQuota or a policy. The caller should see why.
+        return error_response(403, error.reason or "Forbidden", error.message)
+    if isinstance(error, kube_errors.TooManyRequests):
+        response = error_response(429, "TooManyRequests", error.message)
+        response.headers["Retry-After"] = "1"
+        return response
     logger.error("%s failed: %s", what, error)
     return error_response(503, "WriteFailed", f"{what} failed; retry")
 
@@ -59,7 +70,7 @@ async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     _check_name("namespace", namespace)
     _check_name("name", name)
-    identity = await discovery.auth.identify(request.headers.get("Authorization"))
+    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
     return discovery, namespace, name, identity
 
 
@@ -72,6 +83,10 @@ def _answer(status: int, answer: wire.RegistrationWrite) -> web.Response:
 
 
 async def put_registration(request: web.Request) -> web.Response:
+    """Create or update, as the caller may. RBAC is asked before anything is looked up (a caller
+    with no rights learns nothing about the name), and about the verb actually performed: an
+    update is a server-side apply, which is a ``patch``; a caller that may only ``create`` gets
+    create-only semantics (409 when the name exists), never an overwrite."""
     discovery, namespace, name, identity = await _context(request)
     api = discovery.api
     if api is None:
@@ -80,28 +95,37 @@ async def put_registration(request: web.Request) -> web.Response:
         raise BadParameter("body", f"at most {MAX_BODY} bytes")
     raw = await request.read()
     body = parse_body(raw)
-    try:
-        await api.call("GET", KubeApi.registration_path(namespace, name))
-        creating = False
-    except kube_errors.NotFound:
-        creating = True
-    except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"reading {namespace}/{name}", error)
-    # RBAC ignores resource names for create, so only updates name the object.
-    await discovery.auth.require(
-        identity, "create" if creating else "update", namespace, None if creating else name
-    )
-    try:
-        stored = await api.apply_registration(
-            namespace,
-            name,
-            json.loads(raw)["spec"],  # as the caller wrote it (validated above), as kubectl would
-            field_manager=FIELD_MANAGER,
-            labels={**body.labels, "app.kubernetes.io/managed-by": FIELD_MANAGER},
-            annotations={REGISTERED_BY: identity.username},
+    may_create = await discovery.auth.allowed(identity, "create", namespace)
+    may_patch = await discovery.auth.allowed(identity, "patch", namespace, name)
+    if not (may_create or may_patch):
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"{identity.username} may not create or patch serviceregistrations in {namespace}",
         )
+    spec = json.loads(raw)["spec"]  # as the caller wrote it (validated above), as kubectl would
+    labels = {**body.labels, "app.kubernetes.io/managed-by": FIELD_MANAGER}
+    annotations = {REGISTERED_BY: identity.username}
+    try:
+        if may_patch:
+            exists = await _exists(api, namespace, name)
+            if not exists and not may_create:
+                raise AuthError(
+                    403,
+                    "Forbidden",
+                    f"{identity.username} may not create serviceregistrations in {namespace}",
+                )
+            stored = await api.apply_registration(
+                namespace, name, spec, field_manager=FIELD_MANAGER, labels=labels, annotations=annotations
+            )
+            creating = not exists
+        else:
+            stored = await api.create_registration(
+                namespace, name, spec, labels=labels, annotations=annotations
+            )
+            creating = True
     except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"applying {namespace}/{name}", error)
+        return _write_failed(f"writing {namespace}/{name}", error)
     return _answer(
         201 if creating else 200,
         wire.RegistrationWrite(
@@ -112,6 +136,14 @@ async def put_registration(request: web.Request) -> web.Response:
             generation=stored.get("metadata", {}).get("generation", 0),
         ),
     )
+
+
+async def _exists(api: KubeApi, namespace: str, name: str) -> bool:
+    try:
+        await api.call("GET", KubeApi.registration_path(namespace, name))
+    except kube_errors.NotFound:
+        return False
+    return True
 
 
 async def delete_registration(request: web.Request) -> web.Response:

@@ -35,7 +35,10 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 def error_for(request: web.Request, error: Exception) -> web.Response:
     """The JSON answer for an exception a handler raised; unexpected ones are logged as 500s."""
     if isinstance(error, AuthError):
-        return error_response(error.status, error.code, error.message)
+        response = error_response(error.status, error.code, error.message)
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        return response
     if isinstance(error, BadParameter):
         return error_response(400, "BadParameter", str(error), parameter=error.parameter)
     if isinstance(error, web.HTTPException):

@@ -24,6 +24,8 @@ ALWAYS_FORBIDDEN: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("fe80::/10"),
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IMDS over IPv6
     ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
+    ipaddress.ip_network("168.63.129.16/32"),  # Azure WireServer (platform and metadata)
+    ipaddress.ip_network("fd20:ce::254/128"),  # GCP metadata over IPv6
 )
 _DNS_CACHE_SECONDS = 5.0
 
