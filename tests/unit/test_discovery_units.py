@@ -437,3 +437,34 @@ async def test_bogus_tokens_from_one_address_are_rate_limited_and_cost_no_good_r
     assert refused == 100 and reviews == 1 + 100  # the burst, then nothing reaches the API
     assert (await auth.identify("Bearer good", "10.0.0.1")).username  # still cached, still good
     assert api.calls.count("tokenreviews") == reviews
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ([("index", "\u0661\u0662"), ("wait", "1s")], "index"),  # Arabic-Indic digits
+        ([("version", ">=1," * 100)], "version"),
+        ([("version", ">=1.2,<2" + "0" * 200)], "version"),
+        ([("health", "Healthy\u0000")], "health"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_parameter_never_a_500(
+    params: list[tuple[str, str]], parameter: str
+) -> None:
+    with pytest.raises(BadParameter) as refused:
+        parse(MultiDict(params), "services")
+    assert refused.value.parameter == parameter
+
+
+def test_metadata_values_with_ampersands_and_equals_signs_are_matched_as_given() -> None:
+    query = parse(MultiDict([("meta.url", "a=b&c=d")]), "services")
+    assert query.meta == (("url", "a=b&c=d"),)
+
+
+def test_deeply_nested_json_bodies_are_a_400() -> None:
+    from svcreg.core import wire  # noqa: PLC0415
+    from svcreg.discovery.http.bodies import parse_model  # noqa: PLC0415
+
+    nested = b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(BadParameter):
+        parse_model(wire.HeartbeatBody, nested)

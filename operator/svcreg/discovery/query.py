@@ -97,10 +97,15 @@ def _duration(parameter: str, value: str) -> float:
     return number
 
 
+MAX_RANGE_LENGTH = 128
+
+
 def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
+    if len(value) > MAX_RANGE_LENGTH:
+        raise BadParameter(parameter, f"a semver range of at most {MAX_RANGE_LENGTH} characters")
     try:
         return semantic_version.SimpleSpec(value)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise BadParameter(
             parameter, f"{value!r} is not a semver range such as >=1.2,<2 ({error})"
         ) from error

@@ -18,7 +18,7 @@ import socket
 import ssl
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -322,6 +322,35 @@ def _stop(record: ProcessRecord, timeout: float = 15.0) -> None:
     child = _CHILDREN.pop(record.pid, None)
     if child is not None:
         child.wait(timeout=timeout)
+
+
+def restart(
+    directory: Path,
+    name: str,
+    *,
+    down_seconds: float = 0.0,
+    report: progress.Reporter = progress.silent,
+) -> Cluster:
+    """Stop one component (``etcd`` or ``kube-apiserver``), leave it down ``down_seconds``,
+    start it again with the same command line and record its new pid. For fault tests: the
+    honest way to show recovery from an API server or etcd that goes away."""
+    cluster = _load(directory)
+    if cluster is None:
+        raise ClusterError(f"no control plane recorded in {directory}")
+    record = next((p for p in cluster.processes if p.name == name), None)
+    if record is None or not _alive(record):
+        raise ClusterError(f"{name} is not running in {directory}")
+    raw = Path(f"/proc/{record.pid}/cmdline").read_bytes()
+    command = [part.decode() for part in raw.split(b"\0") if part]
+    report(f"stopping {name} (pid {record.pid}) for {down_seconds:g}s")
+    _stop(record)
+    time.sleep(down_seconds)
+    fresh = _spawn(name, command, Path(record.log))
+    cluster = replace(cluster, processes=tuple(fresh if p.name == name else p for p in cluster.processes))
+    state = asdict(cluster) | {"processes": [asdict(r) for r in cluster.processes]}
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+    _wait_ready(cluster, report)
+    return cluster
 
 
 def down(directory: Path | None = None, report: progress.Reporter = progress.stderr_reporter) -> bool:
