@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +25,7 @@ from svcreg.discovery.index import Index
 from svcreg.discovery.informer import Informer
 from svcreg.kube.api import KubeApi
 from svcreg.operator import handlers  # noqa: F401 - registers the handlers
+from svcreg.operator.lease import LeaseElector
 from svcreg.operator.partition import GuardSettings, PartitionGuard
 from svcreg.operator.prober import Prober
 from svcreg.operator.probes.policy import ProbePolicy
@@ -77,12 +80,17 @@ async def run(settings: Settings) -> None:
         on_change=lambda suspected: metrics.partition_suspected.set(1 if suspected else 0),
         on_hold_expired=metrics.partition_hold_expired.inc,
     )
+    elector = None
+    if not settings.standalone and not settings.discovery_only:
+        lease_namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE") or "default"
+        elector = LeaseElector(api, lease_namespace, f"{socket.gethostname()}-{os.getpid()}")
     prober = Prober(
         api,
         ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats),
         metrics=metrics,
         guard=guard,
         concurrency=settings.probe_concurrency,
+        active=elector.holds if elector is not None else (lambda: True),
     )
     started = asyncio.Event()
 
@@ -98,6 +106,7 @@ async def run(settings: Settings) -> None:
             "mode": "operator",
             "operator": "running" if started.is_set() else "starting",
             "partitionSuspected": guard.suspected,
+            "prober": "active" if prober.active() else "standby (another operator holds the prober lease)",
         }
         # A suspected partition is reported, never a reason to leave the Service: it is the
         # prober's signal, and discovery still answers (issue: the guard must not be a weapon).
@@ -134,6 +143,9 @@ async def run(settings: Settings) -> None:
     )
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
+    electing = asyncio.create_task(
+        elector.run() if elector is not None else asyncio.sleep(0), name="svcreg-prober-lease"
+    )
     guarding = asyncio.create_task(
         guard.run() if not settings.discovery_only else asyncio.sleep(0), name="svcreg-partition-guard"
     )
@@ -162,8 +174,8 @@ async def run(settings: Settings) -> None:
         if stalls is not None:
             stalls.stop()
         unwatch_gc()
-        for task in (informer, freezer, lag, guarding):
+        for task in (informer, freezer, lag, guarding, electing):
             task.cancel()
-        await asyncio.gather(informer, freezer, lag, guarding, return_exceptions=True)
+        await asyncio.gather(informer, freezer, lag, guarding, electing, return_exceptions=True)
         await web_runner.cleanup()
         await api.close()

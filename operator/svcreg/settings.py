@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     standalone: bool = Field(
         False, description="no Kopf peering: run as the only prober without coordinating"
     )
+    lease_namespace: str = Field(
+        "",
+        description="without --standalone: the namespace of the prober Lease that decides which "
+        "operator probes (default: the pod's namespace, else default)",
+    )
     discovery_only: bool = Field(
         False, description="serve discovery from a watch; never probe or write (scale reads with replicas)"
     )

@@ -16,10 +16,17 @@ from tests.targets import free_port
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Cluster, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        standalone: bool = True,
+    ) -> None:
         self.port = free_port()
         self.log = log
-        self.args = ["--port", str(self.port), "--standalone", *args]
+        self.args = ["--port", str(self.port), *(["--standalone"] if standalone else []), *args]
         self.env = env or cluster.env()
         self.process: subprocess.Popen[bytes] | None = None
 

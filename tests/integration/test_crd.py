@@ -13,6 +13,8 @@ import yaml
 
 from svcreg.core.model import ServiceRegistration
 from svcreg.devtools import kubectl as kube
+from svcreg.kube import errors as kube_errors
+from svcreg.kube.api import KubeApi
 
 from .kubehelpers import Kube
 
@@ -280,3 +282,35 @@ def test_invalid_manifest_is_refused_naming_the_field(
     # The Python model, used where the API server is not in the loop, refuses it too.
     with pytest.raises(pydantic.ValidationError):
         ServiceRegistration.model_validate(manifest)
+
+
+async def test_a_status_patch_meant_for_a_predecessor_is_refused_by_the_api_server(
+    k8s: Kube, namespace: str
+) -> None:
+    """The precondition the status writer sends is honoured by the real API server: a
+    registration deleted and recreated under the same name refuses its predecessor's verdict.
+    (A uid in a status patch is ignored there; the resourceVersion is enforced.)"""
+    api = KubeApi(k8s_client_configuration(k8s))
+    try:
+        k8s.apply(_base("reborn"), namespace)
+        seen = k8s.get_registration(namespace, "reborn")["metadata"]["resourceVersion"]
+        stored = await api.patch_status(namespace, "reborn", {"health": "Healthy"}, resource_version=seen)
+        assert stored["status"]["health"] == "Healthy"
+        seen = stored["metadata"]["resourceVersion"]
+        k8s.kubectl("delete", "svcreg", "reborn", "-n", namespace)
+        k8s.apply(_base("reborn"), namespace)
+        with pytest.raises(kube_errors.Conflict):
+            await api.patch_status(namespace, "reborn", {"health": "Unhealthy"}, resource_version=seen)
+        assert "status" not in k8s.get_registration(namespace, "reborn") or (
+            k8s.get_registration(namespace, "reborn")["status"].get("health") != "Unhealthy"
+        )
+    finally:
+        await api.close()
+
+
+def k8s_client_configuration(k8s: Kube) -> Any:
+    from kubernetes import client, config  # noqa: PLC0415
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=k8s.cluster.kubeconfig, client_configuration=configuration)
+    return configuration

@@ -31,7 +31,7 @@ class RecordingApi:
         self.failures: list[Exception] = []  # raised by the next status patches, in order
 
     async def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
     ) -> dict[str, Any]:
         self.patches.append((namespace, name))
         if self.failures:
@@ -39,9 +39,11 @@ class RecordingApi:
         obj = self.objects.get((namespace, name))
         if obj is None:
             raise errors.NotFound(404, "gone")
-        if uid and obj["metadata"]["uid"] != uid:
-            raise errors.Conflict(409, "Precondition failed: UID in precondition")
+        current = obj["metadata"].get("resourceVersion", "")
+        if resource_version and current and resource_version != current:
+            raise errors.Conflict(409, "the object has been modified")
         obj["status"] = {k: v for k, v in status.items() if v is not None}
+        obj["metadata"]["resourceVersion"] = str(int(current or 0) + 1)
         return copy.deepcopy(obj)
 
     async def post_event(self, *, name: str, event_type: str, reason: str, **_: Any) -> None:
@@ -56,7 +58,13 @@ def registration(
     name: str, spec: dict[str, Any], status: dict[str, Any] | None = None, generation: int = 1
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generation},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "resourceVersion": "1",
+        },
         "spec": spec,
     }
     if status:
@@ -303,10 +311,10 @@ class NotifyingApi(RecordingApi):
         self.written = asyncio.Event()
 
     async def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
     ) -> dict[str, Any]:
         try:
-            return await super().patch_status(namespace, name, status, uid=uid)
+            return await super().patch_status(namespace, name, status, resource_version=resource_version)
         finally:
             self.written.set()
 
@@ -385,6 +393,7 @@ async def test_a_verdict_never_lands_on_a_same_named_successor(web: HttpTarget) 
     add(api, prober, registration("a", http_spec(web.port)))
     successor = registration("a", http_spec(web.port))
     successor["metadata"]["uid"] = "uid-successor"
+    successor["metadata"]["resourceVersion"] = "900"  # the API server's, newer than any we saw
     api.objects[("ns", "a")] = successor  # deleted and recreated; the watch has not told us yet
     await prober.probe_now(("ns", "a"))
     assert "status" not in api.objects[("ns", "a")]

@@ -13,7 +13,7 @@ import os
 import urllib.parse
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -37,6 +37,19 @@ class Call(Generic[T]):
 
 def default_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("SVCREG_URL") or DEFAULT_URL).rstrip("/")
+
+
+class Filters(TypedDict, total=False):
+    """The filters of ``/v1/services`` and ``/v1/watch``, as keyword arguments of the clients'
+    ``services`` and ``watch``; repeatable ones take a string or a list."""
+
+    service: str | None
+    namespace: str | None
+    capability: str | Sequence[str] | None
+    tag: str | Sequence[str] | None
+    version: str | None
+    health: str | None
+    meta: Mapping[str, str] | None
 
 
 def query_params(

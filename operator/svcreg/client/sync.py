@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 from httpx_sse import connect_sse
@@ -64,21 +64,8 @@ class DiscoveryClient:
 
     # -- discovery --------------------------------------------------------------------------------
 
-    def services(
-        self,
-        *,
-        service: str | None = None,
-        namespace: str | None = None,
-        capability: str | Sequence[str] | None = None,
-        tag: str | Sequence[str] | None = None,
-        version: str | None = None,
-        health: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> wire.ServiceList:
-        params = calls.query_params(
-            service=service, namespace=namespace, capability=capability, tag=tag,
-            version=version, health=health, meta=meta,
-        )  # fmt: skip
+    def services(self, **filters: Unpack[calls.Filters]) -> wire.ServiceList:
+        params = calls.query_params(**filters)
         return self._send(calls.services(params))
 
     def service(self, namespace: str, name: str) -> wire.RegistrationAnswer:
@@ -154,21 +141,12 @@ class DiscoveryClient:
         raise AllInstancesFailed(target, attempts.made, attempts.last, attempts.error)
 
     def watch(
-        self,
-        *,
-        index: int | None = None,
-        service: str | None = None,
-        namespace: str | None = None,
-        capability: str | Sequence[str] | None = None,
-        tag: str | Sequence[str] | None = None,
-        health: str | None = None,
+        self, *, index: int | None = None, **filters: Unpack[calls.Filters]
     ) -> Iterator[wire.WatchEvent]:
         """Events after ``index`` (a list answer's, or now), forever; reconnects and resumes with
         ``Last-Event-ID``. A ``reset`` event says the resume point was unknown to the server
         (a restart, another replica, too old): list again."""
-        params = calls.query_params(
-            service=service, namespace=namespace, capability=capability, tag=tag, health=health
-        )
+        params = calls.query_params(**filters)
         position, failures = index, 0
         while True:
             try:

@@ -72,6 +72,13 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+def _manifest(namespace: str, name: str, spec: dict[str, Any], **metadata_fields: Any) -> dict[str, Any]:
+    """A ServiceRegistration with only the metadata given (empty fields left out)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    metadata |= {key: value for key, value in metadata_fields.items() if value}
+    return {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -166,26 +173,10 @@ class KubeApi:
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise errors.Unreachable(f"{method} {path}: {type(error).__name__}: {error}") from error
 
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content_type: str = "application/json",
-        params: dict[str, str] | None = None,
-        deadline_seconds: float | None = None,
-        accept: str = "application/json",
-    ) -> Response:
-        """``request``, raising the typed error of ``svcreg.kube.errors`` for 400 and above."""
-        response = await self.request(
-            method,
-            path,
-            json=json,
-            content_type=content_type,
-            params=params,
-            deadline_seconds=deadline_seconds,
-        )
+    async def call(self, method: str, path: str, **options: Any) -> Response:
+        """``request`` (same options), raising the typed error of ``svcreg.kube.errors`` for
+        an answer of 400 and above."""
+        response = await self.request(method, path, **options)
         if response.status_code >= 400:
             raise errors.error_for(response.status_code, response.content)
         return response
@@ -219,14 +210,21 @@ class KubeApi:
         return f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}/{name}"
 
     async def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], *, uid: str | None = None
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch the status subresource and return the stored object. With ``uid``, the
-        patch applies only to that object: a same-named successor answers ``errors.Conflict``
-        and never receives its predecessor's verdict."""
+        """Merge-patch the status subresource and return the stored object. With
+        ``resource_version``, the patch applies only to the object as last seen: anything
+        written since, a same-named successor above all, answers ``errors.Conflict``. (The
+        status subresource keeps the stored metadata, so a uid in the patch would be ignored;
+        the resourceVersion is the precondition the API server enforces there.)"""
         patch: dict[str, Any] = {"status": status}
-        if uid:
-            patch["metadata"] = {"uid": uid}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         response = await self.call(
             "PATCH",
             self.registration_path(namespace, name) + "/status",
@@ -250,15 +248,9 @@ class KubeApi:
         """Create or update a registration with server-side apply and return the stored object:
         the fields this manager sets are its own, and fields other managers (kubectl, GitOps)
         own are left alone. Refusals raise the typed errors of ``svcreg.kube.errors``."""
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-        for key, value in (
-            ("labels", labels),
-            ("annotations", annotations),
-            ("ownerReferences", owner_references),
-        ):
-            if value:
-                metadata[key] = value
-        manifest = {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
+        manifest = _manifest(
+            namespace, name, spec, labels=labels, annotations=annotations, ownerReferences=owner_references
+        )
         answer = await self.call(
             "PATCH",
             self.registration_path(namespace, name),
@@ -279,12 +271,7 @@ class KubeApi:
         annotations: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a registration that must not exist yet (``errors.Conflict`` when it does)."""
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-        if labels:
-            metadata["labels"] = labels
-        if annotations:
-            metadata["annotations"] = annotations
-        manifest = {"apiVersion": model.API_VERSION, "kind": model.KIND, "metadata": metadata, "spec": spec}
+        manifest = _manifest(namespace, name, spec, labels=labels, annotations=annotations)
         answer = await self.call(
             "POST",
             f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}",

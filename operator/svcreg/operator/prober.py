@@ -52,6 +52,7 @@ class Tracked:
     invalid: str | None
     status: ServiceRegistrationStatus | None
     created_at: float | None = None  # wall-clock seconds, from metadata.creationTimestamp
+    resource_version: str = ""  # as last seen: the precondition of the next status write
     plan: Plan = field(default_factory=Plan)
     states: dict[str, HealthState] = field(default_factory=dict)
     written_health: Health | None = None
@@ -120,6 +121,7 @@ class Prober:
         guard: PartitionGuard | None = None,
         concurrency: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.writer = StatusWriter(api, self.metrics)
@@ -127,6 +129,9 @@ class Prober:
         self.heartbeats = runner.context.heartbeats
         self.guard = guard or PartitionGuard()
         self.clock = clock
+        # Whether this process may probe and write now (the prober Lease, when not standalone):
+        # jobs of a process that may not are no-ops, so two operators never both write.
+        self.active = active
         self.endpoints = EndpointCache()
         self.tracked: dict[Key, Tracked] = {}
         self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
@@ -148,6 +153,7 @@ class Prober:
         tracked = self.tracked.get(key)
         if tracked is not None and tracked.uid == metadata.get("uid") and tracked.generation == generation:
             tracked.status = status_mod.parse(body.get("status"))
+            tracked.resource_version = str(metadata.get("resourceVersion") or "")
             if event_type is not None and not _probed(tracked):
                 # Nothing re-evaluates an unprobed registration on a timer: a status changed
                 # by someone else is put right from its watch event instead (after our own
@@ -169,6 +175,7 @@ class Prober:
             invalid,
             status_mod.parse(body.get("status")),
             created_at=_created_at(metadata),
+            resource_version=str(metadata.get("resourceVersion") or ""),
         )
         same_object = tracked is not None and tracked.uid == fresh.uid
         if tracked is not None and same_object:
@@ -223,6 +230,7 @@ class Prober:
                 previous = Tracked(
                     tracked.key, tracked.uid, tracked.generation, tracked.spec, tracked.invalid,
                     tracked.status, plan=tracked.plan, states=dict(tracked.states),
+                    resource_version=tracked.resource_version,
                 )  # fmt: skip
                 self._replan(tracked, previous=previous)
                 self._schedule(tracked, soon=True)
@@ -253,7 +261,7 @@ class Prober:
 
     async def _job(self, key: Hashable) -> None:
         tracked = self.tracked.get(key) if isinstance(key, tuple) else None
-        if tracked is None or tracked.deleting:
+        if tracked is None or tracked.deleting or not self.active():
             return
         if tracked.spec is None or not tracked.spec.maintenance:
             targets = list(tracked.plan.targets.items())
@@ -293,7 +301,11 @@ class Prober:
         if not status_mod.differs(tracked.status, wanted):
             tracked.last_verdict, tracked.last_compared = verdict, tracked.status
             return True
-        outcome, stored = await self.writer.write_status(tracked.key, tracked.uid, tracked.status, wanted)
+        if not self.active():
+            return False  # the Lease was lost while probing: the new holder writes
+        outcome, stored = await self.writer.write_status(
+            tracked.key, tracked.resource_version, tracked.status, wanted
+        )
         if outcome == WriteOutcome.FAILED:
             if self.tracked.get(tracked.key) is tracked:
                 self._schedule(tracked, delay=self.writer.backoff.failed(tracked.key))
@@ -301,6 +313,7 @@ class Prober:
         if outcome == WriteOutcome.GONE or stored is None:
             return False
         tracked.status = status_mod.parse(stored.get("status")) or wanted
+        tracked.resource_version = str((stored.get("metadata") or {}).get("resourceVersion") or "")
         tracked.last_verdict, tracked.last_compared = verdict, tracked.status
         before, after = tracked.written_health, verdict.health
         if before != after:

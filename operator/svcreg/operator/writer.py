@@ -3,8 +3,10 @@ deletes), with the metrics of each.
 
 Contracts:
 
-- A status patch carries a uid precondition, so a registration deleted and recreated under the
-  same name never receives its predecessor's verdict.
+- A status patch carries the resourceVersion last seen as its precondition, so a registration
+  deleted and recreated under the same name (or changed meanwhile) never receives a verdict
+  worked out for another object: the API server answers 409 and the write is made again from
+  what the watch says now.
 - ``write_status`` reports whether the write landed. The caller remembers a verdict only
   then; a write that failed (a 5xx, a 409, a 429, no answer within the deadline) is retried
   with backoff (``RetryBackoff``) until it lands or the object is gone.
@@ -61,16 +63,19 @@ class StatusWriter:
     async def write_status(
         self,
         key: Key,
-        uid: str,
+        resource_version: str,
         previous: ServiceRegistrationStatus | None,
         wanted: ServiceRegistrationStatus,
     ) -> tuple[str, dict[str, Any] | None]:
-        """Patch ``wanted`` onto exactly the object ``uid``. Returns the outcome and, when it
-        landed, the stored object."""
+        """Patch ``wanted`` onto the object as it was at ``resource_version``. Returns the
+        outcome and, when it landed, the stored object."""
         namespace, name = key
         try:
             stored = await self.api.patch_status(
-                namespace, name, status_mod.to_patch(previous, wanted), uid=uid or None
+                namespace,
+                name,
+                status_mod.to_patch(previous, wanted),
+                resource_version=resource_version or None,
             )
         except errors.NotFound:
             self.metrics.status_writes.labels(WriteOutcome.GONE).inc()

@@ -208,11 +208,17 @@ def _answer(
     return web.Response(body=body, headers=headers)
 
 
-async def services(request: web.Request) -> web.Response:
-    query = _query(request, "services")
+async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, frozenset[str] | None, Index]:
+    """What every list route starts with: the parsed query, the namespaces the caller may read
+    (after any long poll, as they are then), and the index to answer from."""
+    query = _query(request, route)
     _, readable = await _caller(request, query)
     readable = await _long_poll(request, query, readable)
-    index = request.app[DISCOVERY_KEY].index
+    return query, readable, request.app[DISCOVERY_KEY].index
+
+
+async def services(request: web.Request) -> web.Response:
+    query, readable, index = await _listing(request, "services")
 
     def build() -> dict[str, Any]:
         items = render(index.candidates(query, readable))
@@ -236,10 +242,7 @@ async def one_service(request: web.Request) -> web.Response:
 
 
 async def capabilities(request: web.Request) -> web.Response:
-    query = _query(request, "capabilities")
-    _, readable = await _caller(request, query)
-    readable = await _long_poll(request, query, readable)
-    index = request.app[DISCOVERY_KEY].index
+    query, readable, index = await _listing(request, "capabilities")
 
     def build() -> dict[str, Any]:
         summary: dict[str, dict[str, Any]] = {}
