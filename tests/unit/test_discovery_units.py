@@ -468,3 +468,17 @@ def test_deeply_nested_json_bodies_are_a_400() -> None:
     nested = b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(BadParameter):
         parse_model(wire.HeartbeatBody, nested)
+
+
+async def test_operator_mode_sync_survives_an_empty_metadata_list() -> None:
+    """The API server answers an empty metadata-only list with "items": null; the index still
+    turns synced (it once stayed unsynced, so /readyz never said ready)."""
+    from svcreg.discovery.informer import Informer  # noqa: PLC0415
+
+    class EmptyApi:
+        async def call(self, method: str, path: str, **_: Any) -> Response:
+            return Response(200, b'{"kind": "PartialObjectMetadataList", "metadata": {}, "items": null}')
+
+    index = Index()
+    await asyncio.wait_for(Informer(EmptyApi(), index, ("team-a",)).confirm_listed(), 5)  # type: ignore[arg-type]
+    assert index.synced

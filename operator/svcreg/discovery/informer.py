@@ -92,7 +92,7 @@ class Informer:
         params = {"limit": str(PAGE)}
         while True:
             page = (await self.api.call("GET", self._path(scope), params=params, deadline_seconds=120)).json()
-            items += [i for i in page.get("items", []) if self._wanted(i)]
+            items += [i for i in page.get("items") or () if self._wanted(i)]
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 version = str((page.get("metadata") or {}).get("resourceVersion", ""))
@@ -121,7 +121,7 @@ class Informer:
                 ).json()
                 keys |= {
                     (i["metadata"].get("namespace", ""), i["metadata"]["name"])
-                    for i in page.get("items", [])
+                    for i in page.get("items") or ()  # an empty metadata list has "items": null
                     if self._wanted(i)
                 }
                 token = (page.get("metadata") or {}).get("continue")
@@ -140,7 +140,7 @@ class Informer:
             try:
                 expected = await self._keys()
                 break
-            except (errors.KubeApiError, errors.Unreachable) as error:
+            except Exception as error:  # whatever went wrong, readiness depends on retrying
                 logger.warning("listing registrations failed: %s; retrying", error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -152,7 +152,7 @@ class Informer:
                 waited = 0.0
                 try:
                     expected &= await self._keys()
-                except (errors.KubeApiError, errors.Unreachable) as error:
+                except Exception as error:
                     logger.warning("listing registrations failed: %s; retrying", error)
         self.index.synced = True
 
