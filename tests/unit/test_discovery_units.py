@@ -482,3 +482,13 @@ async def test_operator_mode_sync_survives_an_empty_metadata_list() -> None:
     index = Index()
     await asyncio.wait_for(Informer(EmptyApi(), index, ("team-a",)).confirm_listed(), 5)  # type: ignore[arg-type]
     assert index.synced
+
+
+def test_changes_since_takes_only_the_newest_entries() -> None:
+    index = Index()
+    start = index.index
+    for i in range(50):
+        index.observe("ADDED", body(f"r{i}"))
+    assert [c.index - start for c in index.changes_since(start + 47) or []] == [48, 49, 50]
+    assert [c.index - start for c in index.changes_since(start) or []] == list(range(1, 51))
+    assert index.changes_since(start + 50) == []

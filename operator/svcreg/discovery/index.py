@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -304,7 +305,13 @@ class Index:
             return []
         if not self.history or self.history[0].index > index + 1:
             return None
-        return [c for c in self.history if c.index > index]
+        # History indexes are consecutive, so the changes wanted are the last ``self.index -
+        # index`` entries: taken from the right, a watcher that is up to date costs O(1) per
+        # change however long the history is (not a scan of all of it per watcher).
+        wanted = self.index - index
+        newest_first = list(itertools.islice(reversed(self.history), wanted))
+        newest_first.reverse()
+        return newest_first
 
     def candidates(self, query: Selector, namespaces: frozenset[str] | None) -> list[Entry]:
         """Entrys matching ``query`` in ``namespaces`` (None: all)."""
