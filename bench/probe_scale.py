@@ -139,7 +139,14 @@ def main() -> int:
         "--ports", type=int, default=20, help="local target ports to spread registrations over"
     )
     parser.add_argument("--concurrency", type=int, default=200, help="--probe-concurrency for the operator")
+    parser.add_argument(
+        "--hang-share",
+        type=float,
+        default=0.0,
+        help="share of target ports that accept and never answer (e.g. 0.1: 10%% of registrations hang)",
+    )
     args = parser.parse_args()
+    hanging = round(args.ports * args.hang_share)
 
     control_plane = cluster.up(report=progress.stderr_reporter)
     env = control_plane.env()
@@ -147,7 +154,9 @@ def main() -> int:
     kube.install_crd(env)
 
     targets = subprocess.Popen(
-        [sys.executable, "-m", "bench.target_server", str(args.ports)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench.target_server", str(args.ports - hanging), str(hanging)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     victim_target = subprocess.Popen(
         [sys.executable, "-m", "bench.target_server", "1"], stdout=subprocess.PIPE, text=True
@@ -175,15 +184,25 @@ def main() -> int:
             str(args.concurrency),
         )
         everyone = args.registrations + 1
+        # Registration i probes ports[i % len(ports)]; the last ``hanging`` ports never answer.
+        answering = args.ports - hanging
+        hung = sum(1 for i in range(args.registrations) if i % args.ports >= answering)
+        expected_healthy = everyone - hung
 
-        def healthy() -> bool:
+        def settled() -> bool:
             try:
-                return total(metrics(port), "svcreg_registrations", health="Healthy") >= everyone
+                found = metrics(port)
             except httpx.HTTPError:
                 return False
+            healthy = total(found, "svcreg_registrations", health="Healthy")
+            return (
+                healthy >= expected_healthy
+                and total(found, "svcreg_registrations", health="Unhealthy") >= hung
+            )
 
-        took = wait(healthy, f"{everyone} registrations to be Healthy", 600, operator)
-        log(f"all {everyone} Healthy {took:.0f}s after the operator started; operator log: {log_file}")
+        wanted = f"{expected_healthy} registrations Healthy, {hung} Unhealthy"
+        took = wait(settled, wanted, 600, operator)
+        log(f"{wanted} {took:.0f}s after the operator started; operator log: {log_file}")
         # Let the start-up burst of first writes and Events drain before measuring.
         time.sleep(args.interval)
         before, cpu0, t0 = metrics(port), cpu_seconds(operator.pid), time.monotonic()
@@ -196,6 +215,7 @@ def main() -> int:
         p50, p99 = lag_quantiles(before, after, (0.5, 0.99))
         cores = (cpu1 - cpu0) / elapsed
         rss = peak_rss_mib(operator.pid)
+        healthy_at_end = total(after, "svcreg_registrations", health="Healthy")
 
         victim_target.send_signal(signal.SIGKILL)
         victim_target.wait()
@@ -214,6 +234,11 @@ def main() -> int:
         print(
             f"  probes/s achieved          {probes / elapsed:8.0f}   (target {everyone / args.interval:.0f})"
         )
+        if hung:
+            print(
+                f"  hanging targets            {hung:8d}   ({hung / args.registrations:.0%} of registrations)"
+            )
+            print(f"  healthy ones still Healthy {healthy_at_end:8.0f}   (of {expected_healthy})")
         print(f"  scheduler lag p50          {p50:>8}")
         print(f"  scheduler lag p99          {p99:>8}")
         print(f"  operator CPU               {cores:8.2f} cores")

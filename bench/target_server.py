@@ -1,7 +1,10 @@
 """A minimal, fast HTTP/1.1 target for benchmarks: answers 200 on every port it is given.
 
+    python -m bench.target_server COUNT [HANGING]
+
 Runs in its own process so the benchmark measures the operator's CPU, not the targets'.
-Prints the ports it listens on, one line, then serves until killed.
+HANGING more ports accept connections and never answer. Prints every port it listens on, the
+answering ones first, on one line, then serves until killed.
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ class Answer(asyncio.Protocol):
             self.transport.close()
 
 
-async def main(count: int) -> None:
+class Hang(asyncio.Protocol):
+    """Accepts, reads, never answers: a target that costs its prober the whole timeout."""
+
+
+async def main(count: int, hanging: int = 0) -> None:
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(Answer, "127.0.0.1", 0, backlog=4096) for _ in range(count)]
+    servers += [await loop.create_server(Hang, "127.0.0.1", 0, backlog=4096) for _ in range(hanging)]
     print(" ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1))
+    asyncio.run(
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    )
