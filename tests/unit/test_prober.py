@@ -345,6 +345,8 @@ async def test_a_registration_without_a_health_check_is_evaluated_per_change_not
         # Someone else overwrites the status: the watch event alone puts it right.
         overwritten = copy.deepcopy(api.objects[("ns", "still")])
         overwritten["status"]["health"] = "Unhealthy"
+        # Any write moves the resourceVersion, as the API server does.
+        overwritten["metadata"]["resourceVersion"] = str(int(overwritten["metadata"]["resourceVersion"]) + 1)
         api.objects[("ns", "still")] = overwritten
         prober.observe("MODIFIED", copy.deepcopy(overwritten))
         assert prober.scheduler.next_due(("ns", "still")) is not None

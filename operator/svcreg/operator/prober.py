@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -120,7 +119,6 @@ class Prober:
         metrics: Metrics | None = None,
         guard: PartitionGuard | None = None,
         concurrency: int = 200,
-        clock: Callable[[], float] = time.monotonic,
         active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -128,7 +126,6 @@ class Prober:
         self.runner = runner
         self.heartbeats = runner.context.heartbeats
         self.guard = guard or PartitionGuard()
-        self.clock = clock
         # Whether this process may probe and write now (the prober Lease, when not standalone):
         # jobs of a process that may not are no-ops, so two operators never both write.
         self.active = active
@@ -152,8 +149,12 @@ class Prober:
         generation = int(metadata.get("generation") or 0)
         tracked = self.tracked.get(key)
         if tracked is not None and tracked.uid == metadata.get("uid") and tracked.generation == generation:
-            tracked.status = status_mod.parse(body.get("status"))
-            tracked.resource_version = str(metadata.get("resourceVersion") or "")
+            version = str(metadata.get("resourceVersion") or "")
+            if version != tracked.resource_version:
+                # The event of a write whose answer already set this version's status is not
+                # parsed again.
+                tracked.status = status_mod.parse(body.get("status"))
+                tracked.resource_version = version
             if event_type is not None and not _probed(tracked):
                 # Nothing re-evaluates an unprobed registration on a timer: a status changed
                 # by someone else is put right from its watch event instead (after our own

@@ -32,7 +32,6 @@ class HeartbeatStore:
     ) -> None:
         self._clock = clock
         self._wall = wall
-        self.started = self._clock()
         self._started_wall = self._wall()
         self._beats: dict[tuple[str, str], Heartbeat] = {}
 
