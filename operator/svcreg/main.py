@@ -90,6 +90,7 @@ async def run(settings: Settings) -> None:
         metrics=metrics,
         guard=guard,
         concurrency=settings.probe_concurrency,
+        slow_concurrency=settings.probe_slow_concurrency,
         active=elector.holds if elector is not None else (lambda: True),
     )
     started = asyncio.Event()

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         (), description="open an address range the SSRF policy closes by default, e.g. 127.0.0.0/8"
     )
     probe_concurrency: int = Field(200, ge=1, description="probe jobs running at once")
+    probe_slow_concurrency: int = Field(
+        1000,
+        ge=0,
+        description="probe jobs waiting on a slow target (running over 0.5 s) that no longer hold "
+        "one of --probe-concurrency's slots",
+    )
     standalone: bool = Field(
         False, description="no Kopf peering: run as the only prober without coordinating"
     )

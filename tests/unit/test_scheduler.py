@@ -65,7 +65,7 @@ async def test_concurrency_is_bounded() -> None:
         done += 1
         progress.bump()
 
-    scheduler = Scheduler(job, concurrency=3)
+    scheduler = Scheduler(job, concurrency=3, slow_concurrency=0)
     for i in range(20):
         scheduler.schedule(i, 60, soon=True)
     task = asyncio.create_task(scheduler.run())
@@ -77,6 +77,64 @@ async def test_concurrency_is_bounded() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert peak == 3
+
+
+async def test_hung_jobs_move_to_the_slow_lane_and_healthy_ones_keep_running() -> None:
+    """One fast slot, three jobs that never finish: without the slow lane they would hold the
+    only slot and nothing else would run."""
+    runs: Counter[Hashable] = Counter()
+    progress = Progress()
+    release = asyncio.Event()
+
+    async def job(key: Hashable) -> None:
+        runs[key] += 1
+        progress.bump()
+        if key != "healthy":
+            await release.wait()
+
+    scheduler = Scheduler(job, concurrency=1, slow_concurrency=5, slow_after=0.01)
+    for i in range(3):
+        scheduler.schedule(f"hung-{i}", 60, soon=True)
+    scheduler.schedule("healthy", 0.02, soon=True)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await progress.until(lambda: runs["healthy"] >= 5 and scheduler.slow_running == 3)
+        assert all(runs[f"hung-{i}"] == 1 for i in range(3))
+    finally:
+        release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_slow_lane_is_bounded_too() -> None:
+    running = 0
+    peak = 0
+    progress = Progress()
+    gate = asyncio.Event()
+
+    async def job(key: Hashable) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        progress.bump()
+        try:
+            await gate.wait()
+        finally:
+            running -= 1
+
+    scheduler = Scheduler(job, concurrency=2, slow_concurrency=3, slow_after=0.01)
+    for i in range(10):
+        scheduler.schedule(i, 60, delay=0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        # 2 fast slots + 3 in the slow lane; the two jobs holding fast slots stay there.
+        await progress.until(lambda: running == 5 and scheduler.slow_running == 3)
+        assert scheduler.blocked_since is not None  # every slot is taken: liveness can see it
+    finally:
+        gate.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert peak == 5
 
 
 async def test_unscheduled_and_rescheduled_keys_do_not_run_stale_entries() -> None:

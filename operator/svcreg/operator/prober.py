@@ -119,6 +119,7 @@ class Prober:
         metrics: Metrics | None = None,
         guard: PartitionGuard | None = None,
         concurrency: int = 200,
+        slow_concurrency: int = 1000,
         active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -134,7 +135,10 @@ class Prober:
         self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
         self._health_counts: Counter[Health] = Counter()
         self.scheduler = Scheduler(
-            self._job, concurrency=concurrency, on_lag=self.metrics.scheduler_lag.observe
+            self._job,
+            concurrency=concurrency,
+            slow_concurrency=slow_concurrency,
+            on_lag=self.metrics.scheduler_lag.observe,
         )
 
     # -- watch side -----------------------------------------------------------------------------

@@ -5,6 +5,13 @@ first run lands at a random point in its first interval (jitter), so ten thousan
 created at once do not all fire in the same second. A global semaphore bounds how many probe
 jobs run at once. Lag (how late a job starts versus its due time) is what tells an operator the
 prober is overloaded, so it is measured for every run.
+
+A job still running after ``slow_after`` seconds (a target that accepts and never answers, a
+serviceRef fanning out) gives its slot back and moves to a separate, bounded slow lane: a tenth of
+the targets hanging until their timeout then costs the others nothing, where holding slots for the
+whole timeout would need ``hung x timeout / interval`` of them and delay every healthy probe. When
+the slow lane is full a slow job keeps its slot, so at most ``concurrency + slow_concurrency``
+jobs ever run at once.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ logger = logging.getLogger(__name__)
 
 Job = Callable[[Hashable], Awaitable[None]]
 COALESCE = 0.005  # seconds: entries due this close together are dispatched in one wake-up
+SLOW_AFTER = 0.5  # seconds: a probe answers in milliseconds; one this slow is waiting on a timeout
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+@dataclass
+class _Slot:
+    demoted: bool = False  # moved to the slow lane: its fast slot was given back
 
 
 @dataclass(order=True)
@@ -42,6 +55,8 @@ class Scheduler:
         job: Job,
         *,
         concurrency: int = 200,
+        slow_concurrency: int = 1000,
+        slow_after: float = SLOW_AFTER,
         clock: Callable[[], float] = time.monotonic,
         on_lag: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
@@ -51,6 +66,9 @@ class Scheduler:
         self._on_lag = on_lag
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(concurrency)
+        self.slow_concurrency = slow_concurrency
+        self.slow_after = slow_after
+        self.slow_running = 0  # jobs in the slow lane now
         self._heap: list[_Entry] = []
         self._intervals: dict[Hashable, float] = {}
         self._once: set[Hashable] = set()  # keys that run when scheduled, not on a cadence
@@ -170,7 +188,16 @@ class Scheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _demote(self, slot: _Slot) -> None:
+        """A job has run ``slow_after`` seconds: move it to the slow lane if there is room."""
+        if self.slow_running < self.slow_concurrency:
+            slot.demoted = True
+            self.slow_running += 1
+            self._semaphore.release()
+
     async def _run_one(self, key: Hashable) -> None:
+        slot = _Slot()
+        timer = asyncio.get_running_loop().call_later(self.slow_after, self._demote, slot)
         try:
             await self._job(key)
         except asyncio.CancelledError:
@@ -178,5 +205,9 @@ class Scheduler:
         except Exception:
             logger.exception("probe job for %s failed", key)
         finally:
+            timer.cancel()
             self._running.discard(key)
-            self._semaphore.release()
+            if slot.demoted:
+                self.slow_running -= 1
+            else:
+                self._semaphore.release()
