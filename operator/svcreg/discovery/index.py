@@ -3,8 +3,9 @@
 Fed by a watch (``observe``), answered from memory (``query``). Secondary indices by
 capability, service, tag and namespace mean a query intersects the smallest sets it names
 instead of scanning every registration. Each change bumps ``index``, a counter clients use for
-long polls and ``ETag``s, and is kept in a short history so ``/v1/watch`` can resume from a
-``Last-Event-ID``.
+long polls and ``ETag``s, is kept in a short history so ``/v1/watch`` can resume from a
+``Last-Event-ID``, and is handed to the open watches and long polls it may concern
+(``svcreg.discovery.routing``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pydantic
 from svcreg.core import wire
 from svcreg.core.health import Health
 from svcreg.core.model import ServiceRegistrationSpec
+from svcreg.discovery.routing import Router
 
 Key = tuple[str, str]
 HISTORY = 10_000
@@ -176,7 +178,7 @@ class Index:
         self._first = self.index
         self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
-        self._changed = asyncio.Event()
+        self.router: Router[Change] = Router()
 
     def mark_stale(self, reason: str) -> None:
         """The watch feeding this index is down: what it holds may be out of date."""
@@ -275,21 +277,10 @@ class Index:
         self.index += 1
         change = Change(self.index, kind, item, previous)
         self.history.append(change)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.router.publish(change)
         return change
 
     # -- reads -----------------------------------------------------------------------------------
-
-    async def wait_past(self, index: int, seconds: float) -> bool:
-        """Wait until the index passes ``index``; False when ``seconds`` pass first."""
-        try:
-            async with asyncio.timeout(seconds):
-                while self.index <= index:
-                    await self._changed.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def resume_point(self, event_id: str) -> int | None:
         """The index a ``Last-Event-ID`` resumes from; None when it is not a point of this

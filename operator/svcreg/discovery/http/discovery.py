@@ -62,6 +62,8 @@ class Discovery:
     operator_url: str | None = None
     # The operator's API client, for the registration facade's writes (None on replicas).
     api: KubeApi | None = None
+    # The registration facade writes as the calling ServiceAccount (see registrations.py).
+    impersonate: bool = True
     # Bounds on long-lived answers; over them a caller gets 429 with Retry-After.
     max_watchers: int = 1000
     max_long_polls: int = 1000
@@ -160,10 +162,13 @@ async def _long_poll(
         raise AuthError(429, "TooManyLongPolls", "too many long polls are waiting; retry", retry_after=1)
     wait = min(query.wait, discovery.max_wait)
     discovery.long_polls += 1
+    # Woken only by a change this query may concern (its route), not by every change.
+    subscription = discovery.index.router.subscribe(query)
     try:
         # Jitter spreads the wake-ups of many watchers whose waits were set at the same moment.
-        await discovery.index.wait_past(query.index, wait + random.uniform(0, wait / 16))
+        await subscription.wait(wait + random.uniform(0, wait / 16))
     finally:
+        discovery.index.router.unsubscribe(subscription)
         discovery.long_polls -= 1
     _, readable = await _caller(request, query)
     return readable
@@ -370,9 +375,36 @@ async def watch(request: web.Request) -> web.StreamResponse:
             return "deleted"
         return None
 
+    async def reset() -> int:
+        """Tell the client to list again (a resume point unknown here, or a reader that fell
+        too far behind), and go on from now."""
+        now = index.index
+        data = json.dumps({"type": "reset", "index": now})
+        await response.write(f"id: {now}\nevent: reset\ndata: {data}\n\n".encode())
+        return now
+
+    async def send(changes: list[Change], after: int) -> int:
+        for change in changes:
+            if change.index <= after:
+                continue  # already sent while catching up from the history
+            kind = await event_kind(change)
+            if kind is not None:
+                await response.write(_event(change, kind))
+            after = change.index
+        return after
+
     discovery.watchers += 1
+    # Subscribed before the history is read, with no await between: every later change is in
+    # the subscription, every earlier one in the history.
+    subscription = index.router.subscribe(query)
     checked = time.monotonic()
     try:
+        caught_up = None if position is None else index.changes_since(position)
+        if position is None or caught_up is None:
+            # A resume point from another process, or older than the kept history.
+            position = await reset()
+        else:
+            position = await send(caught_up, position)
         while True:
             if expires is not None and time.time() >= expires:
                 return response  # the token the stream was opened with has expired
@@ -384,29 +416,23 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 except AuthError:
                     return response
                 checked = time.monotonic()
-            changes = None if position is None else index.changes_since(position)
-            if changes is None or position is None:
-                # A resume point from another process, or older than the kept history: tell
-                # the client to list again, and go on from now.
-                position = index.index
-                reset = json.dumps({"type": "reset", "index": position})
-                await response.write(f"id: {position}\nevent: reset\ndata: {reset}\n\n".encode())
+            if subscription.overflowed:
+                subscription.take()
+                subscription.overflowed = False
+                position = await reset()
                 continue
-            for change in changes:
-                kind = await event_kind(change)
-                if kind is not None:
-                    await response.write(_event(change, kind))
-                position = change.index
+            position = await send(subscription.take(), position)
             wait = (
                 KEEPALIVE_SECONDS
                 if expires is None
                 else max(0.0, min(KEEPALIVE_SECONDS, expires - time.time()))
             )
-            if not await index.wait_past(position, wait):
+            if not await subscription.wait(wait):
                 await response.write(b": keep-alive\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        index.router.unsubscribe(subscription)
         discovery.watchers -= 1
     return response
 
