@@ -68,6 +68,7 @@ async def run(settings: Settings) -> None:
         max_long_polls=settings.max_long_polls,
         operator_url=settings.operator_url if settings.discovery_only else None,
         api=None if settings.discovery_only else api,
+        impersonate=not settings.no_impersonate_callers,
     )
     api_server = urlsplit(api.base_url)
     references = settings.partition_references or ((api_server.hostname or "", api_server.port or 443),)

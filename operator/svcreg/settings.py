@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     no_registration_api: bool = Field(
         False, description="turn off PUT/DELETE /v1/registrations (HTTP self-registration)"
     )
+    no_impersonate_callers: bool = Field(
+        False,
+        description="the registration API writes with svcreg's own rights instead of as the calling "
+        "ServiceAccount (for API servers before Kubernetes 1.36's constrained impersonation)",
+    )
     cors_origin: Strings = Field(
         (),
         description="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default",

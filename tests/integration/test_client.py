@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from aiohttp import web
 from kubernetes import config as k8s_config
 
@@ -243,6 +245,82 @@ def test_registration_api_is_no_confused_deputy(world: World) -> None:
     clash = _put(world, "creator", "deputy-taken", body)
     assert clash.status_code == 409, clash.text
     assert world.k8s.get_registration(world.ns, "deputy-taken")["spec"].get("weight", 100) == 100
+
+
+def test_registration_api_writes_as_the_caller(world: World) -> None:
+    """Admission sees the calling ServiceAccount, not svcreg: a policy that refuses one caller
+    refuses that caller's write through the API too, and the caller hears the policy's reason."""
+    k8s, ns = world.k8s, world.ns
+    k8s.create_service_account(ns, "audited")
+    k8s.grant(ns, "audited", ["create", "patch", "get", "delete"])
+    audited = f"system:serviceaccount:{ns}:audited"
+    policy = f"svcreg-deny-audited-{ns}"
+    k8s.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["svcreg.io"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["serviceregistrations"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": f"request.userInfo.username != '{audited}'",
+                        "message": "audited callers may not register here",
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        ns,
+    )
+    k8s.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+            },
+        },
+        ns,
+    )
+    try:
+        manifest = yaml.safe_dump(registration("as-kubectl", {"endpoint": world.targets["live"].url}))
+        # The policy is in force once kubectl, acting as the same ServiceAccount, is refused (a
+        # server-side dry run: every attempt is a CREATE that admission sees).
+        command = ("create", "--dry-run=server", "--as", audited, "-n", ns, "-f", "-")
+        deadline = time.monotonic() + 60
+        refusal = "audited callers may not register here"
+        while refusal not in k8s.kubectl(*command, input=manifest, check=False).stderr:
+            assert time.monotonic() < deadline, "the admission policy never took effect"
+            time.sleep(0.2)
+        body = {"spec": {"endpoint": world.targets["live"].url, "capabilities": ["audited"]}}
+        refused = _put(world, "audited", "audited-write", body)
+        assert refused.status_code == 403, refused.text
+        assert "audited callers may not register here" in refused.json()["error"]["message"]
+        # Another caller of the same rights is not refused: the policy saw who asked.
+        assert _put(world, "writer", "audited-write", body).status_code == 201
+        stored = k8s.get_registration(ns, "audited-write")
+        assert (
+            stored["metadata"]["annotations"]["svcreg.io/registered-by"]
+            == f"system:serviceaccount:{ns}:writer"
+        )
+    finally:
+        k8s.kubectl(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, check=False
+        )
 
 
 @pytest.mark.parametrize(

@@ -457,6 +457,19 @@ def test_the_chart_permissions_run_the_whole_flow(
             assert [i["name"] for i in answer.json()["items"]] == [name]
             beat = httpx.post(f"{url}/v1/heartbeat/{namespace}/beats", headers=headers, timeout=30)
             assert beat.status_code == 200, beat.text
+            # The registration API, as the caller (impersonated), with the caller's own rights.
+            k8s.grant(namespace, "consumer", ["create", "patch", "delete"])
+            put = httpx.put(
+                f"{url}/v1/registrations/{namespace}/via-http",
+                headers=headers,
+                json={"spec": {"endpoint": target.url}},
+                timeout=30,
+            )
+            assert put.status_code == 201, put.text
+            removed = httpx.delete(
+                f"{url}/v1/registrations/{namespace}/via-http", headers=headers, timeout=30
+            )
+            assert removed.status_code == 200, removed.text
             k8s.kubectl(
                 "wait",
                 "--for=jsonpath={.status.health}=Healthy",
@@ -482,7 +495,8 @@ RULES = [
     ("svcreg-operator", 1, "serviceregistrations/status", "patch"),
     ("svcreg-operator", 2, "endpointslices", "list"),
     ("svcreg-operator", 3, "events", "create"),
-    ("svcreg-operator", 4, "serviceregistrations", "patch"),
+    ("svcreg-operator", 4, "serviceaccounts", "impersonate:serviceaccount"),
+    ("svcreg-operator", 5, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
     ("svcreg-reviews", 0, "tokenreviews", "create"),
     ("svcreg-reviews", 1, "subjectaccessreviews", "create"),
 ]
@@ -520,8 +534,8 @@ def test_removing_any_rule_fails_with_a_clear_403(
         bind_cluster_role(k8s, namespace, "consumer", "svcreg-reader")
         operator = operator_as(k8s, control_plane, account, tmp_path).launch()
         try:
-            if resource == "serviceregistrations" and verb == "patch":
-                # The registration API writes with svcreg's own permissions, after the caller's
+            if verb.startswith("impersonate"):
+                # The registration API writes as the caller, after the caller's
                 # SubjectAccessReview passes (an update is an apply: the caller needs patch).
                 k8s.grant(namespace, "consumer", ["create", "patch", "get", "list"])
                 operator.wait_until(lambda: operator.ready() is not None, "/readyz to answer")

@@ -129,8 +129,17 @@ class KubeApi:
                 self._session = session
         return session
 
-    def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict[str, str]:
+    def _headers(
+        self,
+        content_type: str | None = None,
+        accept: str = "application/json",
+        impersonate: str | None = None,
+    ) -> dict[str, str]:
         headers = {"Accept": accept}
+        if impersonate:
+            # Only the username: the API server derives a ServiceAccount's groups itself, and
+            # constrained impersonation (``impersonate:serviceaccount``) allows nothing more.
+            headers["Impersonate-User"] = impersonate
         # Calls the in-cluster refresh hook, so a rotated ServiceAccount token is picked up. The
         # kubernetes package files bearer tokens under "BearerToken" (older ones: "authorization").
         authorization = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
@@ -155,9 +164,11 @@ class KubeApi:
         params: dict[str, str] | None = None,
         deadline_seconds: float | None = None,
         accept: str = "application/json",
+        impersonate: str | None = None,
     ) -> Response:
         """One API call, whatever its answer; ``errors.Unreachable`` when none came within
-        ``deadline_seconds`` (default: this client's ``deadline``)."""
+        ``deadline_seconds`` (default: this client's ``deadline``). With ``impersonate`` (a
+        username) the API server authorizes, admits and audits the call as that user."""
         body = None if json is None else _dumps(json)
         deadline = deadline_seconds or self.deadline
         try:
@@ -166,7 +177,7 @@ class KubeApi:
                 self.base_url + path,
                 data=body,
                 params=params,
-                headers=self._headers(content_type if json is not None else None, accept),
+                headers=self._headers(content_type if json is not None else None, accept, impersonate),
                 timeout=aiohttp.ClientTimeout(total=deadline, connect=min(CONNECT_TIMEOUT, deadline)),
             ) as answer:
                 return Response(answer.status, await answer.read())
@@ -244,6 +255,7 @@ class KubeApi:
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         owner_references: list[dict[str, Any]] | None = None,
+        impersonate: str | None = None,
     ) -> dict[str, Any]:
         """Create or update a registration with server-side apply and return the stored object:
         the fields this manager sets are its own, and fields other managers (kubectl, GitOps)
@@ -257,6 +269,7 @@ class KubeApi:
             json=manifest,
             content_type="application/apply-patch+yaml",
             params={"fieldManager": field_manager, "force": "true"},
+            impersonate=impersonate,
         )
         stored: dict[str, Any] = answer.json()
         return stored
@@ -269,6 +282,7 @@ class KubeApi:
         *,
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
+        impersonate: str | None = None,
     ) -> dict[str, Any]:
         """Create a registration that must not exist yet (``errors.Conflict`` when it does)."""
         manifest = _manifest(namespace, name, spec, labels=labels, annotations=annotations)
@@ -276,6 +290,7 @@ class KubeApi:
             "POST",
             f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{model.PLURAL}",
             json=manifest,
+            impersonate=impersonate,
         )
         stored: dict[str, Any] = answer.json()
         return stored

@@ -121,9 +121,21 @@ volumeMounts:
   resources: [events]
   verbs: [create]
 {{- if .Values.registrationApi.enabled }}
+{{- if .Values.registrationApi.impersonate }}
+- apiGroups: [authentication.k8s.io]
+  resources: [serviceaccounts]
+  verbs: ["impersonate:serviceaccount"]
+- apiGroups: [svcreg.io]
+  resources: [serviceregistrations]
+  verbs:
+    - "impersonate-on:serviceaccount:create"
+    - "impersonate-on:serviceaccount:patch"
+    - "impersonate-on:serviceaccount:delete"
+{{- else }}
 - apiGroups: [svcreg.io]
   resources: [serviceregistrations]
   verbs: [create, patch]
+{{- end }}
 {{- end }}
 {{- end }}
 {{- define "svcreg.discoveryRules" -}}

@@ -3,9 +3,14 @@ services that cannot talk to the Kubernetes API.
 
 The resource stays the single source of truth: the facade writes the same ServiceRegistration a
 ``kubectl apply`` would, with server-side apply, only after a SubjectAccessReview says the
-caller itself may create, update or delete registrations there. svcreg's ServiceAccount makes
-the write, and the object is annotated with who asked. The body is validated by the same model
-as the CRD, so a bad field is a 400 naming it before anything reaches the API server.
+caller itself may create, update or delete registrations there. The write is made *as the
+caller*: svcreg impersonates the calling ServiceAccount (constrained impersonation, granted only
+for these verbs on serviceregistrations), so RBAC, admission policies, quotas and the audit log
+see who asked, and svcreg's own ServiceAccount needs no write rights of its own. Callers that are
+not ServiceAccounts cannot be impersonated that narrowly and are refused (403); with
+impersonation turned off (``--no-impersonate-callers``) svcreg writes itself. Either way the
+object is annotated with who asked. The body is validated by the same model as the CRD, so a bad
+field is a 400 naming it before anything reaches the API server.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from svcreg.kube.api import KubeApi
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "svcreg-registration-api"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 REGISTERED_BY = f"{model.GROUP}/registered-by"
 MAX_BODY = 64 * 1024
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -74,6 +80,21 @@ async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]
     return discovery, namespace, name, identity
 
 
+def _writer(discovery: Discovery, identity: Identity) -> str | None:
+    """Whom the write is made as: the caller (None: svcreg itself, impersonation being off).
+    Checked after the caller's rights, so a caller with none learns nothing here either."""
+    if not discovery.impersonate:
+        return None
+    if not identity.username.startswith(SERVICE_ACCOUNT_PREFIX):
+        raise AuthError(
+            403,
+            "NotAServiceAccount",
+            f"the registration API writes as the caller and impersonates only ServiceAccounts; "
+            f"{identity.username} may apply the registration with kubectl instead",
+        )
+    return identity.username
+
+
 def _answer(status: int, answer: wire.RegistrationWrite) -> web.Response:
     return web.Response(
         status=status,
@@ -103,6 +124,7 @@ async def put_registration(request: web.Request) -> web.Response:
             "Forbidden",
             f"{identity.username} may not create or patch serviceregistrations in {namespace}",
         )
+    writer = _writer(discovery, identity)
     spec = json.loads(raw)["spec"]  # as the caller wrote it (validated above), as kubectl would
     labels = {**body.labels, "app.kubernetes.io/managed-by": FIELD_MANAGER}
     annotations = {REGISTERED_BY: identity.username}
@@ -116,12 +138,18 @@ async def put_registration(request: web.Request) -> web.Response:
                     f"{identity.username} may not create serviceregistrations in {namespace}",
                 )
             stored = await api.apply_registration(
-                namespace, name, spec, field_manager=FIELD_MANAGER, labels=labels, annotations=annotations
+                namespace,
+                name,
+                spec,
+                field_manager=FIELD_MANAGER,
+                labels=labels,
+                annotations=annotations,
+                impersonate=writer,
             )
             creating = not exists
         else:
             stored = await api.create_registration(
-                namespace, name, spec, labels=labels, annotations=annotations
+                namespace, name, spec, labels=labels, annotations=annotations, impersonate=writer
             )
             creating = True
     except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
@@ -152,8 +180,9 @@ async def delete_registration(request: web.Request) -> web.Response:
     if api is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
     await discovery.auth.require(identity, "delete", namespace, name)
+    writer = _writer(discovery, identity)
     try:
-        await api.call("DELETE", KubeApi.registration_path(namespace, name))
+        await api.call("DELETE", KubeApi.registration_path(namespace, name), impersonate=writer)
     except kube_errors.NotFound:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
     except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:

@@ -1,0 +1,69 @@
+"""The registration API writes as the caller, over real HTTP, with the API server answered in
+process (what it does with the impersonation is proven in the integration tier)."""
+
+from __future__ import annotations
+
+import json as json_mod
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from kubernetes import client as k8s_client
+
+from svcreg.discovery.http.app import build_app
+from svcreg.discovery.http.auth import Authorizer
+from svcreg.discovery.http.discovery import Discovery
+from svcreg.discovery.index import Index
+from svcreg.kube.api import KubeApi, Response
+from svcreg.telemetry.metrics import Metrics
+from tests.unit.test_discovery_units import FakeApi
+
+BODY = {"spec": {"endpoint": "http://a.svc:80"}}
+
+
+class WritingApi(KubeApi):
+    """The real client's calls over a stand-in transport: reviews as FakeApi ("good" is a
+    ServiceAccount, "human" a person); each write recorded with whom it was made as."""
+
+    def __init__(self) -> None:
+        super().__init__(k8s_client.Configuration())
+        self.reviews = FakeApi()
+        self.writes: list[tuple[str, str | None]] = []
+
+    async def request(self, method: str, path: str, *, json: Any = None, **options: Any) -> Response:
+        if path.endswith("tokenreviews") and json["spec"]["token"] == "human":
+            status = {"authenticated": True, "user": {"username": "alice@example.com", "groups": ["devs"]}}
+            return Response(201, json_mod.dumps({"status": status}).encode())
+        if "serviceregistrations" in path:
+            if method == "GET":
+                return Response(404, b'{"kind": "Status", "reason": "NotFound", "code": 404}')
+            self.writes.append((method, options.get("impersonate")))
+            return Response(201, json_mod.dumps({"metadata": {"generation": 1}}).encode())
+        return await self.reviews.request(method, path, json=json, **options)
+
+
+async def put(impersonate: bool, token: str) -> tuple[int, dict[str, Any], WritingApi]:
+    api = WritingApi()
+    metrics = Metrics()
+    discovery = Discovery(
+        Index(), Authorizer(api, metrics=metrics), metrics, api=api, impersonate=impersonate
+    )
+    app = build_app(metrics, lambda: (True, {}), discovery)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.put(
+            "/v1/registrations/a/r1", json=BODY, headers={"Authorization": f"Bearer {token}"}
+        )
+        return answer.status, await answer.json(), api
+
+
+@pytest.mark.parametrize("impersonate", [True, False])
+async def test_a_service_account_caller_is_written_as_itself_unless_turned_off(impersonate: bool) -> None:
+    status, _, api = await put(impersonate, "good")
+    assert status == 201
+    assert api.writes == [("PATCH", "system:serviceaccount:a:r" if impersonate else None)]
+
+
+async def test_a_caller_that_cannot_be_impersonated_narrowly_is_refused_not_written_as_svcreg() -> None:
+    status, answer, api = await put(True, "human")
+    assert status == 403 and answer["error"]["code"] == "NotAServiceAccount"
+    assert api.writes == []
