@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from typing import Any
 
@@ -47,6 +48,9 @@ async def test_a_watch_ends_when_the_token_it_was_opened_with_expires() -> None:
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/v1/watch", headers={"Authorization": f"Bearer {jwt(time.time() + 2)}"})
         assert response.status == 200
+        exposed = await (await client.get("/metrics")).text()
+        assert "svcreg_watch_streams 1.0" in exposed  # what an operator of svcreg sees
+        assert re.search(r"^svcreg_asyncio_tasks [1-9]", exposed, re.M)
         async with asyncio.timeout(20):  # keep-alives come every 15 s; expiry ends it first
             received = await response.content.read()  # returns at the end of the stream
         assert received.startswith(b": svcreg watch from index")

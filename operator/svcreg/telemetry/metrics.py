@@ -6,6 +6,8 @@ components in one process without duplicate-metric errors.
 
 from __future__ import annotations
 
+import asyncio
+
 import bisect
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -81,6 +83,14 @@ class LoopHistogram(Collector):
 
 
 _CODES = {code: str(code) for code in range(100, 600)}
+
+
+def _tasks_alive() -> float:
+    """Tasks on the running loop (metrics are rendered on it); 0 when read from elsewhere."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
 
 
 class Metrics:
@@ -169,6 +179,14 @@ class Metrics:
             "Seconds since the watch feeding the discovery index went down (0 while it is up).",
             registry=r,
         )
+        self.asyncio_tasks = Gauge(
+            "svcreg_asyncio_tasks",
+            "Tasks alive on the event loop: flat in a steady state; growth is a leak.",
+            registry=r,
+        )
+        self.asyncio_tasks.set_function(_tasks_alive)
+        self.watchers = Gauge("svcreg_watch_streams", "Open /v1/watch streams.", registry=r)
+        self.long_polls = Gauge("svcreg_long_polls", "Long polls waiting.", registry=r)
         pause_buckets = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
         self.loop_lag = Histogram(
             "svcreg_event_loop_lag_seconds",

@@ -74,6 +74,8 @@ class Discovery:
         self.answers = AnswerCache()
         self.watchers = 0
         self.long_polls = 0
+        self.metrics.watchers.set_function(lambda: self.watchers)
+        self.metrics.long_polls.set_function(lambda: self.long_polls)
         self._forwarder: aiohttp.ClientSession | None = None
 
     async def forward(self, request: web.Request) -> web.Response:
