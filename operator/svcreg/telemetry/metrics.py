@@ -7,7 +7,6 @@ components in one process without duplicate-metric errors.
 from __future__ import annotations
 
 import asyncio
-
 import bisect
 from collections.abc import Iterator, Sequence
 from typing import Any
