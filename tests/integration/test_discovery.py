@@ -499,16 +499,16 @@ def test_openapi_holds_against_generated_requests(
 def _schemathesis(url: str, token: str) -> None:
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(Path(__file__).parent / "schemathesis.toml"),
         "run",
         f"{url}/openapi.json",
         "-H",
         f"Authorization: Bearer {token}",
         "--exclude-path",
         "/v1/watch",
-        "--checks",
-        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
         "--max-examples",
-        "100",
+        "200",
         "--request-timeout",
         "10",
         "--seed",
@@ -516,11 +516,12 @@ def _schemathesis(url: str, token: str) -> None:
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    failures = output.find("FAILURES")
+    assert result.returncode == 0, output[failures : failures + 6000] if failures >= 0 else output[-4000:]
     match = re.search(r"(\d+) generated, (\d+) passed", output)
     assert match is not None, output[-2000:]
     generated, passed = int(match.group(1)), int(match.group(2))
-    assert generated >= 500 and passed == generated, output[-2000:]
+    assert generated >= 1000 and passed == generated, output[-2000:]
 
 
 def test_discovery_only_replica_serves_from_its_watch_and_never_writes(

@@ -115,13 +115,27 @@ def test_candidates_intersect_indices_and_respect_namespaces() -> None:
     assert [i.name for i in index.candidates(query, frozenset({"b"}))] == ["z"]
 
 
+def test_a_wait_without_index_answers_at_once_and_long_waits_are_clamped() -> None:
+    assert parse(MultiDict([("wait", "5s")]), "services").wait is None
+    assert parse(MultiDict([("index", "1"), ("wait", "90m")]), "services").wait == 300.0
+    assert parse(MultiDict([("health", "any,Healthy")]), "services").health is None
+
+
+def test_version_ranges_are_exactly_the_published_pattern() -> None:
+    for good in (">=1.2,<2", "^1.4", "~1.2", "==1.0.0", "1", "!=0.9.1"):
+        assert parse(MultiDict([("version", good)]), "services").version is not None
+    for bad in ("", "00", ">=1.2, <2", "1.2.3-rc.1", "*", ">=v1"):
+        with pytest.raises(BadParameter):
+            parse(MultiDict([("version", bad)]), "services")
+
+
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
         ([("health", "Sick")], "health"),
         ([("version", "~~1")], "version"),
         ([("service", "A_B")], "service"),
-        ([("wait", "5s")], "wait"),
+        ([("wait", "soon")], "wait"),
         ([("index", "1"), ("wait", "10h")], "wait"),
         ([("select", "two")], "select"),
         ([("service", "a"), ("service", "b")], "service"),

@@ -92,17 +92,24 @@ def _duration(parameter: str, value: str) -> float:
     if not match:
         raise BadParameter(parameter, f"{value!r} is not a duration such as 30s, 500ms or 2m")
     number = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
-    if number > MAX_WAIT_SECONDS:
-        raise BadParameter(parameter, f"at most {MAX_WAIT_SECONDS:.0f}s")
-    return number
+    return min(number, MAX_WAIT_SECONDS)  # longer waits are clamped, as documented
 
 
 MAX_RANGE_LENGTH = 128
+_NUMBER = r"(0|[1-9][0-9]{0,8})"
+_CLAUSE = rf"(==|!=|<=|>=|<|>|\^|~=|~)?{_NUMBER}(\.{_NUMBER}(\.{_NUMBER})?)?"
+# The ranges accepted, exactly: comma-separated clauses of an operator and a release
+# (1, 1.2 or 1.2.3). Published as the parameter's pattern in /openapi.json, so what the schema
+# allows and what the server accepts are the same set.
+RANGE_PATTERN = rf"^{_CLAUSE}(,{_CLAUSE})*$"
+_RANGE = re.compile(RANGE_PATTERN)
 
 
 def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
     if len(value) > MAX_RANGE_LENGTH:
         raise BadParameter(parameter, f"a semver range of at most {MAX_RANGE_LENGTH} characters")
+    if not _RANGE.match(value):
+        raise BadParameter(parameter, f"{value!r} is not a semver range such as >=1.2,<2 or ^1.4")
     try:
         return semantic_version.SimpleSpec(value)
     except (ValueError, RecursionError) as error:
@@ -183,8 +190,8 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
     health_values = params.getall("health", [])
     if health_values:
         wanted = {part.strip() for value in health_values for part in value.split(",") if part.strip()}
-        if wanted == {"any"}:
-            fields["health"] = None
+        if "any" in wanted:
+            fields["health"] = None  # any state, whatever else is named beside it
         else:
             known = {h.value for h in Health}
             unknown = sorted(wanted - known)
@@ -199,9 +206,11 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
             raise BadParameter("index", f"{raw!r} is not a non-negative integer")
         fields["index"] = int(raw)
     if "wait" in params:
-        if "index" not in params:
-            raise BadParameter("wait", "needs index=N (the index of the answer you already have)")
-        fields["wait"] = _duration("wait", _single(params, "wait"))
+        # Checked even without index (a bad value is still a 400 naming it); without index there
+        # is nothing to wait past, so the answer comes at once, as Consul's blocking queries do.
+        wait = _duration("wait", _single(params, "wait"))
+        if "index" in params:
+            fields["wait"] = wait
     if "select" in params:
         if _single(params, "select") != "one":
             raise BadParameter("select", "the only selection is select=one")

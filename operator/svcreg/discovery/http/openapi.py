@@ -16,8 +16,10 @@ from pydantic.json_schema import models_json_schema
 from svcreg import __version__
 from svcreg.core import wire
 from svcreg.core.health import Health
+from svcreg.discovery import query
 
 _HEALTH = [h.value for h in Health]
+_STATES = "|".join([*_HEALTH, "any"])
 
 
 def _param(
@@ -26,6 +28,7 @@ def _param(
     return {"name": name, "in": where, "description": description, "schema": schema, **extra}
 
 
+_RANGE_SCHEMA = {"type": "string", "pattern": query.RANGE_PATTERN, "maxLength": query.MAX_RANGE_LENGTH}
 _LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 _NS = _param("namespace", "Only this namespace.", _LABEL)
 _INDEX = _param(
@@ -35,13 +38,14 @@ _INDEX = _param(
 )
 _WAIT = _param(
     "wait",
-    "Long-poll duration, e.g. 30s (at most 300s; a server may hold it less, see --max-wait); needs index.",
+    "Long-poll duration, e.g. 30s (at most 300s; a server may hold it less, see --max-wait); without "
+    "index the answer comes at once.",
     {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m)?$"},
 )
 _HEALTH_P = _param(
     "health",
     "Health states to include (repeatable or comma-separated); 'any' for all. Default Healthy and Degraded.",
-    {"type": "string"},
+    {"type": "string", "pattern": f"^({_STATES})?(,({_STATES})?)*$"},
     explode=True,
 )
 _FILTERS = [
@@ -59,7 +63,7 @@ _FILTERS = [
         {"type": "array", "items": _LABEL},
         explode=True,
     ),
-    _param("version", "Semantic version range, e.g. >=1.2,<2.", {"type": "string"}),
+    _param("version", "Semantic version range, e.g. >=1.2,<2.", _RANGE_SCHEMA),
     _HEALTH_P,
 ]
 _REF = "#/components/schemas/{model}"
@@ -74,7 +78,13 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 
 _ERROR = _json(wire.ErrorAnswer, "An error.")
-_ERRORS = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "429": _ERROR, "503": _ERROR}
+# A request the HTTP layer cannot parse (a request line over 8 KiB, a malformed header) is
+# refused before any route sees it, in aiohttp's plain text.
+_UNPARSED = {
+    "description": "A bad parameter (JSON), or a request the HTTP layer could not parse (plain text).",
+    "content": {**_ERROR["content"], "text/plain": {"schema": {"type": "string"}}},
+}
+_ERRORS = {"400": _UNPARSED, "401": _ERROR, "403": _ERROR, "429": _ERROR, "503": _ERROR}
 
 
 def _get(
@@ -108,8 +118,14 @@ def _plain(summary: str) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {"200": answer, "503": answer}}}
 
 
-_PATH_NS = _param("namespace", "Namespace.", {"type": "string"}, "path", required=True)
-_PATH_NAME = _param("name", "Registration name.", {"type": "string"}, "path", required=True)
+_PATH_NS = _param("namespace", "Namespace.", _LABEL, "path", required=True)
+_PATH_NAME = _param(
+    "name",
+    "Registration name.",
+    {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", "maxLength": 253},
+    "path",
+    required=True,
+)
 
 
 @functools.cache
@@ -166,9 +182,13 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Instances providing a capability; select=one picks one by weight.",
                     "parameters": [
-                        _param("name", "Capability name.", {"type": "string"}, "path", required=True),
+                        _param("name", "Capability name.", _LABEL, "path", required=True),
                         _NS,
-                        _param("version", "Semver range on the capability's version.", {"type": "string"}),
+                        _param(
+                            "version",
+                            "Semver range on the capability's version.",
+                            _RANGE_SCHEMA,
+                        ),
                         _param(
                             "tag",
                             "Tag filter (repeatable).",
