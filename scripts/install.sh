@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything svcreg needs on a fresh machine: a virtualenv with the package and its test
-# tools, and the control-plane binaries built from Go modules (cached in ~/.cache/svcreg).
+# tools, the control-plane and node binaries built from Go modules (cached in ~/.cache/svcreg),
+# and the node's host programs from Debian's packages (containerd, runc, buildah, CNI plugins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,21 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-.venv/bin/svcreg cluster build >/dev/null
+# The node (svcreg cluster up --node) runs pods with Debian's containerd and runc, the CNI
+# plugins, and images built by buildah; kube-proxy needs iptables and conntrack.
+NODE_PACKAGES="containerd runc buildah containernetworking-plugins iptables conntrack"
+missing=""
+for command in containerd runc buildah iptables conntrack; do
+  command -v "$command" >/dev/null || missing=yes
+done
+[ -x /usr/lib/cni/bridge ] || missing=yes
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "svcreg: installing the node's host programs: $NODE_PACKAGES" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $NODE_PACKAGES >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $NODE_PACKAGES >/dev/null; }
+  else
+    echo "svcreg: the node's tests need (as root) apt-get install $NODE_PACKAGES" >&2
+  fi
+fi
+.venv/bin/svcreg cluster build --node >/dev/null

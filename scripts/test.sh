@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is needed, then run every check: ruff, mypy, the import contracts, unit tests,
-# and the integration tests against a real kube-apiserver and etcd started for this run.
+# the integration tests against a real kube-apiserver and etcd started for this run, and the node
+# tests against a control plane with a real node (kubelet, containerd, runc, CNI, CoreDNS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -16,3 +17,5 @@ echo "== unit tests" >&2
 .venv/bin/pytest tests/unit -q
 echo "== integration tests (real kube-apiserver and etcd)" >&2
 .venv/bin/pytest tests/integration -v
+echo "== node tests (a real node: pods, Services, cluster DNS)" >&2
+.venv/bin/pytest tests/node -v

@@ -11,16 +11,18 @@ from pathlib import Path
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
-    from svcreg.devtools.controlplane import build, cluster  # noqa: PLC0415 - the dev extra
+    from svcreg.devtools.controlplane import build, cluster, node  # noqa: PLC0415 - the dev extra
 
     directory = Path(args.dir) if args.dir else None
     try:
         if args.action == "build":
             binaries = build.ensure_binaries()
+            if args.node:
+                build.ensure_node_binaries()
             print(binaries.path_dir)
             return 0
         if args.action == "up":
-            print(cluster.up(directory).exports(), end="")
+            print(cluster.up(directory, node=args.node).exports(), end="")
             return 0
         if args.action == "down":
             stopped = cluster.down(directory)
@@ -33,14 +35,17 @@ def _cluster_command(args: argparse.Namespace) -> int:
         if args.action == "env":
             print(running.exports(), end="")
             return 0
-        print(f"server:     {running.server}")
-        print(f"kubeconfig: {running.kubeconfig}")
-        print(f"etcd:       {running.etcd_url}")
-        print(f"tools:      {running.path_dir}")
+        print(f"{'server:':<25}{running.server}")
+        print(f"{'kubeconfig:':<25}{running.kubeconfig}")
+        print(f"{'etcd:':<25}{running.etcd_url}")
+        print(f"{'tools:':<25}{running.path_dir}")
+        if running.node:
+            ready = "Ready" if cluster.node_ready(running) else "not Ready"
+            print(f"{'node:':<25}{node.NODE_NAME} at {node.NODE_IP}, {ready}")
         for record in running.processes:
-            print(f"{record.name + ':':<16}pid {record.pid}, log {record.log}")
+            print(f"{record.name + ':':<25}pid {record.pid}, log {record.log}")
         return 0
-    except (build.BuildError, cluster.ClusterError) as error:
+    except (build.BuildError, cluster.ClusterError, node.NodeError) as error:
         print(f"svcreg: {error}", file=sys.stderr)
         return 1
 
@@ -119,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
     )
     cluster_parser.add_argument(
         "--dir", help="state directory (default: $SVCREG_CLUSTER_DIR or ~/.cache/svcreg/cluster)"
+    )
+    cluster_parser.add_argument(
+        "--node",
+        action="store_true",
+        help="with up: also a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, "
+        "scheduler, controller-manager) that runs pods; needs root and bash scripts/install.sh",
     )
     cluster_parser.set_defaults(handler=_cluster_command)
 

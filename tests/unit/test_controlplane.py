@@ -58,7 +58,14 @@ def test_pki_issues_what_the_api_server_needs(tmp_path: Path) -> None:
     admin.verify_directly_issued_by(ca)
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
-    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", pki.SERVICE_IP]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == [
+        "127.0.0.1",
+        pki.SERVICE_IP,
+        pki.NODE_IP,  # the API server's address when a node runs beside it
+    ]
+    kubelet = x509.load_pem_x509_certificate(keys.node_client_cert.read_bytes())
+    kubelet.verify_directly_issued_by(ca)
+    assert kubelet.subject.rfc4514_string() == f"O=system:nodes,CN=system:node:{pki.NODE_NAME}"
     assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
     usage = admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.CLIENT_AUTH in usage

@@ -108,6 +108,38 @@ COMPONENTS = (
 )
 
 
+COREDNS_VERSION = "v1.15.0"
+
+# The node beside the control plane (``svcreg cluster up --node``): built only when asked for, so
+# the plain control plane stays as quick to build as it is.
+NODE_COMPONENTS = (
+    Component(
+        name="node",
+        version=KUBERNETES_VERSION,
+        packages=tuple(
+            f"k8s.io/kubernetes/cmd/{command}"
+            for command in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
+        ),
+        binaries=("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"),
+        ldflags=_kubernetes_ldflags(),
+    ),
+    Component(
+        name="coredns",
+        version=COREDNS_VERSION,
+        packages=("github.com/coredns/coredns",),
+        binaries=("coredns",),
+        ldflags=("-s", "-w"),
+    ),
+    Component(
+        name="nodetools",
+        version="v1",
+        packages=(".",),
+        binaries=("nodetools",),
+        ldflags=("-s", "-w"),
+    ),
+)
+
+
 class BuildError(RuntimeError):
     """A Go build failed; the message carries the tail of its output."""
 
@@ -195,6 +227,28 @@ def build_component(component: Component, report: progress.Reporter = progress.s
     staging.rename(target)
     report(f"built {what} in {progress.elapsed(started)}")
     return target
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """The node's commands: kubelet and its peers, cluster DNS, and the images' one binary."""
+
+    kubelet: Path
+    kube_proxy: Path
+    kube_scheduler: Path
+    kube_controller_manager: Path
+    coredns: Path
+    nodetools: Path
+
+
+def ensure_node_binaries(report: progress.Reporter = progress.stderr_reporter) -> NodeBinaries:
+    """Build the node's components unless cached (a cold build takes minutes)."""
+    found: dict[str, Path] = {}
+    for component in NODE_COMPONENTS:
+        directory = build_component(component, report)
+        for command in component.binaries:
+            found[command.replace("-", "_")] = directory / command
+    return NodeBinaries(**found)
 
 
 def ensure_binaries(report: progress.Reporter = progress.stderr_reporter) -> Binaries:

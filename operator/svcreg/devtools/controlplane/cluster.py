@@ -1,4 +1,5 @@
-"""Start, inspect and stop a local control plane: etcd and kube-apiserver on loopback.
+"""Start, inspect and stop a local control plane: etcd and kube-apiserver on loopback, and with
+``node=True`` a real node beside them (``svcreg.devtools.controlplane.node``).
 
 The processes run in the background in their own session, so ``svcreg cluster up`` can return
 and a later ``svcreg cluster down`` (or a test session's teardown) stops them. Each process is
@@ -25,6 +26,7 @@ import httpx
 import yaml
 
 from svcreg.devtools.controlplane import build, pki, progress
+from svcreg.devtools.controlplane import node as node_mod
 
 STATE_FILE = "cluster.json"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -54,6 +56,7 @@ class Cluster:
     path_dir: str
     etcd_url: str
     processes: tuple[ProcessRecord, ...]
+    node: bool = False  # a node (kubelet, containerd, scheduler, ...) runs beside it
 
     def env(self) -> dict[str, str]:
         """Environment for child processes: the kubeconfig and the built tools first on PATH."""
@@ -190,17 +193,36 @@ def _kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
     path.chmod(0o600)
 
 
-def up(directory: Path | None = None, report: progress.Reporter = progress.stderr_reporter) -> Cluster:
-    """Start etcd and kube-apiserver unless they already run in ``directory``; wait for /readyz."""
+def up(
+    directory: Path | None = None,
+    report: progress.Reporter = progress.stderr_reporter,
+    *,
+    node: bool = False,
+) -> Cluster:
+    """Start etcd and kube-apiserver unless they already run in ``directory``; wait for /readyz.
+    With ``node``, also a node beside them, and wait until it is Ready."""
     directory = directory or default_directory()
     running = status(directory)
     if running is not None and _ready(running):
+        if running.node != node:
+            have = "with" if running.node else "without"
+            raise ClusterError(
+                f"a control plane {have} a node already runs in {directory}; "
+                "stop it first with: svcreg cluster down"
+            )
         report(f"control plane already running at {running.server}")
         return running
     if running is not None or (directory / STATE_FILE).exists():
         report("found a stale or partial control plane; replacing it")
         down(directory, report=progress.silent)
+    if node:
+        missing = node_mod.missing_prerequisites()
+        if missing:
+            raise ClusterError(
+                "a node needs " + ", ".join(missing) + " (bash scripts/install.sh installs them)"
+            )
     binaries = build.ensure_binaries(report)
+    node_binaries = build.ensure_node_binaries(report) if node else None
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     logs = directory / "logs"
@@ -210,7 +232,9 @@ def up(directory: Path | None = None, report: progress.Reporter = progress.stder
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     records: list[ProcessRecord] = []
-    server = f"https://127.0.0.1:{api_port}"
+    # With a node, the API server listens on the node's bridge address, which pods reach.
+    address = node_mod.NODE_IP if node else "127.0.0.1"
+    server = f"https://{address}:{api_port}"
     cluster = Cluster(
         directory=str(directory),
         server=server,
@@ -218,6 +242,7 @@ def up(directory: Path | None = None, report: progress.Reporter = progress.stder
         path_dir=str(binaries.path_dir),
         etcd_url=etcd_url,
         processes=(),
+        node=node,
     )
 
     def save() -> None:
@@ -245,29 +270,28 @@ def up(directory: Path | None = None, report: progress.Reporter = progress.stder
             )
         )
         save()
+        if node:
+            node_mod.network_up()
         records.append(
             _spawn(
                 "kube-apiserver",
                 [
                     str(binaries.kube_apiserver),
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={address}",
+                    f"--advertise-address={address}",
                     f"--secure-port={api_port}",
                     f"--cert-dir={directory / 'pki'}",
                     f"--tls-cert-file={keys.serving_cert}",
                     f"--tls-private-key-file={keys.serving_key}",
                     f"--client-ca-file={keys.ca_cert}",
-                    "--authorization-mode=RBAC",
                     f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                     f"--service-account-key-file={keys.sa_public}",
                     f"--service-account-signing-key-file={keys.sa_private}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    # No controller-manager creates default ServiceAccounts, so the admission
-                    # plugin that requires them would refuse every pod.
-                    "--disable-admission-plugins=ServiceAccount",
                     "--profiling=false",
                     "--v=1",
+                    *(_node_flags(keys) if node else _plain_flags()),
                 ],
                 logs / "kube-apiserver.log",
             )
@@ -276,11 +300,82 @@ def up(directory: Path | None = None, report: progress.Reporter = progress.stder
         save()
         _kubeconfig(Path(cluster.kubeconfig), server, keys)
         _wait_ready(cluster, report)
+        if node_binaries is not None:
+
+            def spawn(name: str, command: list[str]) -> ProcessRecord:
+                nonlocal cluster
+                record = _spawn(name, command, logs / f"{name}.log")
+                records.append(record)
+                cluster = Cluster(**{**asdict(cluster), "processes": tuple(records)})
+                save()
+                return record
+
+            layout = node_mod.Layout(directory / "node")
+            node_mod.start(layout, keys, server, node_binaries, spawn, report)
+            _wait_node_ready(cluster, report)
     except BaseException:
         down(directory, report=progress.silent)
         raise
     report(f"control plane ready at {server} in {progress.elapsed(started)}; logs in {logs}")
     return cluster
+
+
+def _plain_flags() -> list[str]:
+    # No controller-manager creates default ServiceAccounts, so the admission plugin that
+    # requires them would refuse every pod.
+    return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+
+
+def _node_flags(keys: pki.Pki) -> list[str]:
+    """A node's kubelet authorizes as a node; the API server reaches the kubelet (logs, exec) at
+    its InternalIP with the admin client certificate."""
+    return [
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--kubelet-client-certificate={keys.admin_cert}",
+        f"--kubelet-client-key={keys.admin_key}",
+        f"--kubelet-certificate-authority={keys.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+def node_ready(cluster: Cluster) -> bool:
+    """Whether the node reports Ready."""
+    try:
+        response = httpx.get(
+            f"{cluster.server}/api/v1/nodes/{node_mod.NODE_NAME}",
+            verify=_ssl_context(Path(cluster.directory)),
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    conditions = response.json().get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _wait_node_ready(cluster: Cluster, report: progress.Reporter) -> None:
+    started = time.monotonic()
+    last_report = started
+    while time.monotonic() - started < READY_TIMEOUT_SECONDS:
+        for record in cluster.processes:
+            if not _alive(record):
+                raise ClusterError(
+                    f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}"
+                )
+        if node_ready(cluster):
+            report(f"node {node_mod.NODE_NAME} Ready at {node_mod.NODE_IP}")
+            return
+        if time.monotonic() - last_report > 10:
+            report(f"  waiting for node {node_mod.NODE_NAME} to be Ready ({progress.elapsed(started)})")
+            last_report = time.monotonic()
+        time.sleep(0.5)
+    kubelet_log = Path(cluster.directory) / "logs" / "kubelet.log"
+    raise ClusterError(
+        f"node {node_mod.NODE_NAME} was not Ready within {READY_TIMEOUT_SECONDS:.0f}s; see {kubelet_log}:\n"
+        + _tail(kubelet_log)
+    )
 
 
 def _wait_ready(cluster: Cluster, report: progress.Reporter) -> None:
@@ -362,12 +457,19 @@ def down(directory: Path | None = None, report: progress.Reporter = progress.std
     cluster = _load(directory)
     was_running = False
     if cluster is not None:
-        # The API server first, so it does not log a storm of etcd connection errors.
+        # In reverse order of starting: the node's parts, then the API server (so it does not
+        # log a storm of etcd connection errors), then etcd.
         for record in reversed(cluster.processes):
             if _alive(record):
                 was_running = True
                 report(f"stopping {record.name} (pid {record.pid})")
                 _stop(record)
+    layout = node_mod.Layout(directory / "node")
+    if (cluster is not None and cluster.node) or layout.root.exists():
+        proxy = next(
+            (c.install_dir() / "kube-proxy" for c in build.NODE_COMPONENTS if c.name == "node"), None
+        )
+        node_mod.teardown(layout, proxy, report)
     if directory.exists():
         shutil.rmtree(directory)
     return was_running

@@ -19,6 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=365)
 SERVICE_IP = "10.0.0.1"  # the first address of --service-cluster-ip-range, as kube-apiserver assigns it
+NODE_IP = "10.244.0.1"  # the node's address on its pod bridge; the API server's in node mode
+NODE_NAME = "svcreg-node"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class Pki:
     admin_key: Path
     sa_public: Path
     sa_private: Path
+    node_client_cert: Path  # the kubelet's identity: system:node:<name> in system:nodes
+    node_client_key: Path
+    node_serving_cert: Path  # the kubelet's own HTTPS endpoint (logs, exec)
+    node_serving_key: Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -114,6 +120,10 @@ def generate(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         sa_public=directory / "sa.pub",
         sa_private=directory / "sa.key",
+        node_client_cert=directory / "kubelet-client.crt",
+        node_client_key=directory / "kubelet-client.key",
+        node_serving_cert=directory / "kubelet.crt",
+        node_serving_key=directory / "kubelet.key",
     )
     ca_key = _key()
     ca_name = _name("svcreg-local-ca")
@@ -130,6 +140,7 @@ def generate(directory: Path) -> Pki:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
+        x509.IPAddress(ipaddress.ip_address(NODE_IP)),
     ]
     _write_key(pki.serving_key, serving_key)
     _write_cert(
@@ -154,6 +165,32 @@ def generate(directory: Path) -> Pki:
             issuer=ca_name,
             issuer_key=ca_key,
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        ),
+    )
+
+    node_key = _key()
+    _write_key(pki.node_client_key, node_key)
+    _write_cert(
+        pki.node_client_cert,
+        _issue(
+            subject=_name(f"system:node:{NODE_NAME}", "system:nodes"),
+            key=node_key,
+            issuer=ca_name,
+            issuer_key=ca_key,
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        ),
+    )
+    kubelet_key = _key()
+    _write_key(pki.node_serving_key, kubelet_key)
+    _write_cert(
+        pki.node_serving_cert,
+        _issue(
+            subject=_name(NODE_NAME),
+            key=kubelet_key,
+            issuer=ca_name,
+            issuer_key=ca_key,
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=[x509.DNSName(NODE_NAME), x509.IPAddress(ipaddress.ip_address(NODE_IP))],
         ),
     )
 

@@ -1,0 +1,3 @@
+module svcreg.io/controlplane/nodetools
+
+go 1.26.0

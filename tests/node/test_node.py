@@ -1,0 +1,153 @@
+"""The node runs real pods: images built here, scheduled, networked, served through Services and
+cluster DNS, and ``svcreg cluster down`` leaves nothing of it behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from svcreg.devtools.controlplane import cluster, node
+
+from .conftest import Kubectl, wait_until
+
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: %(image)s
+          imagePullPolicy: Never
+          args: [serve, "8080"]
+          securityContext: {runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+          readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def _namespace(kubectl: Kubectl) -> str:
+    name = f"node-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    return name
+
+
+def test_pods_run_and_a_service_answers_through_cluster_dns(kubectl: Kubectl) -> None:
+    ns = _namespace(kubectl)
+    kubectl("apply", "-n", ns, "-f", "-", input=WEB % {"image": node.TOOLS_IMAGE})
+    kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=120s")
+    pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", "app=web", "-o", "json"))["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {node.NODE_NAME}
+    assert all(p["status"]["podIP"].startswith("10.244.0.") for p in pods)
+    # Both endpoints in the Service's EndpointSlice, filled by the controller-manager.
+    wait_until(
+        lambda: (
+            len(
+                [
+                    a
+                    for s in json.loads(kubectl("get", "endpointslices", "-n", ns, "-o", "json"))["items"]
+                    for e in s.get("endpoints") or []
+                    for a in e["addresses"]
+                    if (e.get("conditions") or {}).get("ready")
+                ]
+            )
+            == 2
+        ),
+        "both pods ready in the Service's EndpointSlice",
+    )
+    # A client pod reaches the Service by its cluster DNS name, through kube-proxy's rules.
+    kubectl(
+        "run",
+        "client",
+        "-n",
+        ns,
+        f"--image={node.TOOLS_IMAGE}",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--",
+        "get",
+        f"http://web.{ns}.svc.cluster.local/",
+    )
+    wait_until(
+        lambda: kubectl("get", "pod", "client", "-n", ns, "-o", "jsonpath={.status.phase}") == "Succeeded",
+        "the client pod to succeed",
+    )
+    # kubectl logs goes API server -> kubelet, at the node's InternalIP.
+    answered = kubectl("logs", "-n", ns, "client").strip()
+    assert answered in {p["metadata"]["name"] for p in pods}
+
+
+def test_status_shows_the_node(node_cluster: cluster.Cluster) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "cluster", "status", "--dir", node_cluster.directory],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(rf"^node:\s+{node.NODE_NAME} at {node.NODE_IP}, Ready$", shown, re.M), shown
+    for part in (
+        "containerd",
+        "kubelet",
+        "kube-proxy",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "coredns",
+    ):
+        assert re.search(rf"^{part}:\s+pid \d+", shown, re.M), shown
+
+
+def _left_behind(directory: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if directory in command or "containerd-shim" in command:
+                found.append(f"process {entry.name}: {command[:120]}")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1]
+        if point.startswith(directory) or "/netns/cni-" in point:
+            found.append(f"mount {point}")
+    found += [f"netns {p}" for p in Path("/run/netns").glob("cni-*")]
+    for command in ("iptables", "ip6tables"):
+        if shutil.which(command):
+            saved = subprocess.run([f"{command}-save"], capture_output=True, text=True, check=False).stdout
+            found += [f"{command}: {line}" for line in saved.splitlines() if "KUBE-" in line]
+    if subprocess.run(["ip", "link", "show", node.BRIDGE], capture_output=True, check=False).returncode == 0:
+        found.append(f"link {node.BRIDGE}")
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*{node.CGROUP_ROOT}")]
+    if node.SHIM_SOCKETS.is_dir():
+        found += [f"socket {p}" for p in node.SHIM_SOCKETS.iterdir()]
+    return found
+
+
+def test_down_leaves_no_process_mount_namespace_rule_or_cgroup(
+    node_cluster: cluster.Cluster, kubectl: Kubectl
+) -> None:
+    """Runs last: takes the node down with pods still running on it."""
+    ns = _namespace(kubectl)
+    kubectl("apply", "-n", ns, "-f", "-", input=WEB % {"image": node.TOOLS_IMAGE})
+    kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=120s")
+    assert _left_behind(node_cluster.directory)  # the check sees a running node
+    cluster.down(Path(node_cluster.directory))
+    assert _left_behind(node_cluster.directory) == []
+    assert not Path(node_cluster.directory).exists()
