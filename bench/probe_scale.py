@@ -203,8 +203,16 @@ def main() -> int:
         wanted = f"{expected_healthy} registrations Healthy, {hung} Unhealthy"
         took = wait(settled, wanted, 600, operator)
         log(f"{wanted} {took:.0f}s after the operator started; operator log: {log_file}")
-        # Let the start-up burst of first writes and Events drain before measuring.
-        time.sleep(args.interval)
+        # Let the start-up burst of first writes and Events (and their retries) drain before
+        # measuring: until no status write lands for 10 s, or 10 minutes pass.
+        drain_started, previous = time.monotonic(), -1.0
+        while time.monotonic() - drain_started < 600:
+            written = total(metrics(port), "svcreg_status_writes_total")
+            if written == previous:
+                break
+            previous = written
+            time.sleep(10)
+        log(f"start-up writes drained in {time.monotonic() - drain_started:.0f}s")
         before, cpu0, t0 = metrics(port), cpu_seconds(operator.pid), time.monotonic()
         log(f"measuring steady state for {args.steady:.0f}s")
         time.sleep(args.steady)

@@ -50,6 +50,31 @@ def _cluster_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _image_command(args: argparse.Namespace) -> int:
+    from svcreg.devtools import image  # noqa: PLC0415 - the dev extra
+    from svcreg.devtools.controlplane import cluster, node  # noqa: PLC0415 - the dev extra
+
+    source = Path(args.context) if args.context else Path(__file__).resolve().parents[2]
+    if not (source / "Dockerfile").exists():
+        print(f"svcreg: no Dockerfile in {source} (pass --context)", file=sys.stderr)
+        return 1
+    try:
+        archive = image.build_image(source, base=args.base)
+        running = cluster.status(Path(args.dir) if args.dir else None)
+        if running is not None and running.node:
+            node.import_image(node.Layout(Path(running.directory) / "node"), archive)
+            print(f"svcreg: {image.IMAGE} loaded into the node's containerd", file=sys.stderr)
+        else:
+            print(
+                "svcreg: no node running (svcreg cluster up --node); the image is only built", file=sys.stderr
+            )
+    except (image.ImageError, node.NodeError) as error:
+        print(f"svcreg: {error}", file=sys.stderr)
+        return 1
+    print(image.IMAGE)
+    return 0
+
+
 def _client_errors_without_traceback(record: logging.LogRecord) -> bool:
     """aiohttp logs a malformed request (a client's fault, already answered 400) as an error with
     a traceback; keep one line of it as a warning."""
@@ -132,6 +157,21 @@ def parser() -> argparse.ArgumentParser:
         "scheduler, controller-manager) that runs pods; needs root and bash scripts/install.sh",
     )
     cluster_parser.set_defaults(handler=_cluster_command)
+
+    image_parser = commands.add_parser(
+        "image",
+        help="build svcreg's image with buildah (no Docker engine, no registry) and load it into the node",
+        description="Build the Dockerfile with buildah. Without --base the base is made from "
+        "Debian's packages (debootstrap), for machines that reach no image registry. When a node "
+        "runs (svcreg cluster up --node), the image is imported into its containerd.",
+    )
+    image_parser.add_argument("action", choices=["build"])
+    image_parser.add_argument(
+        "--base", help="base image instead of the Debian-made one, e.g. python:3.12-slim"
+    )
+    image_parser.add_argument("--context", help="directory holding the Dockerfile (default: this checkout)")
+    image_parser.add_argument("--dir", help="state directory of the cluster whose node gets the image")
+    image_parser.set_defaults(handler=_image_command)
 
     run_parser = commands.add_parser(
         "run",

@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_dockerfile_is_multi_stage_non_root_with_the_svcreg_entry_point() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert len(stages) == 2 and all(s.startswith("python:") and "slim" in s for s in stages)
+    assert len(stages) == 2 and all(s == "${BASE_IMAGE}" for s in stages)
+    # The base is a build argument whose default is the slim Python image users pull.
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.MULTILINE)
+    assert base is not None and base.group(1).startswith("python:") and "slim" in base.group(1)
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert re.search(r'^ENTRYPOINT \["svcreg"\]', text, re.MULTILINE)

@@ -68,3 +68,19 @@ def test_unsubscribed_readers_are_forgotten() -> None:
     assert len(index.router) == 0
     index.observe("ADDED", body("r1", capabilities=["greet"]))
     assert all(not s.pending for s in subscriptions)
+
+
+def test_a_long_poll_waits_through_changes_it_cannot_see() -> None:
+    index = Index()
+    start = index.index
+    index.observe("ADDED", body("r1", capabilities=["greet"]))
+    seen = index.index
+    greet = parse(MultiDict(), "capability", capability="greet")
+    for n in range(5):
+        index.observe("ADDED", body(f"other-{n}", capabilities=["other"]))
+    assert index.index > seen  # the index moved ...
+    assert not index.router.changed_since(greet, seen)  # ... but not for this query: it waits
+    assert index.router.changed_since(greet, start)  # r1 came after start
+    assert index.router.changed_since(greet, start - 5)  # from before this process: answer now
+    index.observe("MODIFIED", body("r1", generation=2, capabilities=["greet"]))
+    assert index.router.changed_since(greet, seen)

@@ -151,6 +151,10 @@ class Change:
     kind: str  # registered | updated | deleted | health-changed
     instance: Entry
     previous: Entry | None = None  # the entry before an update: a filter it left must hear of it
+    # The server-sent event as sent, by the kind a subscriber hears: encoded once per change,
+    # not once per watcher (a change that 1,000 watchers hear is serialised once).
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    at: float = field(default=0.0, compare=False)  # monotonic time it entered the index
 
 
 class Index:
@@ -178,7 +182,7 @@ class Index:
         self._first = self.index
         self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
-        self.router: Router[Change] = Router()
+        self.router: Router[Change] = Router(start=self.index)
 
     def mark_stale(self, reason: str) -> None:
         """The watch feeding this index is down: what it holds may be out of date."""
@@ -275,9 +279,9 @@ class Index:
 
     def _record(self, kind: str, item: Entry, previous: Entry | None = None) -> Change:
         self.index += 1
-        change = Change(self.index, kind, item, previous)
+        change = Change(self.index, kind, item, previous, at=self._clock())
         self.history.append(change)
-        self.router.publish(change)
+        self.router.publish(change, self.index)
         return change
 
     # -- reads -----------------------------------------------------------------------------------

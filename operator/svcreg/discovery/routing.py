@@ -22,6 +22,7 @@ from typing import Generic, Protocol, TypeVar
 Route = tuple[str, str]
 ALL: Route = ("all", "")
 INBOX = 1_000
+MAX_ROUTES = 100_000
 
 
 class Filter(Protocol):
@@ -125,10 +126,16 @@ class Subscription(Generic[C]):
 
 
 class Router(Generic[C]):
-    """The subscribers by route."""
+    """The subscribers by route, and the index of the last change seen on each route."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         self._by_route: dict[Route, set[Subscription[C]]] = collections.defaultdict(set)
+        # Index of the newest change on each route, so a long poll whose index is older than
+        # the index but newer than every change it may concern still waits. Bounded: past
+        # MAX_ROUTES the map is cleared and ``start`` moves to now, which only makes waiting
+        # polls answer once (as for an unknown index), never miss a change.
+        self.start = start
+        self._last: dict[Route, int] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_route.values())
@@ -145,16 +152,25 @@ class Router(Generic[C]):
             if not subscribers:
                 del self._by_route[subscription.route]
 
-    def publish(self, change: C) -> int:
-        """Hand ``change`` to every subscriber it may concern; return how many."""
-        if not self._by_route:
-            return 0
+    def changed_since(self, query: Filter, index: int) -> bool:
+        """Whether a change that may concern ``query`` came after ``index`` (True when that
+        cannot be known: an index from before this router's memory)."""
+        if index < self.start:
+            return True
+        return self._last.get(route_of(query), self.start) > index
+
+    def publish(self, change: C, index: int) -> int:
+        """Hand ``change`` (at ``index``) to every subscriber it may concern; return how many."""
+        if len(self._last) > MAX_ROUTES:
+            self._last.clear()
+            self.start = index - 1
         concerned: set[Subscription[C]] = set()
         items: Iterable[Item] = (
             (change.instance,) if change.previous is None else (change.instance, change.previous)
         )
         for item in items:
             for route in routes_of(item):
+                self._last[route] = index
                 subscribers = self._by_route.get(route)
                 if subscribers:
                     concerned.update(subscribers)

@@ -39,6 +39,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = watch_seconds + 10
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # Kopf holds each object's events for batch_window (0.1 s by default) to keep only the
+    # freshest. The observers are cheap and idempotent, so that wait only delays discovery.
+    settings.batching.batch_window = 0.01
     memo.prober_task = asyncio.create_task(memo.prober.run(), name="svcreg-prober")
 
 

@@ -185,6 +185,13 @@ class Metrics:
         )
         self.asyncio_tasks.set_function(_tasks_alive)
         self.watchers = Gauge("svcreg_watch_streams", "Open /v1/watch streams.", registry=r)
+        self.watch_delivery = Histogram(
+            "svcreg_watch_delivery_seconds",
+            "From a change entering the discovery index to its event being written to a watch "
+            "stream (svcreg's own share of delivery; the API server's watch comes before it).",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.long_polls = Gauge("svcreg_long_polls", "Long polls waiting.", registry=r)
         pause_buckets = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
         self.loop_lag = Histogram(
