@@ -121,7 +121,7 @@ metadata: {name: web}
 spec:
   endpoint: http://web.%(ns)s.svc.cluster.local:80
   capabilities: [greeting]
-  healthCheck: {path: /, intervalSeconds: 2}
+  healthCheck: {path: /, intervalSeconds: 2, timeoutSeconds: 1}
 """
 
 

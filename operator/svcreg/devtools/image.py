@@ -7,8 +7,9 @@ users with Docker keep); where that image cannot be pulled, as on a machine that
 Debian's packages but no image registry, the base is made from Debian's packages: debootstrap's
 minbase of bookworm with python3, its venv module and CA certificates, and a virtualenv at
 ``/opt/python`` first on PATH (so the Dockerfile's ``pip`` installs into it, not into the
-system's externally managed Python). The image is exported as an OCI archive and imported into
-the node's containerd, where pods find it with ``imagePullPolicy: Never``.
+system's externally managed Python). The base trusts the host's extra CA certificates, as the
+host does. The image is exported as an OCI archive and imported into the node's containerd,
+where pods find it with ``imagePullPolicy: Never``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from svcreg.devtools.controlplane import build, progress
 
 IMAGE = "localhost/svcreg/svcreg:dev"
-DEBIAN_BASE = "localhost/svcreg/debian-python:bookworm"
+DEBIAN_BASE = "localhost/svcreg/debian-python:bookworm-1"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 
@@ -75,6 +76,13 @@ def build_debian_base(report: progress.Reporter = progress.stderr_reporter) -> s
             DEBIAN_MIRROR,
         )
         _run("chroot", str(rootfs), "python3", "-m", "venv", "/opt/python")
+        # The host's own extra CA certificates (a TLS-intercepting egress proxy, a company CA)
+        # are trusted in the base too, so the Dockerfile's pip reaches PyPI as the host's does.
+        extra = Path("/usr/local/share/ca-certificates")
+        if extra.is_dir():
+            for certificate in extra.glob("*.crt"):
+                shutil.copy(certificate, rootfs / "usr/local/share/ca-certificates" / certificate.name)
+            _run("chroot", str(rootfs), "update-ca-certificates")
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
@@ -90,6 +98,10 @@ def build_debian_base(report: progress.Reporter = progress.stderr_reporter) -> s
                 "PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "--env",
                 "LANG=C.UTF-8",
+                "--env",
+                "PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+                "--env",
+                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
                 "--cmd",
                 "python3",
                 container,
@@ -113,6 +125,7 @@ def build_image(
     report(f"building {IMAGE} from {source / 'Dockerfile'} on {base} (buildah)")
     buildah(
         "bud",
+        "--layers",  # a rebuild with unchanged sources reuses the cached steps
         "--isolation",
         "chroot",
         "--build-arg",
