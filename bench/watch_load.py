@@ -45,19 +45,13 @@ from bench.common import (
     log,
     metrics,
     peak_rss_mib,
+    rss_mib,
     start_operator,
     total,
     wait,
 )
 from bench.discovery_load import NAMESPACE, cleanup, setup
 from svcreg.devtools.controlplane import cluster, progress
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:

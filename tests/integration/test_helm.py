@@ -318,13 +318,15 @@ def test_rbac_and_service_accounts_can_be_brought(helm: Helm) -> None:
     ]
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"} == {
         "svcreg-reader",
+        "svcreg-editor",
         "svcreg-heartbeat",
     }
     assert deployments(docs)[0]["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
     assert not [
         d
         for d in helm.render(OPTIONS["no-consumer-roles"])
-        if d["kind"] == "ClusterRole" and d["metadata"]["name"] in ("svcreg-reader", "svcreg-heartbeat")
+        if d["kind"] == "ClusterRole"
+        and d["metadata"]["name"] in ("svcreg-reader", "svcreg-editor", "svcreg-heartbeat")
     ]
 
 
@@ -365,7 +367,7 @@ def test_install_is_accepted_by_the_api_server(installed: str, k8s: Kube) -> Non
     operator = apps.read_namespaced_deployment("svcreg", RELEASE_NS)
     assert operator.spec.strategy.type == "Recreate"
     assert k8s.core.read_namespaced_service_account("svcreg", RELEASE_NS).metadata.name == "svcreg"
-    for role in ("svcreg-operator", "svcreg-reviews", "svcreg-reader", "svcreg-heartbeat"):
+    for role in ("svcreg-operator", "svcreg-reviews", "svcreg-reader", "svcreg-editor", "svcreg-heartbeat"):
         assert k8s.rbac.read_cluster_role(role).rules
     assert k8s.core.read_namespaced_service("svcreg", RELEASE_NS).spec.ports[0].port == 8080
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from svcreg.devtools import image
 from svcreg.devtools import kubectl as kube
 from svcreg.devtools.controlplane import cluster, node, progress
 
@@ -37,11 +38,13 @@ class Kubectl:
     def __init__(self, running: cluster.Cluster) -> None:
         self.env = running.env()
 
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def __call__(self, *args: str, input: str | None = None, check: bool = True, stderr: bool = False) -> str:
+        """kubectl's output (with ``stderr``, its error output too)."""
         try:
-            return kube.kubectl(*args, env=self.env, input=input, check=check, timeout=120).stdout
+            result = kube.kubectl(*args, env=self.env, input=input, check=check, timeout=120)
         except subprocess.CalledProcessError as error:
             raise AssertionError(f"kubectl {' '.join(args)}: {error.stderr}") from error
+        return result.stdout + (result.stderr if stderr else "")
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,51 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
+
+
+RELEASE, RELEASE_NS = "svcreg", "svcreg-system"  # so the Service is the client's default URL
+
+
+@pytest.fixture(scope="session")
+def svcreg_image(node_cluster: cluster.Cluster) -> str:
+    archive = image.build_image(kube.REPO_ROOT, report=progress.stderr_reporter)
+    node.import_image(node.Layout(Path(node_cluster.directory) / "node"), archive)
+    return image.IMAGE
+
+
+@pytest.fixture(scope="session")
+def release(
+    node_cluster: cluster.Cluster, svcreg_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("helm")
+    env = node_cluster.env() | {
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    repository, tag = svcreg_image.rsplit(":", 1)
+    command = [
+        "helm", "install", RELEASE, str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg"),
+        "--namespace", RELEASE_NS, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never",
+        # Probes reach pods and Services: open the node's pod and Service ranges to the SSRF policy.
+        "--set", f"probeAllow={{{node.POD_CIDR},{cluster.SERVICE_CIDR}}}",
+        "--wait", "--timeout", "5m",
+    ]  # fmt: skip
+    installed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert installed.returncode == 0, installed.stderr
+    _HELM_ENV.update(env)
+    yield RELEASE
+    subprocess.run(["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"], env=env, check=False)
+
+
+_HELM_ENV: dict[str, str] = {}  # the installed release's helm environment
+
+
+def upgrade(*values: str) -> None:
+    """helm upgrade the release, keeping its values, with ``values`` on top."""
+    chart = str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg")
+    command = ["helm", "upgrade", RELEASE, chart, "-n", RELEASE_NS, "--reuse-values", *values, "--wait"]
+    upgraded = subprocess.run(command, env=_HELM_ENV, capture_output=True, text=True, check=False)
+    assert upgraded.returncode == 0, upgraded.stderr

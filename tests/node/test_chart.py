@@ -5,53 +5,12 @@ with ``DiscoveryClient()`` and no arguments (the mounted token, cluster DNS, the
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from svcreg.devtools import image
-from svcreg.devtools import kubectl as kube
-from svcreg.devtools.controlplane import cluster, node, progress
+from svcreg.devtools.controlplane import node
 
-from .conftest import Kubectl, wait_until
-
-RELEASE, RELEASE_NS = "svcreg", "svcreg-system"  # so the Service is the client's default URL
-
-
-@pytest.fixture(scope="session")
-def svcreg_image(node_cluster: cluster.Cluster) -> str:
-    archive = image.build_image(kube.REPO_ROOT, report=progress.stderr_reporter)
-    node.import_image(node.Layout(Path(node_cluster.directory) / "node"), archive)
-    return image.IMAGE
-
-
-@pytest.fixture(scope="session")
-def release(
-    node_cluster: cluster.Cluster, svcreg_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("helm")
-    env = node_cluster.env() | {
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    repository, tag = svcreg_image.rsplit(":", 1)
-    command = [
-        "helm", "install", RELEASE, str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg"),
-        "--namespace", RELEASE_NS, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",
-        # Probes reach pods and Services: open the node's pod and Service ranges to the SSRF policy.
-        "--set", f"probeAllow={{{node.POD_CIDR},{cluster.SERVICE_CIDR}}}",
-        "--wait", "--timeout", "5m",
-    ]  # fmt: skip
-    installed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert installed.returncode == 0, installed.stderr
-    yield RELEASE
-    subprocess.run(["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"], env=env, check=False)
+from .conftest import RELEASE_NS, Kubectl, wait_until
 
 
 def test_the_chart_runs_non_root_read_only_with_passing_probes(release: str, kubectl: Kubectl) -> None:

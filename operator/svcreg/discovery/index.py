@@ -24,7 +24,7 @@ import pydantic
 from svcreg.core import wire
 from svcreg.core.health import Health
 from svcreg.core.model import ServiceRegistrationSpec
-from svcreg.discovery.routing import Router
+from svcreg.discovery.routing import Filter, Router
 
 Key = tuple[str, str]
 HISTORY = 10_000
@@ -130,18 +130,11 @@ def _health(value: Any) -> Health:
         return Health.UNKNOWN
 
 
-class Selector(Protocol):
+class Selector(Filter, Protocol):
     """What ``Index.candidates`` needs of a query (``svcreg.discovery.query.Query``): the
-    filters it answers from its sets, and a predicate for the rest."""
+    filters it answers from its sets (those routes are chosen from), and a predicate for the
+    rest."""
 
-    @property
-    def capabilities(self) -> tuple[str, ...]: ...
-    @property
-    def tags(self) -> tuple[str, ...]: ...
-    @property
-    def service(self) -> str | None: ...
-    @property
-    def namespace(self) -> str | None: ...
     def matches(self, item: Entry) -> bool: ...
 
 

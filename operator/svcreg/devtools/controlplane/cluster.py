@@ -19,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -355,7 +356,11 @@ def node_ready(cluster: Cluster) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _wait_node_ready(cluster: Cluster, report: progress.Reporter) -> None:
+def _wait_until(
+    cluster: Cluster, check: Callable[[Cluster], bool], what: str, log: str, report: progress.Reporter
+) -> None:
+    """Wait for ``check`` while every recorded process lives; a process that exits, or a wait
+    past READY_TIMEOUT_SECONDS, is a ClusterError quoting the log that says why."""
     started = time.monotonic()
     last_report = started
     while time.monotonic() - started < READY_TIMEOUT_SECONDS:
@@ -364,40 +369,23 @@ def _wait_node_ready(cluster: Cluster, report: progress.Reporter) -> None:
                 raise ClusterError(
                     f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}"
                 )
-        if node_ready(cluster):
-            report(f"node {node_mod.NODE_NAME} Ready at {node_mod.NODE_IP}")
+        if check(cluster):
             return
-        if time.monotonic() - last_report > 10:
-            report(f"  waiting for node {node_mod.NODE_NAME} to be Ready ({progress.elapsed(started)})")
+        if time.monotonic() - last_report > 5:
+            report(f"  waiting for {what} ({progress.elapsed(started)})")
             last_report = time.monotonic()
-        time.sleep(0.5)
-    kubelet_log = Path(cluster.directory) / "logs" / "kubelet.log"
-    raise ClusterError(
-        f"node {node_mod.NODE_NAME} was not Ready within {READY_TIMEOUT_SECONDS:.0f}s; see {kubelet_log}:\n"
-        + _tail(kubelet_log)
-    )
+        time.sleep(0.25)
+    path = Path(cluster.directory) / "logs" / log
+    raise ClusterError(f"{what}: not within {READY_TIMEOUT_SECONDS:.0f}s; see {path}:\n" + _tail(path))
+
+
+def _wait_node_ready(cluster: Cluster, report: progress.Reporter) -> None:
+    _wait_until(cluster, node_ready, f"node {node_mod.NODE_NAME} to be Ready", "kubelet.log", report)
+    report(f"node {node_mod.NODE_NAME} Ready at {node_mod.NODE_IP}")
 
 
 def _wait_ready(cluster: Cluster, report: progress.Reporter) -> None:
-    started = time.monotonic()
-    last_report = started
-    while time.monotonic() - started < READY_TIMEOUT_SECONDS:
-        for record in cluster.processes:
-            if not _alive(record):
-                raise ClusterError(
-                    f"{record.name} exited while starting; see {record.log}:\n{_tail(Path(record.log))}"
-                )
-        if _ready(cluster):
-            return
-        if time.monotonic() - last_report > 5:
-            report(f"  waiting for kube-apiserver /readyz ({progress.elapsed(started)})")
-            last_report = time.monotonic()
-        time.sleep(0.25)
-    apiserver_log = Path(cluster.directory) / "logs" / "kube-apiserver.log"
-    raise ClusterError(
-        f"kube-apiserver was not ready within {READY_TIMEOUT_SECONDS:.0f}s; see {apiserver_log}:\n"
-        + _tail(apiserver_log)
-    )
+    _wait_until(cluster, _ready, "kube-apiserver /readyz", "kube-apiserver.log", report)
 
 
 def _stop(record: ProcessRecord, timeout: float = 15.0) -> None:
