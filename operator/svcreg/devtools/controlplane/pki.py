@@ -131,7 +131,6 @@ def generate(directory: Path) -> Pki:
         pki.ca_cert, _issue(subject=ca_name, key=ca_key, issuer=ca_name, issuer_key=ca_key, is_ca=True)
     )
 
-    serving_key = _key()
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -142,57 +141,34 @@ def generate(directory: Path) -> Pki:
         x509.IPAddress(ipaddress.ip_address(SERVICE_IP)),
         x509.IPAddress(ipaddress.ip_address(NODE_IP)),
     ]
-    _write_key(pki.serving_key, serving_key)
-    _write_cert(
-        pki.serving_cert,
-        _issue(
-            subject=_name("kube-apiserver"),
-            key=serving_key,
-            issuer=ca_name,
-            issuer_key=ca_key,
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
-            sans=sans,
-        ),
-    )
 
-    admin_key = _key()
-    _write_key(pki.admin_key, admin_key)
-    _write_cert(
-        pki.admin_cert,
-        _issue(
-            subject=_name("svcreg-admin", "system:masters"),
-            key=admin_key,
-            issuer=ca_name,
-            issuer_key=ca_key,
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-        ),
-    )
+    def leaf(
+        cert: Path,
+        key_path: Path,
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> None:
+        """A key and a certificate the CA signs for it."""
+        key = _key()
+        _write_key(key_path, key)
+        issued = _issue(subject=subject, key=key, issuer=ca_name, issuer_key=ca_key, usage=usage, sans=sans)
+        _write_cert(cert, issued)
 
-    node_key = _key()
-    _write_key(pki.node_client_key, node_key)
-    _write_cert(
+    server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+    leaf(pki.serving_cert, pki.serving_key, _name("kube-apiserver"), server, sans)
+    leaf(pki.admin_cert, pki.admin_key, _name("svcreg-admin", "system:masters"), client)
+    leaf(
         pki.node_client_cert,
-        _issue(
-            subject=_name(f"system:node:{NODE_NAME}", "system:nodes"),
-            key=node_key,
-            issuer=ca_name,
-            issuer_key=ca_key,
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-        ),
+        pki.node_client_key,
+        _name(f"system:node:{NODE_NAME}", "system:nodes"),
+        client,
     )
-    kubelet_key = _key()
-    _write_key(pki.node_serving_key, kubelet_key)
-    _write_cert(
-        pki.node_serving_cert,
-        _issue(
-            subject=_name(NODE_NAME),
-            key=kubelet_key,
-            issuer=ca_name,
-            issuer_key=ca_key,
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
-            sans=[x509.DNSName(NODE_NAME), x509.IPAddress(ipaddress.ip_address(NODE_IP))],
-        ),
-    )
+    node_sans: list[x509.GeneralName] = [
+        x509.DNSName(NODE_NAME),
+        x509.IPAddress(ipaddress.ip_address(NODE_IP)),
+    ]
+    leaf(pki.node_serving_cert, pki.node_serving_key, _name(NODE_NAME), server, node_sans)
 
     sa_key = _key()
     _write_key(pki.sa_private, sa_key)
