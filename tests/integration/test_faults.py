@@ -90,8 +90,9 @@ def test_a_hung_review_answers_503_and_liveness_reports_a_wedged_prober(
 ) -> None:
     """An API server that accepts and never answers: a caller whose token needs a review gets a
     503 within the call's deadline; probes that need no write go on; once every probe slot has
-    waited on hung writes longer than --wedged-after-seconds, /healthz says the prober is wedged,
-    and it recovers when the API server does."""
+    waited on hung writes longer than --wedged-after-seconds (the slow lane, which would take
+    them, is closed here), /healthz says the prober is wedged, and it recovers when the API
+    server does."""
     directory, started = proxied
     namespace = k8s.create_namespace("hang")
     k8s.create_service_account(namespace, "reader")
@@ -100,7 +101,7 @@ def test_a_hung_review_answers_503_and_liveness_reports_a_wedged_prober(
     process = start(
         proxy, control_plane, Path(directory), started,
         "--namespace", namespace, "--probe-allow", "127.0.0.0/8", "--api-timeout-seconds", "4",
-        "--probe-concurrency", "1", "--wedged-after-seconds", "2",
+        "--probe-concurrency", "1", "--probe-slow-concurrency", "0", "--wedged-after-seconds", "2",
     )  # fmt: skip
     steady, dying = HttpTarget(), HttpTarget()
     try:

@@ -212,8 +212,29 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
         {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations/status"], "verbs": ["patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-        {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations"], "verbs": ["create", "patch"]},
+        # The registration API writes as the calling ServiceAccount, and may do nothing else.
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["serviceaccounts"],
+            "verbs": ["impersonate:serviceaccount"],
+        },
+        {
+            "apiGroups": ["svcreg.io"],
+            "resources": ["serviceregistrations"],
+            "verbs": [
+                "impersonate-on:serviceaccount:create",
+                "impersonate-on:serviceaccount:patch",
+                "impersonate-on:serviceaccount:delete",
+            ],
+        },
     ]
+    # Without impersonation (older API servers), svcreg writes with rights of its own.
+    legacy = kinds(helm.render({"registrationApi": {"impersonate": False}}))
+    assert legacy[("ClusterRole", "svcreg-operator")]["rules"][-1] == {
+        "apiGroups": ["svcreg.io"],
+        "resources": ["serviceregistrations"],
+        "verbs": ["create", "patch"],
+    }
     assert objects[("ClusterRole", "svcreg-reviews")]["rules"] == [
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
