@@ -100,6 +100,13 @@ def release(
 _HELM_ENV: dict[str, str] = {}  # the installed release's helm environment
 
 
+def uninstall() -> None:
+    """helm uninstall the release (its fixture's teardown then finds nothing to do)."""
+    command = ["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]
+    removed = subprocess.run(command, env=_HELM_ENV, capture_output=True, text=True, check=False)
+    assert removed.returncode == 0, removed.stderr
+
+
 def upgrade(*values: str) -> None:
     """helm upgrade the release, keeping its values, with ``values`` on top."""
     chart = str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg")

@@ -11,7 +11,7 @@ import uuid
 from svcreg.devtools import image
 from svcreg.devtools.controlplane import node
 
-from .conftest import RELEASE_NS, Kubectl, upgrade, wait_until
+from .conftest import RELEASE_NS, Kubectl, uninstall, upgrade, wait_until
 
 APP = """
 apiVersion: apps/v1
@@ -29,6 +29,8 @@ spec:
           imagePullPolicy: Never
           args: [serve, "8080"]
           ports: [{name: http, containerPort: 8080}]
+          volumeMounts: [{name: tmp, mountPath: /tmp}]
+      volumes: [{name: tmp, emptyDir: {}}]
 ---
 apiVersion: v1
 kind: Service
@@ -43,7 +45,7 @@ metadata: {name: app}
 spec:
   serviceRef: {name: app, port: http}
   capabilities: [by-service]
-  healthCheck: {type: http, path: /, intervalSeconds: 2, timeoutSeconds: 1}
+  healthCheck: {type: http, path: /healthz, intervalSeconds: 2, timeoutSeconds: 1}
 """
 
 
@@ -73,8 +75,19 @@ def test_service_ref_follows_a_real_deployment(release: str, kubectl: Kubectl) -
         lambda: {i["address"] for i in _instances(kubectl, ns) if i.get("health") == "Healthy"} == pods,
         "both pods to be Healthy instances",
     )
+    # One pod's health endpoint starts failing: that instance turns Unhealthy, the other not.
+    victim, well = _pods(kubectl, ns, "app=app")
+
+    def health(pod: dict[str, object]) -> object:
+        address = pod["status"]["podIP"]  # type: ignore[index]
+        return next((i.get("health") for i in _instances(kubectl, ns) if i["address"] == address), None)
+
+    kubectl("exec", "-n", ns, victim["metadata"]["name"], "--", "/nodetools", "fail")  # type: ignore[index]
+    wait_until(
+        lambda: health(victim) == "Unhealthy" and health(well) == "Healthy",
+        "the failing pod's instance to turn Unhealthy while the other stays Healthy",
+    )
     # Deleting a pod removes it; the Deployment's replacement becomes an instance instead.
-    victim = _pods(kubectl, ns, "app=app")[0]
     kubectl("delete", "pod", "-n", ns, victim["metadata"]["name"], "--wait=true")  # type: ignore[index]
     gone = victim["status"]["podIP"]  # type: ignore[index]
     wait_until(
@@ -176,3 +189,21 @@ def test_helm_upgrade_changes_a_value_and_keeps_serving(release: str, kubectl: K
     assert "--probe-concurrency=50" in args
     kubectl("rollout", "status", "-n", RELEASE_NS, f"deployment/{deployment['metadata']['name']}",
             "--timeout=180s")  # fmt: skip
+
+
+def test_helm_uninstall_leaves_only_the_crds(release: str, kubectl: Kubectl) -> None:
+    """Runs last of the chart's tests (test_node.py, after it, needs no release)."""
+    selector = f"app.kubernetes.io/instance={release}"
+    kinds = "deployments,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+    assert kubectl("get", kinds, "-A", "-l", selector, "-o", "name").strip()
+    uninstall()
+    wait_until(
+        lambda: (
+            kubectl("get", kinds, "-A", "-l", selector, "-o", "name").strip() == ""
+            and kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").strip() == ""
+            and kubectl("get", "pods", "-n", RELEASE_NS, "-o", "name").strip() == ""
+        ),
+        "every object of the release and its pods to be gone",
+    )
+    # As Helm does, the CRDs stay: registrations are users' data.
+    assert kubectl("get", "crd", "serviceregistrations.svcreg.io", "-o", "name").strip()

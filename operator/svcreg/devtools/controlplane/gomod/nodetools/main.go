@@ -2,7 +2,9 @@
 // no dependencies beyond the standard library:
 //
 //	nodetools pause        the pod sandbox's process: sleeps, reaps orphans, exits on SIGTERM
-//	nodetools serve PORT   an HTTP server answering every path with 200 and the pod's name
+//	nodetools serve PORT   an HTTP server answering every path with 200 and the pod's name, and
+//	                       /healthz with 500 once "nodetools fail" has run in the container
+//	nodetools fail         make this container's /healthz fail (a target turning unhealthy)
 //	nodetools get URL      GET a URL, print the body, exit non-zero unless 2xx
 package main
 
@@ -34,9 +36,18 @@ func pause() {
 	}
 }
 
+const failing = "/tmp/nodetools-failing"
+
 func serve(port string) {
 	name, _ := os.Hostname()
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s\n", name)
+	})
+	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := os.Stat(failing); err == nil {
+			http.Error(w, "failing", http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "%s\n", name)
 	})
 	server := &http.Server{Addr: ":" + port, ReadHeaderTimeout: 5 * time.Second}
@@ -80,6 +91,11 @@ func main() {
 		serve(os.Args[2])
 	case "get":
 		get(os.Args[2])
+	case "fail":
+		if err := os.WriteFile(failing, nil, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
