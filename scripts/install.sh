@@ -19,10 +19,11 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 # The node (svcreg cluster up --node) runs pods with Debian's containerd and runc, the CNI
-# plugins, and images built by buildah; kube-proxy needs iptables and conntrack.
-NODE_PACKAGES="containerd runc buildah containernetworking-plugins iptables conntrack"
+# plugins, and images built by buildah (svcreg's on a base debootstrap makes from Debian's
+# packages); kube-proxy needs iptables and conntrack.
+NODE_PACKAGES="containerd runc buildah containernetworking-plugins iptables conntrack debootstrap"
 missing=""
-for command in containerd runc buildah iptables conntrack; do
+for command in containerd runc buildah iptables conntrack debootstrap; do
   command -v "$command" >/dev/null || missing=yes
 done
 [ -x /usr/lib/cni/bridge ] || missing=yes
