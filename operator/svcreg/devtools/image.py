@@ -15,11 +15,10 @@ where pods find it with ``imagePullPolicy: Never``.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from svcreg.devtools.controlplane import build, progress
+from svcreg.devtools.controlplane import build, node, progress
 
 IMAGE = "localhost/svcreg/svcreg:dev"
 DEBIAN_BASE = "localhost/svcreg/debian-python:bookworm-1"
@@ -27,7 +26,7 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 
 
-class ImageError(RuntimeError):
+class ImageError(node.NodeError):
     """The image could not be built; the message carries the tool's own words."""
 
 
@@ -35,25 +34,15 @@ def storage_root() -> Path:
     return build.cache_root() / "images"
 
 
-def _run(*command: str, cwd: Path | None = None, timeout: float = 1800) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False)
-    if result.returncode != 0:
-        raise ImageError(
-            f"{' '.join(command[:6])} ... failed ({result.returncode}):\n{result.stderr[-3000:]}"
-        )
-    return result.stdout.strip()
-
-
 def buildah(*args: str, cwd: Path | None = None) -> str:
-    root = storage_root()
-    storage = ("--root", str(root / "storage"), "--runroot", str(root / "run"), "--storage-driver", "vfs")
-    return _run("buildah", *storage, *args, cwd=cwd)
+    """buildah on svcreg's own image store, kept across clusters (a base is built once)."""
+    return node.buildah(storage_root(), *args, cwd=cwd, timeout=1800)
 
 
 def has_image(name: str) -> bool:
     try:
         buildah("inspect", "--type", "image", name)
-    except ImageError:
+    except node.NodeError:
         return False
     return True
 
@@ -67,28 +56,29 @@ def build_debian_base(report: progress.Reporter = progress.stderr_reporter) -> s
     report(f"building {DEBIAN_BASE} from Debian's packages (debootstrap; a few minutes, once)")
     with tempfile.TemporaryDirectory(prefix="svcreg-base-") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        _run(
+        node.run(
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(BASE_PACKAGES)}",
             "bookworm",
             str(rootfs),
             DEBIAN_MIRROR,
+            timeout=1800,
         )
-        _run("chroot", str(rootfs), "python3", "-m", "venv", "/opt/python")
+        node.run("chroot", str(rootfs), "python3", "-m", "venv", "/opt/python")
         # The host's own extra CA certificates (a TLS-intercepting egress proxy, a company CA)
         # are trusted in the base too, so the Dockerfile's pip reaches PyPI as the host's does.
         extra = Path("/usr/local/share/ca-certificates")
         if extra.is_dir():
             for certificate in extra.glob("*.crt"):
                 shutil.copy(certificate, rootfs / "usr/local/share/ca-certificates" / certificate.name)
-            _run("chroot", str(rootfs), "update-ca-certificates")
+            node.run("chroot", str(rootfs), "update-ca-certificates")
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
                     entry.unlink()
         archive = Path(scratch) / "rootfs.tar"
-        _run("tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), ".")
+        node.run("tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), ".")
         container = buildah("from", "scratch")
         try:
             buildah("add", container, str(archive), "/")
@@ -107,7 +97,7 @@ def build_debian_base(report: progress.Reporter = progress.stderr_reporter) -> s
                 container,
             )
             buildah("commit", "--rm", container, DEBIAN_BASE)
-        except ImageError:
+        except node.NodeError:
             buildah("rm", container)
             raise
     return DEBIAN_BASE

@@ -93,11 +93,19 @@ class Layout:
         return self.root / "config"
 
 
-def _run(*command: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+def run(*command: str, check: bool = True, timeout: float = 300, cwd: Path | None = None) -> str:
+    """A host command's output; NodeError quoting its error output when it fails (``check``)."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
     if check and result.returncode != 0:
-        raise NodeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+        what = " ".join(command[:8])
+        raise NodeError(f"{what} failed ({result.returncode}):\n{result.stderr.strip()[-3000:]}")
     return result.stdout
+
+
+def buildah(storage: Path, *args: str, cwd: Path | None = None, timeout: float = 300) -> str:
+    """buildah with its image store (vfs: no overlay mounts to clean up) under ``storage``."""
+    store = ("--root", str(storage / "storage"), "--runroot", str(storage / "run"), "--storage-driver", "vfs")
+    return run("buildah", *store, *args, cwd=cwd, timeout=timeout).strip()
 
 
 def _free_port() -> int:
@@ -109,10 +117,10 @@ def _free_port() -> int:
 
 def network_up() -> None:
     """The pod bridge with the node's address, before the API server binds to it."""
-    if _run("ip", "link", "show", BRIDGE, check=False) == "":
-        _run("ip", "link", "add", BRIDGE, "type", "bridge")
-    _run("ip", "addr", "replace", f"{NODE_IP}/24", "dev", BRIDGE)
-    _run("ip", "link", "set", BRIDGE, "up")
+    if run("ip", "link", "show", BRIDGE, check=False) == "":
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+    run("ip", "addr", "replace", f"{NODE_IP}/24", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
 
 
 def _write(path: Path, text: str) -> Path:
@@ -121,7 +129,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_configs(layout: Layout, keys: pki.Pki, server: str) -> dict[str, Path]:
+def write_configs(layout: Layout, keys: pki.Pki) -> dict[str, Path]:
     """containerd's, CNI's, the kubelet's, kube-proxy's and CoreDNS's configuration files."""
     state = layout.containerd / "state"
     containerd = f"""version = 2
@@ -274,7 +282,7 @@ def start(  # noqa: PLR0917 - each is a separate, named input
     node = kubeconfig(
         layout.config / "kubelet.kubeconfig", server, keys, keys.node_client_cert, keys.node_client_key
     )
-    files = write_configs(layout, keys, server)
+    files = write_configs(layout, keys)
     spawn("containerd", ["containerd", "--config", str(files["containerd"])])
     _wait_for(layout.socket.exists, "containerd's socket", 60)
     load_images(layout, binaries, report)
@@ -326,34 +334,29 @@ def start(  # noqa: PLR0917 - each is a separate, named input
     spawn("kube-proxy", [str(binaries.kube_proxy), f"--config={files['proxy']}", "--v=1"])
 
 
-def _buildah(layout: Layout, *args: str) -> str:
-    storage = ("--root", str(layout.images / "storage"), "--runroot", str(layout.images / "run"))
-    return _run("buildah", *storage, "--storage-driver", "vfs", *args).strip()
-
-
 def load_images(layout: Layout, binaries: build.NodeBinaries, report: progress.Reporter) -> None:
     """The sandbox and tools images, from the static nodetools binary, into containerd."""
     for image, entrypoint in ((PAUSE_IMAGE, ["/nodetools", "pause"]), (TOOLS_IMAGE, ["/nodetools"])):
         archive = layout.images / (image.rsplit("/", 1)[1].replace(":", "-") + ".tar")
         if not archive.exists():
-            container = _buildah(layout, "from", "scratch")
+            container = buildah(layout.images, "from", "scratch")
             try:
                 tool = str(binaries.nodetools)
-                _buildah(layout, "copy", "--chmod", "0755", container, tool, "/nodetools")
+                buildah(layout.images, "copy", "--chmod", "0755", container, tool, "/nodetools")
                 config = ("--entrypoint", json.dumps(entrypoint), "--user", "65534")
-                _buildah(layout, "config", *config, container)
-                _buildah(layout, "commit", "--rm", container, image)
+                buildah(layout.images, "config", *config, container)
+                buildah(layout.images, "commit", "--rm", container, image)
             except NodeError:
-                _buildah(layout, "rm", container)
+                buildah(layout.images, "rm", container)
                 raise
-            _buildah(layout, "push", image, f"oci-archive:{archive}:{image}")
+            buildah(layout.images, "push", image, f"oci-archive:{archive}:{image}")
         import_image(layout, archive)
     report(f"images {PAUSE_IMAGE} and {TOOLS_IMAGE} loaded into the node's containerd")
 
 
 def import_image(layout: Layout, archive: Path) -> None:
     """Load an OCI archive into the node's containerd, where the kubelet's pods find it."""
-    _run("ctr", "--address", str(layout.socket), "--namespace", "k8s.io", "images", "import", str(archive))
+    run("ctr", "--address", str(layout.socket), "--namespace", "k8s.io", "images", "import", str(archive))
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
@@ -446,16 +449,16 @@ def _remove_kube_chains() -> None:
         if shutil.which(command) is None:
             continue
         for table in ("filter", "nat", "mangle"):
-            rules = _run(command, "-t", table, "-S", check=False).splitlines()
+            rules = run(command, "-t", table, "-S", check=False).splitlines()
             for rule in rules:
                 parts = rule.split()
                 if parts[:1] == ["-A"] and not parts[1].startswith("KUBE-") and "KUBE-" in rule:
-                    _run(command, "-t", table, "-D", *parts[1:], check=False)
+                    run(command, "-t", table, "-D", *parts[1:], check=False)
             chains = [r.split()[1] for r in rules if r.startswith("-N KUBE-")]
             for chain in chains:
-                _run(command, "-t", table, "-F", chain, check=False)
+                run(command, "-t", table, "-F", chain, check=False)
             for chain in chains:
-                _run(command, "-t", table, "-X", chain, check=False)
+                run(command, "-t", table, "-X", chain, check=False)
 
 
 def teardown(layout: Layout, proxy: Path | None, report: progress.Reporter = progress.silent) -> None:
@@ -472,7 +475,7 @@ def teardown(layout: Layout, proxy: Path | None, report: progress.Reporter = pro
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
     for point in _mounts_under((marker, "/run/netns/cni-", "/var/run/netns/cni-")):
-        _run("umount", "-l", point, check=False)
+        run("umount", "-l", point, check=False)
     # The pods' network namespaces (containerd names them cni-<uuid>) and what libcni caches of
     # them under its fixed directory, by this network's name.
     for netns in Path("/run/netns").glob("cni-*"):
@@ -484,8 +487,8 @@ def teardown(layout: Layout, proxy: Path | None, report: progress.Reporter = pro
                 cached.unlink()
     _remove_stale_shim_sockets()
     if proxy is not None and proxy.exists():
-        _run(str(proxy), "--cleanup", check=False, timeout=60)
+        run(str(proxy), "--cleanup", check=False, timeout=60)
     _remove_kube_chains()
-    _run("ip", "link", "delete", BRIDGE, check=False)
+    run("ip", "link", "delete", BRIDGE, check=False)
     _remove_cgroups(CGROUP_ROOT)
     report("node removed: processes, mounts, network namespaces, kube-proxy rules, bridge, cgroups")
