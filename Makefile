@@ -1,8 +1,12 @@
-.PHONY: run test install lint down
+.PHONY: run run-node test install lint down
 
 # Start the local control plane with the CRD and examples applied.
 run:
 	bash scripts/run.sh
+
+# The same demo in the cluster: a real node, the image built here, the Helm chart (as root).
+run-node:
+	bash scripts/run.sh --node
 
 # Install everything (venv, pip, Go builds) and run all checks and tests.
 test:

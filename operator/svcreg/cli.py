@@ -116,8 +116,10 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _dev_command(args: argparse.Namespace) -> int:
-    from svcreg.devtools import dev  # noqa: PLC0415
+    from svcreg.devtools import dev, dev_node  # noqa: PLC0415
 
+    if args.node:
+        return dev_node.run(Path(args.dir) if args.dir else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -195,6 +197,12 @@ def parser() -> argparse.ArgumentParser:
     )
     dev_parser.add_argument("--port", type=int, default=8080, help="discovery port (default 8080)")
     dev_parser.add_argument("--dir", help="control plane state directory (as for svcreg cluster)")
+    dev_parser.add_argument(
+        "--node",
+        action="store_true",
+        help="run it in the cluster instead: the control plane with its node, the image built here, "
+        "the Helm chart, the demo targets as pods behind Services (needs root; scripts/install.sh)",
+    )
     dev_parser.set_defaults(handler=_dev_command)
 
     discover_parser = commands.add_parser(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from svcreg.devtools import image
+from svcreg.devtools import helm, image
 from svcreg.devtools import kubectl as kube
 from svcreg.devtools.controlplane import cluster, node, progress
 
@@ -60,7 +60,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -
         time.sleep(0.5)
 
 
-RELEASE, RELEASE_NS = "svcreg", "svcreg-system"  # so the Service is the client's default URL
+RELEASE_NS = helm.NAMESPACE  # the release's Service is the client's default URL
 
 
 @pytest.fixture(scope="session")
@@ -70,46 +70,26 @@ def svcreg_image(node_cluster: cluster.Cluster) -> str:
     return image.IMAGE
 
 
+_RELEASE: list[helm.Release] = []  # the installed release, for upgrade() and uninstall()
+
+
 @pytest.fixture(scope="session")
 def release(
     node_cluster: cluster.Cluster, svcreg_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("helm")
-    env = node_cluster.env() | {
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    repository, tag = svcreg_image.rsplit(":", 1)
-    command = [
-        "helm", "install", RELEASE, str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg"),
-        "--namespace", RELEASE_NS, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",
-        # Probes reach pods and Services: open the node's pod and Service ranges to the SSRF policy.
-        "--set", f"probeAllow={{{node.POD_CIDR},{cluster.SERVICE_CIDR}}}",
-        "--wait", "--timeout", "5m",
-    ]  # fmt: skip
-    installed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert installed.returncode == 0, installed.stderr
-    _HELM_ENV.update(env)
-    yield RELEASE
-    subprocess.run(["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"], env=env, check=False)
-
-
-_HELM_ENV: dict[str, str] = {}  # the installed release's helm environment
+    installed = helm.Release(node_cluster.env(), tmp_path_factory.mktemp("helm"))
+    installed.install()
+    _RELEASE.append(installed)
+    yield installed.name
+    if installed.installed():
+        installed.uninstall()
 
 
 def uninstall() -> None:
     """helm uninstall the release (its fixture's teardown then finds nothing to do)."""
-    command = ["helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait"]
-    removed = subprocess.run(command, env=_HELM_ENV, capture_output=True, text=True, check=False)
-    assert removed.returncode == 0, removed.stderr
+    _RELEASE[0].uninstall()
 
 
 def upgrade(*values: str) -> None:
     """helm upgrade the release, keeping its values, with ``values`` on top."""
-    chart = str(kube.REPO_ROOT / "deploy" / "helm" / "svcreg")
-    command = ["helm", "upgrade", RELEASE, chart, "-n", RELEASE_NS, "--reuse-values", *values, "--wait"]
-    upgraded = subprocess.run(command, env=_HELM_ENV, capture_output=True, text=True, check=False)
-    assert upgraded.returncode == 0, upgraded.stderr
+    _RELEASE[0].upgrade(*values)

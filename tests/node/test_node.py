@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
+
+import httpx
 
 from svcreg.devtools.controlplane import cluster, node
 
@@ -111,6 +116,58 @@ def test_status_shows_the_node(node_cluster: cluster.Cluster) -> None:
         "coredns",
     ):
         assert re.search(rf"^{part}:\s+pid \d+", shown, re.M), shown
+
+
+def _until_announced(process: subprocess.Popen[str], timeout: float = 900) -> list[str]:
+    """The curl ``svcreg dev --node`` prints once it is ready, split into arguments."""
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    seen = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line)
+            if line.strip().startswith("curl "):
+                return shlex.split(line)
+    finally:
+        killer.cancel()
+    raise AssertionError(f"svcreg dev --node ended without announcing itself:\n{''.join(seen)[-3000:]}")
+
+
+def test_svcreg_dev_node_runs_the_demo_in_the_cluster(
+    node_cluster: cluster.Cluster, kubectl: Kubectl
+) -> None:
+    """Runs after the chart's tests have uninstalled their release."""
+    command = [sys.executable, "-m", "svcreg.cli", "dev", "--node", "--dir", node_cluster.directory]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=node_cluster.env())
+    try:
+        curl = _until_announced(process)
+        header, url = curl[curl.index("-H") + 1], curl[-1]
+        base = url.removesuffix("/v1/capabilities")
+        # The host reaches the release's Service address; discovery answers the reader's token
+        # with the demo's capabilities, each instance a pod probed through its Service's DNS name.
+        auth = {"Authorization": header.split(": ", 1)[1]}
+
+        def greeting() -> list[dict[str, object]]:
+            answer = httpx.get(f"{base}/v1/capabilities/greet", headers=auth, timeout=10)
+            return list(answer.json().get("items") or []) if answer.status_code == 200 else []
+
+        wait_until(lambda: any(i.get("health") == "Healthy" for i in greeting()), "greet served Healthy")
+        assert greeting()[0]["endpoint"] == "http://hello-service.default.svc:80"
+        assert kubectl("get", "pods", "-n", "svcreg-system", "-o", "name").strip()
+        # The serviceRef example: both demo pods behind its Service are instances.
+        wait_until(
+            lambda: (
+                len(json.loads(kubectl("get", "svcreg", "web", "-o", "json"))["status"]["instances"]) == 2
+            ),
+            "the serviceRef example's two instances",
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=300) == 0
+    # Ctrl-C on a cluster it did not start removes what it added: the release and the demo.
+    assert kubectl("get", "deployments,services", "-n", "svcreg-system", "-o", "name").strip() == ""
+    assert kubectl("get", "svcreg,deployments", "-n", "default", "-o", "name").strip() == ""
 
 
 def _left_behind(directory: str) -> list[str]:

@@ -304,6 +304,66 @@ async def test_a_review_in_use_is_refreshed_ahead_and_never_served_past_its_life
         await auth.allowed(identity, "list", "a")
 
 
+async def test_through_an_api_server_outage_reviews_stand_for_a_bounded_time() -> None:
+    """A caller already served keeps being served while no review can be made, up to
+    STALE_ON_OUTAGE past the review's lifetime; a caller never reviewed gets 503."""
+    from svcreg.discovery.http.auth import STALE_ON_OUTAGE  # noqa: PLC0415
+    from svcreg.kube.errors import Unreachable  # noqa: PLC0415
+
+    api = FakeApi()
+    clock = [0.0]
+    auth = Authorizer(api, clock=lambda: clock[0])  # type: ignore[arg-type]
+    identity, readable = await auth.reader("Bearer good", ["a"], 1)
+    assert readable is None  # granted cluster-wide
+    api.allowed = False
+    assert not await auth.allowed(identity, "list", "b")  # a denial, cached a few seconds
+
+    async def unreachable(method: str, path: str, **_: Any) -> Response:
+        raise Unreachable("connection refused")
+
+    api.call = unreachable  # type: ignore[method-assign]
+    clock[0] = 100.0  # every review above has expired
+    assert await auth.reader("Bearer good", ["a"], 1) == (identity, None)
+    assert not await auth.allowed(identity, "list", "b")  # a stale denial stays a denial
+    with pytest.raises(AuthError) as never_reviewed:
+        await auth.identify("Bearer other")
+    assert never_reviewed.value.status == 503
+    clock[0] = 60.0 + STALE_ON_OUTAGE + 1  # past the bound
+    with pytest.raises(AuthError) as expired:
+        await auth.reader("Bearer good", ["a"], 1)
+    assert expired.value.status == 503
+
+
+async def test_a_review_kept_through_an_outage_never_outlives_its_token() -> None:
+    import base64  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from svcreg.kube.errors import Unreachable  # noqa: PLC0415
+
+    claims = base64.urlsafe_b64encode(json.dumps({"exp": 1030.0}).encode()).decode().rstrip("=")
+    token = f"h.{claims}.s"
+    api = FakeApi()
+
+    async def review(method: str, path: str, *, json: Any = None, **_: Any) -> Response:
+        return Response(201, b'{"status": {"authenticated": true, "user": {"username": "u"}}}')
+
+    api.call = review  # type: ignore[method-assign]
+    clock, wall = [0.0], [1000.0]
+    auth = Authorizer(api, clock=lambda: clock[0], wall=lambda: wall[0])  # type: ignore[arg-type]
+    await auth.identify(f"Bearer {token}")
+
+    async def unreachable(method: str, path: str, **_: Any) -> Response:
+        raise Unreachable("connection refused")
+
+    api.call = unreachable  # type: ignore[method-assign]
+    clock[0], wall[0] = 20.0, 1020.0
+    await auth.identify(f"Bearer {token}")  # still within the token's life: fine
+    clock[0], wall[0] = 40.0, 1040.0  # past its exp, though the outage bound is far off
+    with pytest.raises(AuthError) as refused:
+        await auth.identify(f"Bearer {token}")
+    assert refused.value.status == 401
+
+
 class ScopedApi(FakeApi):
     """RBAC that grants ``list`` in the namespaces in ``granted`` ("" means cluster-wide)."""
 

@@ -21,7 +21,11 @@ def test_dockerfile_is_multi_stage_non_root_with_the_svcreg_entry_point() -> Non
     assert re.search(r'^ENTRYPOINT \["svcreg"\]', text, re.MULTILINE)
     # The image installs the operator extra only: no dev tools, no test tools.
     installs = re.findall(r"pip install [^\n]*", text)
-    assert installs and all("svcreg[operator]" in line for line in installs)
+    assert installs and all("'.[operator]'" in line for line in installs)
+    # The runtime stage takes what the build stage made by COPY --from (keyed by content), never
+    # by a RUN bind mount (keyed by its text: buildah --layers then reuses a stale layer).
+    assert re.search(r"^COPY --from=build ", text, re.MULTILINE)
+    assert "--mount=type=bind" not in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["svcreg"] == "svcreg.cli:main"
     # The chart's pod runs as the image's user.

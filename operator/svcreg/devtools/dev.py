@@ -85,7 +85,7 @@ def example_documents(directory: Path = kube.EXAMPLES_DIR) -> list[dict[str, Any
     return docs
 
 
-def _rbac_documents() -> list[dict[str, Any]]:
+def rbac_documents() -> list[dict[str, Any]]:
     binding = {"kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE}
     return [
         *CONSUMER_ROLES,
@@ -115,12 +115,24 @@ def _rbac_documents() -> list[dict[str, Any]]:
     ]
 
 
-def _apply(documents: list[dict[str, Any]], env: dict[str, str]) -> None:
-    text = "\n---\n".join(yaml.safe_dump(d) for d in documents)
-    kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=text, env=env)
+def apply(documents: list[dict[str, Any]], env: dict[str, str]) -> None:
+    """kubectl apply ``documents`` (in NAMESPACE where they are namespaced)."""
+    kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=_yaml(documents), env=env)
 
 
-async def _heartbeats(url: str, token: str, names: list[str]) -> None:
+def delete(documents: list[dict[str, Any]], env: dict[str, str]) -> None:
+    """kubectl delete ``documents``, those already gone included, without waiting."""
+    text = _yaml(documents)
+    kube.kubectl(
+        "delete", "-n", NAMESPACE, "--ignore-not-found", "--wait=false", "-f", "-", input=text, env=env
+    )
+
+
+def _yaml(documents: list[dict[str, Any]]) -> str:
+    return "\n---\n".join(yaml.safe_dump(d) for d in documents)
+
+
+async def heartbeats(url: str, token: str, names: list[str]) -> None:
     """The ttl examples' heartbeats, as their services would send them."""
     from svcreg.client import AsyncDiscoveryClient, SvcregError  # noqa: PLC0415
 
@@ -146,7 +158,7 @@ async def _demo_world(env: dict[str, str]) -> AsyncIterator[list[str]]:
             if model.ServiceRegistrationSpec.model_validate(spec).check_type() == "ttl":
                 ttl.append(doc["metadata"]["name"])
             documents.append(doc)
-        _apply(documents, env)
+        apply(documents, env)
         yield ttl
     finally:
         await targets.stop()
@@ -158,7 +170,7 @@ async def _serve(settings: Settings, env: dict[str, str], token: str) -> None:
     url = f"http://127.0.0.1:{settings.port}"
     async with _demo_world(env) as ttl:
         operator = asyncio.create_task(runner.run(settings), name="svcreg-operator")
-        beats = asyncio.create_task(_heartbeats(url, token, ttl), name="svcreg-dev-heartbeats")
+        beats = asyncio.create_task(heartbeats(url, token, ttl), name="svcreg-dev-heartbeats")
         announced = asyncio.create_task(_announce(url, token), name="svcreg-dev-announce")
         try:
             await operator
@@ -191,7 +203,7 @@ async def _announce(url: str, token: str) -> None:
     )
 
 
-def _interrupt(*_: object) -> None:
+def interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -205,11 +217,11 @@ def run(port: int, directory: Path | None = None) -> int:
     env = running.env()
     os.environ["KUBECONFIG"] = running.kubeconfig
     os.environ["PATH"] = env["PATH"]
-    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C, for supervisors (Kopf takes over later)
+    signal.signal(signal.SIGTERM, interrupt)  # like Ctrl-C, for supervisors (Kopf takes over later)
     try:
         print("svcreg dev: installing the CRD, examples and a reader ServiceAccount", file=sys.stderr)
         kube.install_crd(env)
-        _apply(_rbac_documents(), env)
+        apply(rbac_documents(), env)
         token = kube.kubectl(
             "create", "token", ACCOUNT, "-n", NAMESPACE, "--duration=24h", env=env
         ).stdout.strip()

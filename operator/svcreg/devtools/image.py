@@ -103,6 +103,17 @@ def build_debian_base(report: progress.Reporter = progress.stderr_reporter) -> s
     return DEBIAN_BASE
 
 
+MAX_CACHED_LAYERS = 12  # untagged images (build steps) kept for reuse: about three builds' worth
+
+
+def _bound_cache() -> None:
+    """Keep the layer cache bounded: past MAX_CACHED_LAYERS untagged images (each a full copy
+    with vfs storage), drop them all; the next build is then a cold one."""
+    dangling = buildah("images", "--quiet", "--filter", "dangling=true").split()
+    if len(dangling) > MAX_CACHED_LAYERS:
+        buildah("rmi", "--prune")
+
+
 def build_image(
     source: Path,
     *,
@@ -112,6 +123,7 @@ def build_image(
     """Build ``IMAGE`` from ``source``'s Dockerfile and export it; return the OCI archive.
     ``base``: the base image (default: the Debian-made one, built if missing)."""
     base = base or build_debian_base(report)
+    _bound_cache()
     report(f"building {IMAGE} from {source / 'Dockerfile'} on {base} (buildah)")
     buildah(
         "bud",

@@ -359,6 +359,23 @@ def import_image(layout: Layout, archive: Path) -> None:
     run("ctr", "--address", str(layout.socket), "--namespace", "k8s.io", "images", "import", str(archive))
 
 
+def container_pid(layout: Layout, container_id: str) -> int:
+    """The host pid of a running container's main process; ``container_id`` as a pod's status
+    reports it (``containerd://<id>``)."""
+    wanted = container_id.removeprefix("containerd://")
+    tasks = run("ctr", "--address", str(layout.socket), "--namespace", "k8s.io", "tasks", "ls")
+    for line in tasks.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == wanted:
+            return int(fields[1])
+    raise NodeError(f"no running task for container {wanted}")
+
+
+def in_network_of(pid: int, *command: str) -> str:
+    """Run a host command (iptables, say) inside the network namespace of process ``pid``."""
+    return run("nsenter", "--target", str(pid), "--net", *command)
+
+
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -6,7 +6,11 @@ serviceregistrations in a namespace (SubjectAccessReview), so ordinary RBAC deci
 are cached briefly, keyed by a hash of the token (the token itself is never stored or
 logged): positive reviews at most 60 s and never past the token's own expiry, negative ones a
 few seconds. Concurrent identical reviews share one API call, and an entry still in use is refreshed in
-the background before it expires, so a steady caller never waits on the API server. What a
+the background before it expires, so a steady caller never waits on the API server. While the
+API server cannot answer a review (unreachable, failing, a partition), the last answer stands
+for up to ``STALE_ON_OUTAGE`` seconds past its lifetime, never past the token's own expiry:
+callers already served keep being served, and a right revoked meanwhile lasts at most that
+much longer; a caller never reviewed gets 503. What a
 token may read is remembered on top (``Authorizer.reader``) only while every review behind it
 is fresh, so a caller's cost does not grow with the number of namespaces.
 """
@@ -35,6 +39,7 @@ POSITIVE_TTL = 60.0
 NEGATIVE_TTL = 5.0
 MAX_TOKEN_LENGTH = 16384
 REVIEW_DEADLINE = 10.0  # seconds; a review that takes longer answers the caller 503
+STALE_ON_OUTAGE = 300.0  # seconds past its lifetime a review answers while none can be made
 
 
 class AuthError(Exception):
@@ -114,6 +119,11 @@ async def _review(api: KubeApi, kind: str, path: str, body: dict[str, Any]) -> d
     return status
 
 
+def _review_unavailable(error: BaseException) -> bool:
+    """Whether a review failed because the API server could not answer (not the caller)."""
+    return isinstance(error, AuthError) and error.status == 503
+
+
 @dataclass(frozen=True)
 class _Reader:
     """What one token may read, and until when that answer holds (see Authorizer.reader)."""
@@ -145,10 +155,20 @@ class Authorizer:
         # A token review's negative answer is the rejection message (a str); an access review's
         # is False. Each kind is bounded apart (see RefreshAheadCache).
         self.tokens = RefreshAheadCache(
-            clock, metrics, "tokenreview", is_negative=lambda value: isinstance(value, str)
+            clock,
+            metrics,
+            "tokenreview",
+            is_negative=lambda value: isinstance(value, str),
+            stale_for=STALE_ON_OUTAGE,
+            unavailable=_review_unavailable,
         )
         self.reviews = RefreshAheadCache(
-            clock, metrics, "subjectaccessreview", is_negative=lambda value: value is False
+            clock,
+            metrics,
+            "subjectaccessreview",
+            is_negative=lambda value: value is False,
+            stale_for=STALE_ON_OUTAGE,
+            unavailable=_review_unavailable,
         )
         self._readers: dict[bytes, _Reader] = {}
         # Rejected tokens per client address: 20 a second, bursts of 100.
@@ -215,6 +235,10 @@ class Authorizer:
                 self.review_budget.take(client)
         if isinstance(result, str):
             raise AuthError(401, "Unauthenticated", result)
+        expiry = _token_expiry(token)
+        if expiry is not None and expiry <= self._wall():
+            # A review kept through an outage may outlive the token; the token's exp still binds.
+            raise AuthError(401, "Unauthenticated", "token rejected: expired")
         return result
 
     async def _review_token(self, token: str) -> tuple[Identity | str, float]:
@@ -277,9 +301,8 @@ class Authorizer:
             "kind": "SubjectAccessReview",
             "spec": {**identity.subject(), "resourceAttributes": attributes},
         }
-        status = await _review(
-            self.api, "SubjectAccessReview", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body
-        )
+        what = f"SubjectAccessReview ({verb} in {namespace or 'every namespace'})"
+        status = await _review(self.api, what, "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
         allowed = bool(status.get("allowed"))
         return allowed, self.positive_ttl if allowed else NEGATIVE_TTL
 

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 MISSING: Any = object()  # what ``RefreshAheadCache.peek`` answers when it has no live value
 Compute = Callable[..., Awaitable[tuple[Any, float]]]  # a review: (answer, seconds to keep it)
+Entry = tuple[float, float, Any, float]  # expires, refresh after, value, stale until
 
 
 class RefreshAheadCache:
@@ -32,6 +33,11 @@ class RefreshAheadCache:
       ``is_negative`` tells them apart), each set evicting its least recently stored first.
       Negative answers (a bad token, a denied review) live apart, so a flood of them can never
       evict a good entry.
+    - Stale on outage: when recomputing an expired entry fails with an error ``unavailable``
+      accepts (the API server cannot answer), the old value answers for up to ``stale_for``
+      seconds past its lifetime, and is retried in the background at most every
+      ``RETRY_AFTER`` seconds meanwhile. So callers already served keep being served through
+      an outage, for a bounded time; a key never computed still fails.
     """
 
     REFRESH_AT = 0.75  # of an entry's lifetime
@@ -46,15 +52,19 @@ class RefreshAheadCache:
         is_negative: Callable[[Any], bool] = lambda value: False,
         max_entries: int = 50_000,
         max_negative: int = 5_000,
+        stale_for: float = 0.0,
+        unavailable: Callable[[BaseException], bool] = lambda error: False,
     ) -> None:
         self._clock = clock
         self._is_negative = is_negative
         self._bounds = (max_entries, max_negative)
         self._counter = metrics.auth_cache if metrics is not None else None
-        self._hit, self._miss = (name, "hit"), (name, "miss")
-        # key -> (expires, refresh after, value); insertion order is eviction order
-        self._values: collections.OrderedDict[Any, tuple[float, float, Any]] = collections.OrderedDict()
-        self._negative: collections.OrderedDict[Any, tuple[float, float, Any]] = collections.OrderedDict()
+        self._hit, self._miss, self._stale = (name, "hit"), (name, "miss"), (name, "stale")
+        self._stale_for = stale_for
+        self._unavailable = unavailable
+        # key -> (expires, refresh after, value, stale until); insertion order is eviction order
+        self._values: collections.OrderedDict[Any, Entry] = collections.OrderedDict()
+        self._negative: collections.OrderedDict[Any, Entry] = collections.OrderedDict()
         self._inflight: dict[Any, asyncio.Future[Any]] = {}
         self._refreshing: set[asyncio.Task[Any]] = set()
         self.hits = 0
@@ -63,7 +73,7 @@ class RefreshAheadCache:
     def __len__(self) -> int:
         return len(self._values) + len(self._negative)
 
-    def _entry(self, key: Any) -> tuple[float, float, Any] | None:
+    def _entry(self, key: Any) -> Entry | None:
         cached = self._values.get(key)
         return cached if cached is not None else self._negative.get(key)
 
@@ -102,7 +112,7 @@ class RefreshAheadCache:
         self._count(True)
         if cached[1] <= now and key not in self._inflight:
             store = self._values if key in self._values else self._negative
-            store[key] = (cached[0], now + self.RETRY_AFTER, cached[2])
+            store[key] = (cached[0], now + self.RETRY_AFTER, cached[2], cached[3])
             task = asyncio.get_running_loop().create_task(self._refresh(key, compute, args))
             self._refreshing.add(task)
             task.add_done_callback(self._refreshing.discard)
@@ -133,12 +143,34 @@ class RefreshAheadCache:
             self._store(key, value, ttl)
             future.set_result(value)
             return value
+        except Exception as error:
+            stale = self._stale_value(key, error)
+            if stale is MISSING:
+                future.set_exception(error)
+                future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
+                raise
+            future.set_result(stale)
+            return stale
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
             raise
         finally:
             del self._inflight[key]
+
+    def _stale_value(self, key: Any, error: BaseException) -> Any:
+        """The expired value to answer with while ``error`` says the source is unavailable, kept
+        live for ``RETRY_AFTER`` more seconds (never past its stale bound); else MISSING."""
+        cached = self._entry(key)
+        now = self._clock()
+        if cached is None or not self._unavailable(error) or now >= cached[3]:
+            return MISSING
+        store = self._values if key in self._values else self._negative
+        store[key] = (min(now + self.RETRY_AFTER, cached[3]), now, cached[2], cached[3])
+        if self._counter is not None:
+            self._counter.inc(self._stale)
+        logger.debug("answering from a review that expired %.0fs ago: %s", now - cached[0], error)
+        return cached[2]
 
     def _store(self, key: Any, value: Any, ttl: float) -> None:
         negative = self._is_negative(value)
@@ -147,6 +179,6 @@ class RefreshAheadCache:
         other.pop(key, None)
         store.pop(key, None)
         now = self._clock()
-        store[key] = (now + ttl, now + ttl * self.REFRESH_AT, value)
+        store[key] = (now + ttl, now + ttl * self.REFRESH_AT, value, now + ttl + self._stale_for)
         while len(store) > bound:
             store.popitem(last=False)
