@@ -94,9 +94,10 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def start_operator(env: dict[str, str], log_file: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``svcreg run`` as its own process, so its CPU and memory can be measured apart."""
+    """``svcreg run`` as its own process, so its CPU and memory can be measured apart. The
+    per-identity rate limit is off: a bench's few tokens stand for many callers."""
     return subprocess.Popen(
-        [sys.executable, "-m", "svcreg.cli", "run", *args],
+        [sys.executable, "-m", "svcreg.cli", "run", "--rate-limit", "0", *args],
         env=env,
         stdout=log_file.open("wb"),
         stderr=subprocess.STDOUT,

@@ -105,10 +105,9 @@ def _run_command(args: argparse.Namespace) -> int:
         flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "settings"
         print(f"svcreg run: {flag}: {first['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else run_settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from svcreg.telemetry import logformat  # noqa: PLC0415
+
+    logformat.configure(logging.DEBUG if args.verbose else run_settings.log_level, run_settings.log_format)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(_client_errors_without_traceback)
     asyncio.run(runner.run(run_settings))

@@ -22,6 +22,7 @@ from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.index import Index
+from svcreg.discovery.indexmetrics import IndexCollector
 from svcreg.discovery.informer import Informer
 from svcreg.kube.api import KubeApi
 from svcreg.operator import handlers  # noqa: F401 - registers the handlers
@@ -54,6 +55,7 @@ async def run(settings: Settings) -> None:
     index = Index()
     metrics.index_size.set_function(lambda: len(index.items))
     metrics.index_stale.set_function(lambda: index.staleness() or 0.0)
+    metrics.registry.register(IndexCollector(index, per_service=settings.service_metrics))
     heartbeats = HeartbeatStore()
     discovery = Discovery(
         index=index,
@@ -66,6 +68,7 @@ async def run(settings: Settings) -> None:
         max_wait=settings.max_wait,
         max_watchers=settings.max_watchers,
         max_long_polls=settings.max_long_polls,
+        rate_limit=settings.rate_limit,
         operator_url=settings.operator_url if settings.discovery_only else None,
         api=None if settings.discovery_only else api,
         impersonate=not settings.no_impersonate_callers,
@@ -123,7 +126,14 @@ async def run(settings: Settings) -> None:
         return True, {}
 
     web_runner = web.AppRunner(
-        build_app(metrics, ready, discovery, registration_api=settings.registration_api, alive=alive),
+        build_app(
+            metrics,
+            ready,
+            discovery,
+            registration_api=settings.registration_api,
+            alive=alive,
+            access_log=settings.access_log,
+        ),
         access_log=None,
         # A caller that hangs up ends its handler: a departed watcher or long poll frees its
         # slot at once instead of at its next keep-alive.

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     no_registration_api: bool = Field(
         False, description="turn off PUT/DELETE /v1/registrations (HTTP self-registration)"
     )
+    rate_limit: float = Field(
+        500.0,
+        ge=0,
+        description="requests per second each caller identity may make (bursts of twice that; over it, "
+        "429 with Retry-After); 0: off",
+    )
+    service_metrics: bool = Field(
+        False,
+        description="export svcreg_service_availability by namespace and service (names tenants' services "
+        "on the unauthenticated /metrics; at most 500 series)",
+    )
     no_impersonate_callers: bool = Field(
         False,
         description="the registration API writes with svcreg's own rights instead of as the calling "
@@ -111,6 +122,11 @@ class Settings(BaseSettings):
         description="log the stack the event loop is running when it stalls longer than this (0: off)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["TEXT", "JSON"] = Field("TEXT", description="log lines as text or as JSON objects")
+    access_log: bool = Field(
+        False,
+        description="log every HTTP request (request id, method, route, status, caller, latency) at INFO",
+    )
 
     @field_validator(
         "namespace", "token_audience", "probe_allow", "cors_origin", "partition_reference", mode="before"
@@ -150,7 +166,7 @@ class Settings(BaseSettings):
     def _clamp_wait(cls, value: float) -> float:
         return min(value, 300.0)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value

@@ -99,6 +99,8 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
         other,
         "--probe-allow",
         "127.0.0.0/8",
+        "--cors-origin",
+        "https://ui.example",
     ).start()
     _ready(k8s, ns, *specs, "dead")
     yield World(operator, ns, other, targets, k8s)
@@ -343,6 +345,62 @@ def test_registration_api_names_the_bad_field(world: World, body: Any, parameter
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["parameter"] == parameter
     assert world.k8s.kubectl("get", "svcreg/bad", "-n", world.ns, check=False).returncode != 0
+
+
+def test_registration_api_patches_part_of_a_registration(world: World) -> None:
+    """register, update (a JSON merge patch) and deregister through the client, as the writer;
+    the reader may do none of it."""
+    writer, reader = world.client("writer"), world.client("reader")
+    spec = {"endpoint": world.targets["live"].url, "capabilities": ["patched"], "tags": ["a", "b"]}
+    assert writer.register(world.ns, "patched", spec, labels={"team": "x"}).created is True
+    with pytest.raises(client.ApiError) as refused:
+        reader.update(world.ns, "patched", {"weight": 5})
+    assert refused.value.status == 403
+    done = writer.update(world.ns, "patched", {"weight": 5, "tags": None}, labels={"tier": "web"})
+    assert done.created is False and done.generation == 2
+    stored = world.k8s.get_registration(world.ns, "patched")
+    # Given keys replaced, null removed, the rest kept; labels merged the same way.
+    assert stored["spec"]["weight"] == 5 and "tags" not in stored["spec"]
+    assert stored["spec"]["capabilities"] == ["patched"]
+    assert stored["metadata"]["labels"]["team"] == "x" and stored["metadata"]["labels"]["tier"] == "web"
+    # The merged result must be a valid registration: 400 naming the field, nothing written.
+    with pytest.raises(client.ApiError) as bad:
+        writer.update(world.ns, "patched", {"weight": -1})
+    assert bad.value.status == 400 and bad.value.parameter == "spec.weight"
+    with pytest.raises(client.ApiError) as both:
+        writer.update(world.ns, "patched", {"serviceRef": {"name": "web", "port": 80}})
+    assert both.value.status == 400
+    assert world.k8s.get_registration(world.ns, "patched")["spec"]["weight"] == 5
+    with pytest.raises(client.ApiError) as missing:
+        writer.update(world.ns, "never-registered", {"weight": 1})
+    assert missing.value.status == 404
+    assert writer.deregister(world.ns, "patched").deleted is True
+
+
+def test_cors_preflight_allows_the_registration_apis_methods(world: World) -> None:
+    for method in ("PUT", "PATCH", "DELETE", "POST", "GET"):
+        answer = httpx.options(
+            f"{world.url}/v1/registrations/{world.ns}/anything",
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": method},
+            timeout=10,
+        )
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+        assert method in answer.headers["Access-Control-Allow-Methods"].split(", ")
+        assert "Authorization" in answer.headers["Access-Control-Allow-Headers"]
+    # An answer to the real request carries the origin too, and nothing for other origins.
+    real = httpx.get(
+        f"{world.url}/v1/services",
+        headers={"Origin": "https://ui.example", "Authorization": f"Bearer {world.token('reader')}"},
+        timeout=10,
+    )
+    assert real.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+    other = httpx.options(
+        f"{world.url}/v1/services",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        timeout=10,
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 # --- self-registration ----------------------------------------------------------------------------

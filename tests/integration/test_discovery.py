@@ -72,6 +72,7 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
             "weight": 100,
         },
         "r2": {
+            "displayName": "Orders (canary)",
             "service": "orders",
             "version": "2.1.0",
             "capabilities": ["greet", {"name": "farewell", "version": "1.4.0"}],
@@ -252,6 +253,42 @@ def test_select_one_is_weighted_and_never_picks_weight_zero(world: World) -> Non
     assert missing.status_code == 404
 
 
+def test_what_seed_users_write_finds_the_same_things(world: World, k8s: Kube) -> None:
+    """Service name patterns, comma lists of tags, health in any case, one instance of a service
+    by weight, the catalog, the average of capabilities, a display name and registeredAt."""
+    assert world.names("/v1/services", service="ord*") == ["r1", "r2"]
+    assert world.names("/v1/services", service="b?lling", health="any") == ["r3", "r4"]
+    assert world.names("/v1/services", tag="api,canary") == ["r2"]  # both, as tag=api&tag=canary
+    assert world.names("/v1/services", health="unhealthy") == ["dead"]
+    assert world.names("/v1/services", health="HEALTHY,maintenance", service="billing") == ["r3", "r4"]
+    assert world.get("/v1/services", params={"service": "Pay*"}).json()["error"]["parameter"] == "service"
+    picks = {
+        world.get("/v1/services", params={"service": "orders", "select": "one"}).json()["selected"]["name"]
+        for _ in range(60)
+    }
+    assert picks == {"r1", "r2"}
+    none = world.get("/v1/services", params={"service": "billing", "select": "one"})
+    assert none.status_code == 404  # r3 has weight 0, r4 is in maintenance
+    catalog = {s["service"]: s for s in world.get("/v1/catalog").json()["services"]}
+    assert catalog["orders"]["tags"] == ["api", "canary"]
+    assert catalog["orders"]["versions"] == ["1.0.0", "2.1.0"]
+    assert catalog["orders"]["instances"] == {"Healthy": 2, "Unhealthy": 1}
+    assert catalog["billing"]["instances"] == {"Healthy": 1, "Maintenance": 1}
+    assert "orders" not in {
+        s["service"] for s in world.get("/v1/catalog", "stranger").json().get("services", [])
+    }
+    stats = world.get("/v1/stats").json()
+    assert stats["averageCapabilitiesPerService"] == round(
+        sum(stats["capabilitiesPerService"].values()) / 3, 2
+    )
+    r2 = world.get(f"/v1/services/{world.ns}/r2").json()
+    assert r2["displayName"] == "Orders (canary)"
+    created = k8s.get_registration(world.ns, "r2")["metadata"]["creationTimestamp"]
+    assert r2["registeredAt"] == created
+    wide = k8s.kubectl("get", "svcreg", "r2", "-n", world.ns, "-o", "wide").stdout
+    assert "Orders (canary)" in wide and "DISPLAY" in wide
+
+
 def test_etag_and_304(world: World) -> None:
     first = world.get("/v1/services", params={"service": "orders"})
     again = world.get(
@@ -326,6 +363,8 @@ def test_watch_streams_events_and_resumes(world: World, k8s: Kube) -> None:
     events = _events(world, "reader", 2, headers={"Last-Event-ID": str(start)}, service="fresh")
     assert [e["event"] for e in events] == ["registered", "health-changed"]
     assert events[1]["data"]["registration"]["health"] == "Healthy"
+    # Before and after: the health it changed from rides along.
+    assert events[1]["data"]["previousHealth"] == "Unknown" and "previousHealth" not in events[0]["data"]
     k8s.kubectl("delete", "svcreg", "fresh", "-n", world.ns)
     resumed = _events(world, "reader", 1, headers={"Last-Event-ID": str(events[-1]["id"])}, service="fresh")
     assert resumed[0]["event"] == "deleted" and resumed[0]["id"] > events[-1]["id"]
@@ -333,7 +372,14 @@ def test_watch_streams_events_and_resumes(world: World, k8s: Kube) -> None:
     assert world.get("/v1/watch", "stranger").status_code == 403
 
 
+def _heartbeat_counts(world: World) -> dict[str, float]:
+    text = httpx.get(world.url + "/metrics").text
+    found = re.findall(r'^svcreg_heartbeats_total\{result="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {result: float(value) for result, value in found}
+
+
 def test_heartbeat_needs_its_rbac_verb_and_feeds_the_ttl_check(world: World, k8s: Kube) -> None:
+    before = _heartbeat_counts(world)
     path = f"/v1/heartbeat/{world.ns}/beat"
     headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
     assert httpx.post(world.url + path, headers=headers).status_code == 403
@@ -350,6 +396,10 @@ def test_heartbeat_needs_its_rbac_verb_and_feeds_the_ttl_check(world: World, k8s
         "wait", "--for=jsonpath={.status.health}=Healthy", "svcreg/beat", "-n", world.ns, "--timeout=30s"
     )
     assert httpx.post(world.url + f"/v1/heartbeat/{world.ns}/nope", headers=beater).status_code in (403, 404)
+    # Counted: two accepted; refused were the reader's, the bad status and the unknown name.
+    after = _heartbeat_counts(world)
+    assert after["accepted"] - before.get("accepted", 0) == 2
+    assert after["refused"] - before.get("refused", 0) == 3
 
 
 def test_a_heartbeat_to_a_registration_that_is_not_ttl_is_refused(world: World) -> None:
@@ -467,6 +517,33 @@ def test_metrics_cover_requests_auth_cache_and_index(world: World) -> None:
     assert 'svcreg_http_requests_total{code="200",method="GET",route="/v1/services"}' in text
     assert 'svcreg_auth_cache_lookups_total{cache="tokenreview",result="hit"}' in text
     assert "svcreg_index_registrations 7.0" in text
+    registered = re.search(r'^svcreg_registration_changes_total\{kind="registered"\} (\S+)$', text, re.M)
+    assert registered is not None and float(registered.group(1)) >= 7
+
+
+def test_each_identity_has_its_own_request_rate(world: World, control_plane: Cluster, tmp_path: Path) -> None:
+    """Over its rate (2/s, bursts of 4 here) a caller gets 429 with Retry-After; another
+    identity is not slowed by it."""
+    process = OperatorProcess(
+        control_plane, tmp_path / "limited.log", "--namespace", world.ns, "--token-audience", AUDIENCE,
+        "--rate-limit", "2",
+    ).start()  # fmt: skip
+    url = f"http://127.0.0.1:{process.port}/v1/services"
+    try:
+        ready = f"http://127.0.0.1:{process.port}/readyz"
+        process.wait_until(lambda: httpx.get(ready).status_code == 200, "the limited operator to be ready")
+        reader = {"Authorization": f"Bearer {world.tokens['reader']}"}
+        answers = [httpx.get(url, headers=reader, timeout=10) for _ in range(20)]
+        codes = [a.status_code for a in answers]
+        assert codes[:4] == [200] * 4 and 429 in codes, codes
+        refused = next(a for a in answers if a.status_code == 429)
+        assert (
+            refused.json()["error"]["code"] == "TooManyRequests" and int(refused.headers["Retry-After"]) >= 1
+        )
+        other = httpx.get(url, headers={"Authorization": f"Bearer {world.tokens['beater']}"}, timeout=10)
+        assert other.status_code == 200
+    finally:
+        process.stop()
 
 
 def test_openapi_holds_against_generated_requests(
@@ -490,13 +567,15 @@ def test_openapi_holds_against_generated_requests(
         "127.0.0.0/8",
     ).start()
     try:
-        _schemathesis(f"http://127.0.0.1:{process.port}", world.tokens["reader"])
+        _schemathesis(
+            f"http://127.0.0.1:{process.port}", world.tokens["reader"], tmp_path / "schemathesis.out"
+        )
     finally:
         process.stop()
     assert "Traceback" not in process.log_text(), process.log_text()[-4000:]
 
 
-def _schemathesis(url: str, token: str) -> None:
+def _schemathesis(url: str, token: str, report: Path) -> None:
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
         "--config-file",
@@ -516,8 +595,10 @@ def _schemathesis(url: str, token: str) -> None:
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     output = result.stdout + result.stderr
-    failures = output.find("FAILURES")
-    assert result.returncode == 0, output[failures : failures + 6000] if failures >= 0 else output[-4000:]
+    report.write_text(output)
+    failures = max(output.find("FAILURES"), output.find("Failures"))
+    shown = output[failures : failures + 6000] if failures >= 0 else output[-4000:]
+    assert result.returncode == 0, f"{shown}\n(the whole report: {report})"
     match = re.search(r"(\d+) generated, (\d+) passed", output)
     assert match is not None, output[-2000:]
     generated, passed = int(match.group(1)), int(match.group(2))

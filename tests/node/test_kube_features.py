@@ -115,6 +115,10 @@ spec:
       env:
         - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
         - {name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: SVCREG_SERVICE_PORT, value: "8080"}
+        - {name: SVCREG_SERVICE_CHECK, value: none}
+        - {name: SVCREG_SERVICE_TAGS, value: "self,gc"}
       command:
         - python
         - -c
@@ -122,8 +126,7 @@ spec:
           import asyncio
           from svcreg.client.selfregister import SelfRegistration
           async def main():
-              spec = {"endpoint": "http://self.example:80", "healthCheck": {"type": "none"}}
-              registration = SelfRegistration(spec)
+              registration = SelfRegistration.from_env()  # the downward API and SVCREG_SERVICE_*
               await registration.start()
               print("registered", flush=True)
               await asyncio.Event().wait()
@@ -147,10 +150,10 @@ def test_the_garbage_collector_removes_a_killed_pods_self_registration(
     except AssertionError as error:
         logs = kubectl("logs", "self-registering", "-n", ns, check=False, stderr=True)
         raise AssertionError(f"{error}; the pod said:\n{logs[-3000:]}") from None
-    owners = json.loads(kubectl("get", "svcreg", "self-registering", "-n", ns, "-o", "json"))["metadata"][
-        "ownerReferences"
-    ]
-    assert [o["kind"] for o in owners] == ["Pod"]
+    stored = json.loads(kubectl("get", "svcreg", "self-registering", "-n", ns, "-o", "json"))
+    assert [o["kind"] for o in stored["metadata"]["ownerReferences"]] == ["Pod"]
+    pod_ip = kubectl("get", "pod", "self-registering", "-n", ns, "-o", "jsonpath={.status.podIP}")
+    assert stored["spec"]["endpoint"] == f"http://{pod_ip}:8080" and stored["spec"]["tags"] == ["self", "gc"]
     # No clean shutdown: the pod is killed and removed at once.
     kubectl("delete", "pod", "self-registering", "-n", ns, "--grace-period=0", "--force")
     wait_until(

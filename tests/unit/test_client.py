@@ -170,3 +170,58 @@ def test_unknown_capability_is_named() -> None:
     c = client.DiscoveryClient("http://svcreg", "t", http=httpx.Client(transport=transport))
     with c, pytest.raises(client.UnknownCapability, match="'nope'"):
         c.resolve("nope")
+
+
+def test_self_registration_from_the_environment() -> None:
+    from svcreg.client.selfregister import SelfRegistration  # noqa: PLC0415
+
+    environ = {
+        "POD_IP": "10.244.0.7",
+        "POD_NAME": "backend-api-7d9f",
+        "POD_NAMESPACE": "shop",
+        "SVCREG_SERVICE_NAME": "backend-api",
+        "SVCREG_SERVICE_PORT": "8000",
+        "SVCREG_SERVICE_TAGS": "api, backend,publish",
+        "SVCREG_SERVICE_CAPABILITIES": "rest-api",
+        "SVCREG_SERVICE_METADATA": "zone=eu-1,tier=web",
+        "SVCREG_SERVICE_CHECK_PATH": "/health",
+        "SVCREG_SERVICE_DISPLAY_NAME": "Backend API",
+    }
+    registration = SelfRegistration.from_env(environ, namespace="shop")
+    assert registration.name == "backend-api-7d9f"
+    assert registration.spec == {
+        "endpoint": "http://10.244.0.7:8000",
+        "service": "backend-api",
+        "displayName": "Backend API",
+        "capabilities": ["rest-api"],
+        "tags": ["api", "backend", "publish"],
+        "metadata": {"zone": "eu-1", "tier": "web"},
+        "healthCheck": {"path": "/health"},
+    }
+    ttl = SelfRegistration.from_env(
+        {
+            "SVCREG_SERVICE_ENDPOINT": "http://pay:8080",
+            "SVCREG_SERVICE_CHECK": "ttl",
+            "SVCREG_REGISTRATION_NAME": "pay",
+        },
+        namespace="shop",
+    )
+    assert ttl.name == "pay" and ttl.heartbeat_interval == 10.0  # a third of the default 30 s ttl
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({}, "SVCREG_SERVICE_PORT"),
+        ({"SVCREG_SERVICE_PORT": "eighty"}, "SVCREG_SERVICE_PORT"),
+        ({"SVCREG_SERVICE_PORT": "80", "SVCREG_SERVICE_TAGS": "Not_A_Label"}, "SVCREG_SERVICE_TAGS"),
+        ({"SVCREG_SERVICE_PORT": "80", "SVCREG_SERVICE_WEIGHT": "-3"}, "SVCREG_SERVICE_WEIGHT"),
+        ({"SVCREG_SERVICE_PORT": "80", "SVCREG_SERVICE_METADATA": "novalue"}, "SVCREG_SERVICE_METADATA"),
+        ({"SVCREG_SERVICE_PORT": "80", "SVCREG_SERVICE_CHECK": "carrier-pigeon"}, "SVCREG_SERVICE_CHECK"),
+    ],
+)
+def test_a_bad_environment_names_the_variable(environ: dict[str, str], variable: str) -> None:
+    from svcreg.client.fromenv import spec_from_env  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=variable):
+        spec_from_env(environ)

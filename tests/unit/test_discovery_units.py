@@ -566,3 +566,33 @@ def test_changes_since_takes_only_the_newest_entries() -> None:
     assert [c.index - start for c in index.changes_since(start + 47) or []] == [48, 49, 50]
     assert [c.index - start for c in index.changes_since(start) or []] == list(range(1, 51))
     assert index.changes_since(start + 50) == []
+
+
+def test_index_metrics_count_changes_and_bound_per_service_availability() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+    from svcreg.discovery.indexmetrics import IndexCollector  # noqa: PLC0415
+
+    index = Index()
+    index.observe("ADDED", body("up", service="web"))
+    index.observe("ADDED", body("down", service="web", health="Unhealthy"))
+    index.observe("ADDED", body("paused", namespace="b", service="batch", maintenance=True))
+    index.observe("MODIFIED", body("down", service="web"))  # recovered: a health change
+    index.observe("DELETED", body("paused", namespace="b"))
+    for i in range(5):
+        index.observe("ADDED", body(f"z{i}", namespace="zz", service=f"svc{i}", health="Unhealthy"))
+    registry = CollectorRegistry()
+    registry.register(IndexCollector(index, per_service=True, max_services=2))
+    text = generate_latest(registry).decode()
+    assert 'svcreg_registration_changes_total{kind="registered"} 8.0' in text
+    assert 'svcreg_registration_changes_total{kind="health-changed"} 1.0' in text
+    assert 'svcreg_registration_changes_total{kind="deleted"} 1.0' in text
+    # Two series kept (sorted: a/web, zz/svc0), the other four services summed under _other.
+    assert 'svcreg_service_availability{namespace="a",service="web"} 1.0' in text
+    assert 'svcreg_service_availability{namespace="zz",service="svc0"} 0.0' in text
+    assert 'svcreg_service_availability{namespace="",service="_other"} 0.0' in text
+    assert text.count("svcreg_service_availability{") == 3
+    # Off by default: tenants' service names are not put on the unauthenticated endpoint.
+    quiet = CollectorRegistry()
+    quiet.register(IndexCollector(index))
+    assert "svcreg_service_availability{" not in generate_latest(quiet).decode()

@@ -67,3 +67,26 @@ async def test_a_caller_that_cannot_be_impersonated_narrowly_is_refused_not_writ
     status, answer, api = await put(True, "human")
     assert status == 403 and answer["error"]["code"] == "NotAServiceAccount"
     assert api.writes == []
+
+
+def test_merge_patch_follows_rfc_7386() -> None:
+    from svcreg.core.mergepatch import merge_patch  # noqa: PLC0415
+
+    target = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}
+    patched = merge_patch(target, {"a": None, "b": {"c": 5, "d": None}, "e": [3], "f": {"g": None}})
+    assert patched == {"b": {"c": 5}, "e": [3], "f": {}}
+    assert target == {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}  # unchanged
+    assert merge_patch({"a": 1}, [1]) == [1]  # a non-object replaces the whole
+
+
+@pytest.mark.parametrize(
+    ("raw", "parameter"),
+    [(b"[]", "body"), (b"not json", "body"), (b'{"metadata": {}}', "metadata"), (b'{"spec": 3}', "spec")],
+)
+def test_a_bad_patch_body_is_a_400_naming_it(raw: bytes, parameter: str) -> None:
+    from svcreg.core.errors import BadParameter  # noqa: PLC0415
+    from svcreg.discovery.http.registrations import parse_patch  # noqa: PLC0415
+
+    with pytest.raises(BadParameter) as refused:
+        parse_patch(raw)
+    assert refused.value.parameter == parameter

@@ -133,3 +133,47 @@ def test_loop_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
     assert 'svcreg_http_request_duration_seconds_bucket{le="300.0",route="/r"} 3.0' in text
     assert 'svcreg_http_request_duration_seconds_bucket{le="+Inf",route="/r"} 4.0' in text
     assert 'svcreg_http_request_duration_seconds_sum{route="/r"} 400.0031' in text
+
+
+@pytest.mark.asyncio
+async def test_the_access_log_carries_the_request_id_route_status_and_latency(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import json  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from svcreg.telemetry.logformat import JsonFormatter  # noqa: PLC0415
+
+    app = web.Application()
+    serving = Serving(Metrics(), access_log=True)
+    serving.add(app, "GET", "/things/{name}", bad_query)
+    serving.add(app, "GET", "/fine", fine)
+    serving.finish(app)
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, logger="svcreg.access"):
+            echoed = await client.get("/fine", headers={"X-Request-Id": "req-42"})
+            forged = await client.get("/things/x", headers={"X-Request-Id": "a b INFO fake"})
+    assert echoed.headers["X-Request-Id"] == "req-42"
+    # A value that could forge log lines is not echoed or logged: a fresh id replaces it.
+    assert forged.headers["X-Request-Id"] != "a b INFO fake" and " " not in forged.headers["X-Request-Id"]
+    first, second = (json.loads(JsonFormatter().format(r)) for r in caplog.records)
+    assert first["request_id"] == "req-42" and first["route"] == "/fine" and first["status"] == 200
+    assert first["method"] == "GET" and first["latency_ms"] >= 0 and first["logger"] == "svcreg.access"
+    assert second["route"] == "/things/{name}" and second["status"] == 400
+    assert second["request_id"] == forged.headers["X-Request-Id"]
+
+
+@pytest.mark.asyncio
+async def test_no_access_log_and_no_made_up_ids_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    import logging  # noqa: PLC0415
+
+    app = web.Application()
+    serving = Serving(Metrics())
+    serving.add(app, "GET", "/fine", fine)
+    serving.finish(app)
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, logger="svcreg.access"):
+            plain = await client.get("/fine")
+            echoed = await client.get("/fine", headers={"X-Request-Id": "keep-me"})
+    assert "X-Request-Id" not in plain.headers and echoed.headers["X-Request-Id"] == "keep-me"
+    assert not caplog.records

@@ -87,6 +87,10 @@ class AsyncDiscoveryClient:
         params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
         return await self._send(calls.capability(name, params))
 
+    async def catalog(self, namespace: str | None = None) -> wire.Catalog:
+        """Every logical service you may read, with its tags, versions and instances by health."""
+        return await self._send(calls.catalog(namespace))
+
     async def stats(self, namespace: str | None = None) -> wire.Stats:
         return await self._send(calls.stats(namespace))
 
@@ -124,6 +128,26 @@ class AsyncDiscoveryClient:
         return await self._call(
             name, await self._drive(calls.instances_of(name, None, None)), method, path, kwargs
         )
+
+    async def get(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "GET", path)``: seed 001's ``client.get("backend-api", ...)``."""
+        return await self.request_service(service, "GET", path, **kwargs)
+
+    async def post(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "POST", path)``: seed 001's ``client.post("backend-api", ...)``."""
+        return await self.request_service(service, "POST", path, **kwargs)
+
+    async def put(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "PUT", path)``: seed 001's ``client.put("backend-api", ...)``."""
+        return await self.request_service(service, "PUT", path, **kwargs)
+
+    async def patch(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "PATCH", path)``: seed 001's ``client.patch("backend-api", ...)``."""
+        return await self.request_service(service, "PATCH", path, **kwargs)
+
+    async def delete(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "DELETE", path)``: seed 001's ``client.delete("backend-api", ...)``."""
+        return await self.request_service(service, "DELETE", path, **kwargs)
 
     async def _call(
         self, target: str, items: list[wire.Registration], method: str, path: str, kwargs: dict[str, Any]
@@ -184,6 +208,17 @@ class AsyncDiscoveryClient:
     ) -> wire.RegistrationWrite:
         """Create or replace a registration through the discovery endpoint's registration API."""
         return await self._send(calls.register(namespace, name, spec, labels))
+
+    async def update(
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> wire.RegistrationWrite:
+        """Change part of a registration (a JSON merge patch: given keys replace, None removes);
+        the merged result is checked as a whole by the server (400 naming the field)."""
+        return await self._send(calls.update(namespace, name, spec, labels))
 
     async def deregister(self, namespace: str, name: str) -> wire.RegistrationWrite:
         return await self._send(calls.deregister(namespace, name))

@@ -109,6 +109,11 @@ def capability(name: str, params: httpx.QueryParams) -> Call[wire.CapabilityAnsw
     return Call("GET", f"/v1/capabilities/{_part(name)}", wire.CapabilityAnswer.model_validate_json, params)
 
 
+def catalog(namespace: str | None) -> Call[wire.Catalog]:
+    params = httpx.QueryParams({"namespace": namespace} if namespace else {})
+    return Call("GET", "/v1/catalog", wire.Catalog.model_validate_json, params)
+
+
 def stats(namespace: str | None) -> Call[wire.Stats]:
     return Call("GET", "/v1/stats", wire.Stats.model_validate_json, query_params(namespace=namespace))
 
@@ -133,6 +138,23 @@ def register(
         f"/v1/registrations/{_part(namespace)}/{_part(name)}",
         wire.RegistrationWrite.model_validate_json,
         body={"spec": dict(spec), "labels": body.labels},
+    )
+
+
+def update(
+    namespace: str, name: str, spec: Mapping[str, Any] | None, labels: Mapping[str, str | None] | None
+) -> Call[wire.RegistrationWrite]:
+    """A JSON merge patch: the keys given replace, ``None`` removes, the rest is kept."""
+    body: dict[str, Any] = {}
+    if spec is not None:
+        body["spec"] = dict(spec)
+    if labels is not None:
+        body["labels"] = dict(labels)
+    return Call(
+        "PATCH",
+        f"/v1/registrations/{_part(namespace)}/{_part(name)}",
+        wire.RegistrationWrite.model_validate_json,
+        body=body,
     )
 
 

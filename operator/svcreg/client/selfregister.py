@@ -19,12 +19,13 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from svcreg.client import fromenv
 from svcreg.client.aio import AsyncDiscoveryClient
 from svcreg.client.errors import NotFound, SvcregError
 from svcreg.core import model
@@ -82,6 +83,18 @@ class SelfRegistration:
         self.uid: str | None = None
         self._beating: asyncio.Task[None] | None = None
         self._owned: list[Any] = []
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> SelfRegistration:
+        """A registration described by ``SVCREG_SERVICE_*`` variables (see ``svcreg.client.fromenv``
+        for the list), named by SVCREG_REGISTRATION_NAME or POD_NAME; ``options`` as for the
+        constructor. ValueError naming the variable when a value is refused."""
+        env = os.environ if environ is None else environ
+        return cls(
+            fromenv.spec_from_env(env),
+            name=options.pop("name", None) or fromenv.name_from_env(env),
+            **options,
+        )
 
     async def start(self) -> None:
         if self._api is None:

@@ -87,6 +87,10 @@ class DiscoveryClient:
         params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
         return self._send(calls.capability(name, params))
 
+    def catalog(self, namespace: str | None = None) -> wire.Catalog:
+        """Every logical service you may read, with its tags, versions and instances by health."""
+        return self._send(calls.catalog(namespace))
+
     def stats(self, namespace: str | None = None) -> wire.Stats:
         return self._send(calls.stats(namespace))
 
@@ -121,6 +125,26 @@ class DiscoveryClient:
         """``request`` by logical service name instead of capability."""
         items = self._drive(calls.instances_of(name, None, None))
         return self._call(name, items, method, path, kwargs)
+
+    def get(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "GET", path)``: seed 001's ``client.get("backend-api", ...)``."""
+        return self.request_service(service, "GET", path, **kwargs)
+
+    def post(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "POST", path)``: seed 001's ``client.post("backend-api", ...)``."""
+        return self.request_service(service, "POST", path, **kwargs)
+
+    def put(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "PUT", path)``: seed 001's ``client.put("backend-api", ...)``."""
+        return self.request_service(service, "PUT", path, **kwargs)
+
+    def patch(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "PATCH", path)``: seed 001's ``client.patch("backend-api", ...)``."""
+        return self.request_service(service, "PATCH", path, **kwargs)
+
+    def delete(self, service: str, path: str = "", **kwargs: Any) -> httpx.Response:
+        """``request_service(service, "DELETE", path)``: seed 001's ``client.delete("backend-api", ...)``."""
+        return self.request_service(service, "DELETE", path, **kwargs)
 
     def _call(
         self, target: str, items: list[wire.Registration], method: str, path: str, kwargs: dict[str, Any]
@@ -181,6 +205,17 @@ class DiscoveryClient:
     ) -> wire.RegistrationWrite:
         """Create or replace a registration through the discovery endpoint's registration API."""
         return self._send(calls.register(namespace, name, spec, labels))
+
+    def update(
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+    ) -> wire.RegistrationWrite:
+        """Change part of a registration (a JSON merge patch: given keys replace, None removes);
+        the merged result is checked as a whole by the server (400 naming the field)."""
+        return self._send(calls.update(namespace, name, spec, labels))
 
     def deregister(self, namespace: str, name: str) -> wire.RegistrationWrite:
         return self._send(calls.deregister(namespace, name))

@@ -145,6 +145,7 @@ def _validate_endpoint(value: str) -> str:
 
 
 class ServiceRegistrationSpec(_Model):
+    display_name: Annotated[str, Field(max_length=128)] | None = None
     service: DnsLabel | None = None
     version: SemVer | None = None
     endpoint: Annotated[str, Field(max_length=2048)] | None = None

@@ -51,6 +51,7 @@ class Registration(_Answer):
     namespace: str
     name: str
     service: str
+    display_name: str | None = None
     version: str | None = None
     endpoint: str | None = None
     service_ref: ServiceRef | None = None
@@ -63,6 +64,7 @@ class Registration(_Answer):
     ready: bool = False
     instances: list[Address] = Field(default_factory=list, description="serviceRef only: its addresses")
     generation: int = 0
+    registered_at: str | None = Field(None, description="when the registration was created (RFC 3339)")
 
     def urls(self) -> list[str]:
         """Where to call this registration: its endpoint, or each served serviceRef address."""
@@ -82,11 +84,29 @@ class RegistrationAnswer(Registration):
 
 
 class ServiceList(_Answer):
-    """``GET /v1/services``."""
+    """``GET /v1/services``: the matching instances, or with ``select=one`` the one chosen."""
+
+    index: int
+    count: int | None = None
+    items: list[Registration] | None = None
+    selected: Registration | None = None
+
+
+class CatalogService(_Answer):
+    service: str
+    tags: list[str]
+    versions: list[str]
+    namespaces: list[str]
+    instances: dict[str, int] = Field(description="instance counts by health")
+    total: int
+
+
+class Catalog(_Answer):
+    """``GET /v1/catalog``: every logical service the caller may read."""
 
     index: int
     count: int
-    items: list[Registration]
+    services: list[CatalogService]
 
 
 class CapabilityAnswer(_Answer):
@@ -124,6 +144,7 @@ class Stats(_Answer):
     namespaces: int
     unique_capabilities: int
     capabilities_per_service: dict[str, int]
+    average_capabilities_per_service: float = 0.0
 
 
 class WatchEvent(_Answer):
@@ -133,6 +154,9 @@ class WatchEvent(_Answer):
     type: EventType
     index: int
     registration: Registration | None = None
+    previous_health: Health | None = Field(
+        None, description="the health before this change (the new one is registration.health)"
+    )
 
 
 class HeartbeatBody(_Body):
@@ -187,6 +211,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     ServiceList,
     CapabilityAnswer,
     CapabilityList,
+    Catalog,
     Stats,
     WatchEvent,
     HeartbeatAnswer,

@@ -82,6 +82,8 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         namespace=metadata.get("namespace", ""),
         name=name,
         service=spec.service_name(name),
+        display_name=spec.display_name,
+        registered_at=metadata.get("creationTimestamp"),
         version=spec.version,
         endpoint=spec.endpoint,
         service_ref=spec.service_ref,
@@ -176,6 +178,7 @@ class Index:
         self._synced = asyncio.Event()
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self.router: Router[Change] = Router(start=self.index)
+        self.counts: collections.Counter[str] = collections.Counter()  # changes recorded, by kind
 
     def mark_stale(self, reason: str) -> None:
         """The watch feeding this index is down: what it holds may be out of date."""
@@ -273,6 +276,7 @@ class Index:
     def _record(self, kind: str, item: Entry, previous: Entry | None = None) -> Change:
         self.index += 1
         change = Change(self.index, kind, item, previous, at=self._clock())
+        self.counts[kind] += 1
         self.history.append(change)
         self.router.publish(change, self.index)
         return change

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,11 +26,15 @@ MAX_QUERY_LENGTH = 4096
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _LABEL = re.compile(DNS_LABEL)
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A service name pattern: the characters of a DNS label, with * (any run) and ? (one character).
+_SERVICE_GLOB = re.compile(r"^[-a-z0-9*?]{1,63}$")
+_HEALTH_BY_LOWER = {h.value.lower(): h.value for h in Health}
 
 
 @dataclass(frozen=True)
 class Query:
     service: str | None = None
+    service_glob: str | None = None  # service=pay* : matched by fnmatch, case-sensitive
     namespace: str | None = None
     capabilities: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
@@ -55,7 +60,10 @@ class Query:
         return self.matches(item)
 
     def matches(self, item: Entry) -> bool:
-        """The filters the index cannot answer from its sets: health, metadata, versions."""
+        """The filters the index cannot answer from its sets: health, metadata, versions, a
+        service name pattern."""
+        if self.service_glob is not None and not fnmatch.fnmatchcase(item.service, self.service_glob):
+            return False
         if self.health is not None:
             if item.maintenance and "Maintenance" not in self.health:
                 return False
@@ -119,7 +127,8 @@ def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
 
 
 ALLOWED = {
-    "services": {"service", "namespace", "capability", "tag", "version", "health", "index", "wait"},
+    "services": {"service", "namespace", "capability", "tag", "version", "health", "select", "index", "wait"},
+    "catalog": {"namespace", "index", "wait"},
     "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
     "capabilities": {"namespace", "index", "wait"},
     "watch": {"service", "namespace", "capability", "tag", "version", "health"},
@@ -170,7 +179,13 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
         if name.startswith("meta."):
             meta.append((name[5:], value))
     if "service" in params:
-        fields["service"] = _label("service", _single(params, "service"))
+        value = _single(params, "service")
+        if "*" in value or "?" in value:
+            if not _SERVICE_GLOB.match(value):
+                raise BadParameter("service", f"{value!r} is not a service name or pattern such as pay*")
+            fields["service_glob"] = value
+        else:
+            fields["service"] = _label("service", value)
     if "namespace" in params:
         value = _single(params, "namespace")
         if len(value) > 63 or not _NAMESPACE.match(value):
@@ -179,7 +194,10 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
     fields["capabilities"] = tuple(_label("capability", v) for v in params.getall("capability", []))
     if capability is not None:
         fields["capabilities"] = (_label("capability", capability),)
-    fields["tags"] = tuple(_label("tag", v) for v in params.getall("tag", []))
+    # tag=a,b and tag=a&tag=b both mean: every one of them.
+    fields["tags"] = tuple(
+        _label("tag", part) for v in params.getall("tag", []) for part in v.split(",") if part
+    )
     if "version" in params:
         spec = _range("version", _single(params, "version"))
         if route == "capability":
@@ -189,17 +207,18 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
             fields["version"] = spec
     health_values = params.getall("health", [])
     if health_values:
-        wanted = {part.strip() for value in health_values for part in value.split(",") if part.strip()}
+        # Case-insensitive: healthy, HEALTHY and Healthy are one value.
+        wanted = {
+            part.strip().lower() for value in health_values for part in value.split(",") if part.strip()
+        }
         if "any" in wanted:
             fields["health"] = None  # any state, whatever else is named beside it
         else:
-            known = {h.value for h in Health}
-            unknown = sorted(wanted - known)
+            unknown = sorted(wanted - _HEALTH_BY_LOWER.keys())
             if unknown:
-                raise BadParameter(
-                    "health", f"{unknown[0]!r} is not one of {', '.join(sorted(known))} or any"
-                )
-            fields["health"] = frozenset(wanted)
+                known = ", ".join(sorted(_HEALTH_BY_LOWER.values()))
+                raise BadParameter("health", f"{unknown[0]!r} is not one of {known} or any")
+            fields["health"] = frozenset(_HEALTH_BY_LOWER[w] for w in wanted)
     if "index" in params:
         raw = _single(params, "index")
         if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
@@ -230,6 +249,7 @@ def canonical(query: Query, route: str) -> str:
     parts = (
         route,
         query.service or "",
+        query.service_glob or "",
         query.namespace or "",
         ",".join(sorted(set(query.capabilities))),
         ",".join(sorted(set(query.tags))),

@@ -184,6 +184,12 @@ class Metrics:
             registry=r,
         )
         self.asyncio_tasks.set_function(_tasks_alive)
+        self.heartbeats = LoopCounter(
+            "svcreg_heartbeats",
+            "Heartbeats received, by result (accepted or refused).",
+            ["result"],
+            registry=r,
+        )
         self.watchers = Gauge("svcreg_watch_streams", "Open /v1/watch streams.", registry=r)
         self.watch_delivery = Histogram(
             "svcreg_watch_delivery_seconds",

@@ -57,7 +57,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or (gt (int .Values.discovery.replicas) 0) .Values.discovery.autoscaling.enabled -}}true{{- end -}}
 {{- end -}}
 
-{{/* Arguments common to both kinds of pod: scope, audiences, CORS, long-poll cap, log level. */}}
+{{/* Arguments common to both kinds of pod: scope, audiences, CORS, long-poll cap, logs, metrics. */}}
 {{- define "svcreg.commonArgs" -}}
 - run
 - --port={{ .Values.service.port }}
@@ -75,6 +75,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --no-registration-api
 {{- end }}
 - --log-level={{ .Values.logLevel }}
+- --log-format={{ .Values.logFormat }}
+{{- if .Values.accessLog }}
+- --access-log
+{{- end }}
+{{- if .Values.serviceMetrics }}
+- --service-metrics
+{{- end }}
 {{- end -}}
 
 {{/* The container's hardening and probes, shared by both Deployments. */}}

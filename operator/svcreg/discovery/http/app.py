@@ -46,12 +46,13 @@ def build_app(
     *,
     registration_api: bool = True,
     alive: ReadyCheck = lambda: (True, {}),
+    access_log: bool = False,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[METRICS_KEY] = metrics_
     app[READY_KEY] = ready
     app[ALIVE_KEY] = alive
-    serving = Serving(metrics_, discovery_.cors_origins if discovery_ is not None else ())
+    serving = Serving(metrics_, discovery_.cors_origins if discovery_ is not None else (), access_log)
     serving.add(app, "GET", "/healthz", healthz)
     serving.add(app, "GET", "/readyz", readyz)
     serving.add(app, "GET", "/metrics", metrics)

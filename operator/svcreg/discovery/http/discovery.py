@@ -32,7 +32,8 @@ from svcreg.discovery import query as query_mod
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
-from svcreg.discovery.http.serving import Serving, add_cors, error_response
+from svcreg.discovery.http.ratelimit import TokenBuckets
+from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
 from svcreg.kube.api import KubeApi
 from svcreg.telemetry.metrics import Metrics
@@ -67,6 +68,8 @@ class Discovery:
     # Bounds on long-lived answers; over them a caller gets 429 with Retry-After.
     max_watchers: int = 1000
     max_long_polls: int = 1000
+    # Requests per second each authenticated identity may make (a burst of twice that); 0: off.
+    rate_limit: float = 0.0
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -77,6 +80,18 @@ class Discovery:
         self.metrics.watchers.set_function(lambda: self.watchers)
         self.metrics.long_polls.set_function(lambda: self.long_polls)
         self._forwarder: aiohttp.ClientSession | None = None
+        self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
+
+    def admit(self, request: web.Request, identity: Identity) -> None:
+        """Note who is calling (for the access log) and spend one of its requests: 429 with
+        Retry-After once the identity has used its rate, whoever else is calling."""
+        request[CALLER] = identity.username
+        if self.rates is not None:
+            wait = self.rates.take(identity.username)
+            if wait:
+                raise AuthError(
+                    429, "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
+                )
 
     async def forward(self, request: web.Request) -> web.Response:
         """Relay a write (heartbeat, registration) to the operator with the caller's own token,
@@ -135,12 +150,14 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     authorization = request.headers.get("Authorization")
     if query.namespace:
         identity = await discovery.auth.identify(authorization, request.remote)
+        discovery.admit(request, identity)
         await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
     index = discovery.index
     identity, readable = await discovery.auth.reader(
         authorization, index.by_namespace.keys(), index.namespaces_version, request.remote
     )
+    discovery.admit(request, identity)
     if readable is not None and not readable:
         raise AuthError(
             403,
@@ -227,6 +244,17 @@ async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, f
 
 
 async def services(request: web.Request) -> web.Response:
+    query = _query(request, "services")
+    if query.select_one:
+        # One instance of the matching ones, by weight: seed 001's get_service_url(name).
+        _, readable = await _caller(request, query)
+        index = request.app[DISCOVERY_KEY].index
+        chosen = pick(index.candidates(query, readable))
+        if chosen is None:
+            return error_response(404, "NoEntry", "no served instance with weight above 0 matches")
+        return web.Response(
+            body=dumps({"index": index.index, "selected": chosen.document}), content_type="application/json"
+        )
     query, readable, index = await _listing(request, "services")
 
     def build() -> dict[str, Any]:
@@ -236,11 +264,45 @@ async def services(request: web.Request) -> web.Response:
     return _answer(request, query, readable, build)
 
 
+async def catalog(request: web.Request) -> web.Response:
+    """Every logical service the caller may read: its tags, versions and instances by health
+    (Consul's catalog; seed 001's discover_all_services)."""
+    query, readable, index = await _listing(request, "catalog")
+
+    def build() -> dict[str, Any]:
+        services: dict[str, dict[str, Any]] = {}
+        for item in index.candidates(query_mod.Query(namespace=query.namespace, health=None), readable):
+            entry = services.setdefault(
+                item.service,
+                {"tags": set(), "versions": set(), "namespaces": set(), "instances": collections.Counter()},
+            )
+            entry["tags"] |= item.tags
+            if item.version:
+                entry["versions"].add(item.version)
+            entry["namespaces"].add(item.namespace)
+            entry["instances"][item.health] += 1
+        listed = [
+            {
+                "service": name,
+                "tags": sorted(e["tags"]),
+                "versions": sorted(e["versions"]),
+                "namespaces": sorted(e["namespaces"]),
+                "instances": dict(sorted(e["instances"].items())),
+                "total": sum(e["instances"].values()),
+            }
+            for name, e in sorted(services.items())
+        ]
+        return {"count": len(listed), "services": listed}
+
+    return _answer(request, query, readable, build)
+
+
 async def one_service(request: web.Request) -> web.Response:
     _query(request, "one")
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
+    discovery.admit(request, identity)
     await discovery.auth.require(identity, "list", namespace)
     item = discovery.index.items.get((namespace, name))
     if item is None:
@@ -330,6 +392,9 @@ async def stats(request: web.Request) -> web.Response:
             "namespaces": len({i.namespace for i in items}),
             "uniqueCapabilities": len(every),
             "capabilitiesPerService": {s: len(c) for s, c in sorted(per_service.items())},
+            "averageCapabilitiesPerService": (
+                round(sum(len(c) for c in per_service.values()) / len(per_service), 2) if per_service else 0.0
+            ),
         }
 
     return _answer(request, query, readable, build)
@@ -338,7 +403,15 @@ async def stats(request: web.Request) -> web.Response:
 def _event(change: Change, kind: str) -> bytes:
     encoded = change.encoded.get(kind)
     if encoded is None:
-        data = json.dumps({"type": kind, "index": change.index, "registration": change.instance.document})
+        event: dict[str, Any] = {
+            "type": kind,
+            "index": change.index,
+            "registration": change.instance.document,
+        }
+        if change.previous is not None:
+            # Before and after: a health change reads as previousHealth -> registration.health.
+            event["previousHealth"] = change.previous.health
+        data = json.dumps(event)
         encoded = change.encoded[kind] = f"id: {change.index}\nevent: {kind}\ndata: {data}\n\n".encode()
     return encoded
 
@@ -454,9 +527,22 @@ async def watch(request: web.Request) -> web.StreamResponse:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    """A ttl heartbeat, counted as accepted or refused (svcreg_heartbeats_total)."""
+    counter = request.app[DISCOVERY_KEY].metrics.heartbeats
+    try:
+        response = await _heartbeat(request)
+    except (AuthError, BadParameter):
+        counter.inc(("refused",))
+        raise
+    counter.inc(("accepted",) if response.status == 200 else ("refused",))
+    return response
+
+
+async def _heartbeat(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
+    discovery.admit(request, identity)
     await discovery.auth.require(identity, "heartbeat", namespace, name)
     if discovery.heartbeats is None:
         return await discovery.elsewhere(
@@ -494,6 +580,7 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/capabilities", capabilities)
     serving.add(app, "GET", "/v1/capabilities/{name}", capability)
     serving.add(app, "GET", "/v1/stats", stats)
+    serving.add(app, "GET", "/v1/catalog", catalog)
     serving.add(app, "GET", "/v1/watch", watch)
     serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
     serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

@@ -8,6 +8,7 @@ written here is only what models do not say: routes, parameters and their descri
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +20,15 @@ from svcreg.core.health import Health
 from svcreg.discovery import query
 
 _HEALTH = [h.value for h in Health]
-_STATES = "|".join([*_HEALTH, "any"])
+
+
+def _any_case(word: str) -> str:
+    """A regex matching ``word`` in any letter case (JSON Schema patterns have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_STATES = "|".join(_any_case(w) for w in [*_HEALTH, "any"])
+_L = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a DNS label, its length bounded in the pattern
 
 
 def _param(
@@ -44,12 +53,17 @@ _WAIT = _param(
 )
 _HEALTH_P = _param(
     "health",
-    "Health states to include (repeatable or comma-separated); 'any' for all. Default Healthy and Degraded.",
+    "Health states to include (repeatable or comma-separated, any letter case); 'any' for all. "
+    "Default Healthy and Degraded.",
     {"type": "string", "pattern": f"^({_STATES})?(,({_STATES})?)*$"},
     explode=True,
 )
 _FILTERS = [
-    _param("service", "Logical service name.", _LABEL),
+    _param(
+        "service",
+        "Logical service name, or a pattern with * and ? (service=pay*).",
+        {"type": "string", "pattern": f"^({_L}|[-a-z0-9*?]*[*?][-a-z0-9*?]*)$", "maxLength": 63},
+    ),
     _NS,
     _param(
         "capability",
@@ -59,8 +73,8 @@ _FILTERS = [
     ),
     _param(
         "tag",
-        "Tag the instance must have (repeatable; all must match).",
-        {"type": "array", "items": _LABEL},
+        "Tags the instance must have (repeatable or comma-separated; all must match).",
+        {"type": "array", "items": {"type": "string", "pattern": f"^({_L})?(,({_L})?)*$", "maxLength": 1024}},
         explode=True,
     ),
     _param("version", "Semantic version range, e.g. >=1.2,<2.", _RANGE_SCHEMA),
@@ -84,13 +98,34 @@ _UNPARSED = {
     "description": "A bad parameter (JSON), or a request the HTTP layer could not parse (plain text).",
     "content": {**_ERROR["content"], "text/plain": {"schema": {"type": "string"}}},
 }
+# A PATCH body: which spec fields may change and how is the registration model's business (the
+# merged result is checked against it), so spec is any object here.
+_MERGE_PATCH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "spec": {"type": "object"},
+        "labels": {
+            "type": "object",
+            "propertyNames": {"maxLength": 63},
+            "additionalProperties": {"type": ["string", "null"], "maxLength": 63},
+        },
+    },
+}
 _ERRORS = {"400": _UNPARSED, "401": _ERROR, "403": _ERROR, "429": _ERROR, "503": _ERROR}
 
 
 def _get(
-    summary: str, parameters: list[dict[str, Any]], model: type[BaseModel], *, etag: bool = True
+    summary: str,
+    parameters: list[dict[str, Any]],
+    model: type[BaseModel],
+    *,
+    etag: bool = True,
+    not_found: bool = False,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": _json(model, summary), **_ERRORS}
+    if not_found:
+        responses["404"] = _ERROR
     if etag:
         responses["304"] = {"description": "Not modified (If-None-Match matched the ETag)."}
     return {
@@ -158,8 +193,19 @@ def document() -> dict[str, Any]:
             "/v1/services": _get(
                 "Registered instances matching the filters. Metadata filters are meta.KEY=VALUE parameters "
                 "(repeatable; all must match), e.g. meta.environment=production.",
-                [*_FILTERS, _INDEX, _WAIT],
+                [
+                    *_FILTERS,
+                    _param("select", "one: pick a single matching instance by weight.", {"enum": ["one"]}),
+                    _INDEX,
+                    _WAIT,
+                ],
                 wire.ServiceList,
+                not_found=True,
+            ),
+            "/v1/catalog": _get(
+                "Every logical service you may read: its tags, versions, namespaces and instances by health.",
+                [_NS, _INDEX, _WAIT],
+                wire.Catalog,
             ),
             "/v1/services/{namespace}/{name}": {
                 "get": {
@@ -262,6 +308,26 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(wire.RegistrationWrite, "Updated."),
                         "201": _json(wire.RegistrationWrite, "Created."),
+                        **_ERRORS,
+                    },
+                    "security": [{"serviceAccountToken": []}],
+                },
+                "patch": {
+                    "summary": "Change part of a registration: a JSON merge patch (RFC 7386) of spec "
+                    "and labels, null removing a key (RBAC patch, checked for the caller); 409 when "
+                    "it changed meanwhile.",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/merge-patch+json": {"schema": _MERGE_PATCH},
+                            "application/json": {"schema": _MERGE_PATCH},
+                        },
+                    },
+                    "responses": {
+                        "200": _json(wire.RegistrationWrite, "Updated."),
+                        "404": _ERROR,
+                        "409": _ERROR,
                         **_ERRORS,
                     },
                     "security": [{"serviceAccountToken": []}],

@@ -1,5 +1,5 @@
-"""``PUT`` and ``DELETE /v1/registrations/{namespace}/{name}``: self-registration over HTTP for
-services that cannot talk to the Kubernetes API.
+"""``PUT``, ``PATCH`` and ``DELETE /v1/registrations/{namespace}/{name}``: self-registration
+over HTTP for services that cannot talk to the Kubernetes API.
 
 The resource stays the single source of truth: the facade writes the same ServiceRegistration a
 ``kubectl apply`` would, with server-side apply, only after a SubjectAccessReview says the
@@ -10,7 +10,9 @@ see who asked, and svcreg's own ServiceAccount needs no write rights of its own.
 not ServiceAccounts cannot be impersonated that narrowly and are refused (403); with
 impersonation turned off (``--no-impersonate-callers``) svcreg writes itself. Either way the
 object is annotated with who asked. The body is validated by the same model as the CRD, so a bad
-field is a 400 naming it before anything reaches the API server.
+field is a 400 naming it before anything reaches the API server. ``PATCH`` is a JSON merge patch
+(RFC 7386) of ``spec`` and ``labels``, checked against the model as merged and sent with the
+resourceVersion it was merged onto, so a concurrent change is a 409, never lost.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from svcreg.core import model, wire
 from svcreg.core.errors import BadParameter
+from svcreg.core.mergepatch import merge_patch
 from svcreg.discovery.http.auth import AuthError, Identity
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.discovery import DISCOVERY_KEY, Discovery
@@ -77,6 +80,7 @@ async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]
     _check_name("namespace", namespace)
     _check_name("name", name)
     identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
+    discovery.admit(request, identity)
     return discovery, namespace, name, identity
 
 
@@ -166,6 +170,72 @@ async def put_registration(request: web.Request) -> web.Response:
     )
 
 
+def parse_patch(raw: bytes) -> dict[str, dict[str, object]]:
+    """A PATCH body ``{"spec": {...}, "labels": {...}}`` (either may be absent); 400 otherwise."""
+    try:
+        patch = json.loads(raw)
+    except ValueError as error:
+        raise BadParameter("body", "must be a JSON object (a JSON merge patch)") from error
+    if not isinstance(patch, dict):
+        raise BadParameter("body", "must be a JSON object (a JSON merge patch)")
+    for key, value in patch.items():
+        if key not in ("spec", "labels"):
+            raise BadParameter(key, "unknown field; a patch may change spec and labels")
+        if not isinstance(value, dict):
+            raise BadParameter(key, "must be an object")
+    return patch
+
+
+async def patch_registration(request: web.Request) -> web.Response:
+    """Change part of a registration, as the caller may (``patch`` on that name)."""
+    discovery, namespace, name, identity = await _context(request)
+    api = discovery.api
+    if api is None:
+        return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
+    if (request.content_length or 0) > MAX_BODY:
+        raise BadParameter("body", f"at most {MAX_BODY} bytes")
+    patch = parse_patch(await request.read())
+    await discovery.auth.require(identity, "patch", namespace, name)
+    writer = _writer(discovery, identity)
+    path = KubeApi.registration_path(namespace, name)
+    try:
+        current = (await api.call("GET", path)).json()
+    except kube_errors.NotFound:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
+        return _write_failed(f"reading {namespace}/{name}", error)
+    metadata = current.get("metadata") or {}
+    merged = {
+        "spec": merge_patch(current.get("spec") or {}, patch.get("spec") or {}),
+        "labels": merge_patch(metadata.get("labels") or {}, patch.get("labels") or {}),
+    }
+    parse_body(json.dumps(merged).encode())  # the result must be a valid registration: 400 else
+    body = {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "annotations": {REGISTERED_BY: identity.username},
+            **({"labels": patch["labels"]} if "labels" in patch else {}),
+        },
+        **({"spec": patch["spec"]} if "spec" in patch else {}),
+    }
+    try:
+        stored = await api.call(
+            "PATCH", path, json=body, content_type="application/merge-patch+json", impersonate=writer
+        )
+    except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
+        return _write_failed(f"patching {namespace}/{name}", error)
+    return _answer(
+        200,
+        wire.RegistrationWrite(
+            namespace=namespace,
+            name=name,
+            created=False,
+            registered_by=identity.username,
+            generation=stored.json().get("metadata", {}).get("generation", 0),
+        ),
+    )
+
+
 async def _exists(api: KubeApi, namespace: str, name: str) -> bool:
     try:
         await api.call("GET", KubeApi.registration_path(namespace, name))
@@ -192,4 +262,5 @@ async def delete_registration(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, serving: Serving) -> None:
     serving.add(app, "PUT", "/v1/registrations/{namespace}/{name}", put_registration)
+    serving.add(app, "PATCH", "/v1/registrations/{namespace}/{name}", patch_registration)
     serving.add(app, "DELETE", "/v1/registrations/{namespace}/{name}", delete_registration)

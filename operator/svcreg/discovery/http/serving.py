@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +24,18 @@ from svcreg.discovery.index import dumps
 from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+access = logging.getLogger("svcreg.access")
+
+CALLER = web.RequestKey("caller", str)  # the authenticated caller's username, for the access log
+# An incoming X-Request-Id is echoed and logged only when it is a plain token (no spaces or
+# control characters to forge log lines with); otherwise a fresh one is made.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMATCHED = "unmatched"  # the route label of answers to paths no route serves
+# Every method a browser may send cross-origin: discovery's reads, heartbeats and the
+# registration API's writes.
+ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -55,10 +66,10 @@ def add_cors(request: web.Request, response: web.StreamResponse, origins: tuple[
     if origin and response.prepared is False and (origin in origins or "*" in origins):
         response.headers["Access-Control-Allow-Origin"] = origin if "*" not in origins else "*"
         response.headers["Access-Control-Allow-Headers"] = (
-            "Authorization, Content-Type, If-None-Match, Last-Event-ID"
+            "Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id"
         )
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = "ETag, X-Svcreg-Index"
+        response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+        response.headers["Access-Control-Expose-Headers"] = "ETag, X-Svcreg-Index, X-Request-Id"
         response.headers["Vary"] = "Origin"
 
 
@@ -68,6 +79,7 @@ class Serving:
 
     metrics: Metrics
     cors_origins: tuple[str, ...] = ()
+    access_log: bool = False
 
     def add(self, app: web.Application, method: str, path: str, handler: Handler) -> None:
         if method == hdrs.METH_GET:  # answers HEAD too, as aiohttp's add_get does
@@ -78,6 +90,7 @@ class Serving:
     def wrap(self, route: str, handler: Handler) -> Handler:
         observe = self.metrics.observe_request
         origins = self.cors_origins
+        log_requests = self.access_log
 
         async def served(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
@@ -91,9 +104,33 @@ class Serving:
                 response = error_for(request, error)
             except Exception as error:
                 response = error_for(request, error)
-            observe(route, request.method, response.status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            observe(route, request.method, response.status, elapsed)
             if origins:
                 add_cors(request, response, origins)
+            request_id = request.headers.get("X-Request-Id")
+            if request_id is not None and not _REQUEST_ID.match(request_id):
+                request_id = None
+            if request_id is None and log_requests:
+                request_id = uuid.uuid4().hex
+            if request_id is not None and not response.prepared:
+                response.headers["X-Request-Id"] = request_id
+            if log_requests:
+                access.info(
+                    "%s %s %d",
+                    request.method,
+                    request.path,
+                    response.status,
+                    extra={
+                        "request_id": request_id,
+                        "method": request.method,
+                        "route": route,
+                        "path": request.path,
+                        "status": response.status,
+                        "caller": request.get(CALLER),
+                        "latency_ms": round(elapsed * 1000, 3),
+                    },
+                )
             return response
 
         served.__name__ = served.__qualname__ = getattr(handler, "__name__", "served")
