@@ -21,6 +21,7 @@ from aiohttp import web
 from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
+from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
 from svcreg.discovery.indexmetrics import IndexCollector
 from svcreg.discovery.informer import Informer
@@ -70,6 +71,7 @@ async def run(settings: Settings) -> None:
         max_long_polls=settings.max_long_polls,
         rate_limit=settings.rate_limit,
         operator_url=settings.operator_url if settings.discovery_only else None,
+        operator_ca_file=settings.operator_ca_file,
         api=None if settings.discovery_only else api,
         impersonate=not settings.no_impersonate_callers,
     )
@@ -97,6 +99,8 @@ async def run(settings: Settings) -> None:
         slow_concurrency=settings.probe_slow_concurrency,
         active=elector.holds if elector is not None else (lambda: True),
     )
+    if not settings.discovery_only:
+        discovery.last_probes = prober.last_probes
     started = asyncio.Event()
 
     def ready() -> tuple[bool, dict[str, Any]]:
@@ -140,11 +144,20 @@ async def run(settings: Settings) -> None:
         handler_cancellation=True,
     )
     await web_runner.setup()
-    site = web.TCPSite(web_runner, host=settings.host, port=settings.port)
+    tls = None
+    if settings.tls_cert_file and settings.tls_key_file:
+        tls = ServingTls(settings.tls_cert_file, settings.tls_key_file)
+    site = web.TCPSite(
+        web_runner, host=settings.host, port=settings.port, ssl_context=tls.context if tls else None
+    )
     await site.start()
+    reloading = asyncio.create_task(
+        tls.watch() if tls is not None else asyncio.sleep(0), name="svcreg-tls-reload"
+    )
     logger.info(
-        "svcreg %s listening on %s:%d; probe policy opens %s",
+        "svcreg %s listening on %s://%s:%d; probe policy opens %s",
         "discovery" if settings.discovery_only else "operator and discovery",
+        "https" if tls else "http",
         settings.host,
         settings.port,
         list(settings.probe_allow) or "nothing",
@@ -186,8 +199,8 @@ async def run(settings: Settings) -> None:
         if stalls is not None:
             stalls.stop()
         unwatch_gc()
-        for task in (informer, freezer, lag, guarding, electing):
+        for task in (informer, freezer, lag, guarding, electing, reloading):
             task.cancel()
-        await asyncio.gather(informer, freezer, lag, guarding, electing, return_exceptions=True)
+        await asyncio.gather(informer, freezer, lag, guarding, electing, reloading, return_exceptions=True)
         await web_runner.cleanup()
         await api.close()

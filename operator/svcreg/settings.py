@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         ge=0,
         description="requests per second each caller identity may make (bursts of twice that; over it, "
         "429 with Retry-After); 0: off",
+    )
+    tls_cert_file: str | None = Field(
+        None, description="serve HTTPS with this PEM certificate (chain); reloaded when it changes"
+    )
+    tls_key_file: str | None = Field(None, description="the PEM private key of --tls-cert-file")
+    operator_ca_file: str | None = Field(
+        None, description="CA bundle a discovery-only replica trusts for an https --operator-url"
     )
     service_metrics: bool = Field(
         False,
@@ -170,6 +177,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("--tls-cert-file and --tls-key-file go together")
+        return self
 
     # -- derived ---------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,8 +24,14 @@ class OperatorProcess:
         *args: str,
         env: dict[str, str] | None = None,
         standalone: bool = True,
+        tls_ca: Path | None = None,
     ) -> None:
         self.port = free_port()
+        # Served over HTTPS (--tls-cert-file in args): readiness is asked trusting ``tls_ca``.
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
+        )
         self.log = log
         self.args = ["--port", str(self.port), *(["--standalone"] if standalone else []), *args]
         self.env = env or cluster.env()
@@ -58,7 +65,7 @@ class OperatorProcess:
 
     def ready(self) -> dict[str, object] | None:
         try:
-            answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+            answer = httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify)
         except httpx.HTTPError:
             return None
         body: dict[str, object] = answer.json()

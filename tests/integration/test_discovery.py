@@ -6,6 +6,7 @@ import collections
 import contextlib
 import json
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -283,6 +284,12 @@ def test_what_seed_users_write_finds_the_same_things(world: World, k8s: Kube) ->
     )
     r2 = world.get(f"/v1/services/{world.ns}/r2").json()
     assert r2["displayName"] == "Orders (canary)"
+    # The last probe of each instance, from the prober's memory.
+    [probe] = r2["lastProbes"]
+    assert probe["passed"] is True and probe["reason"] == "ProbeSucceeded" and probe["latencyMs"] >= 0
+    assert probe["at"].endswith("+00:00") and probe["instance"] == ""  # the endpoint itself
+    [dead] = world.get(f"/v1/services/{world.ns}/dead").json()["lastProbes"]
+    assert dead["passed"] is False and dead["reason"] == "ConnectionRefused" and dead["message"]
     created = k8s.get_registration(world.ns, "r2")["metadata"]["creationTimestamp"]
     assert r2["registeredAt"] == created
     wide = k8s.kubectl("get", "svcreg", "r2", "-n", world.ns, "-o", "wide").stdout
@@ -544,6 +551,50 @@ def test_each_identity_has_its_own_request_rate(world: World, control_plane: Clu
         assert other.status_code == 200
     finally:
         process.stop()
+
+
+def test_discovery_serves_https_and_reloads_a_renewed_certificate(
+    world: World, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """--tls-cert-file/--tls-key-file: HTTPS with the client trusting a private CA; the files
+    replaced in place (as the kubelet swaps a renewed Secret) are served without a restart."""
+    from svcreg.client import DiscoveryClient  # noqa: PLC0415
+    from svcreg.devtools.controlplane import pki  # noqa: PLC0415
+
+    first, second = pki.generate(tmp_path / "first"), pki.generate(tmp_path / "second")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(first.serving_cert.read_bytes())
+    key.write_bytes(first.serving_key.read_bytes())
+    process = OperatorProcess(
+        control_plane, tmp_path / "tls.log", "--namespace", world.ns, "--token-audience", AUDIENCE,
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key), tls_ca=first.ca_cert,
+    ).start()  # fmt: skip
+    try:
+        with DiscoveryClient(process.url, world.tokens["reader"], ca_file=first.ca_cert) as client:
+            assert {i.name for i in client.services(service="orders").items or []} == {"r1", "r2"}
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served on the TLS port
+            httpx.get(f"http://127.0.0.1:{process.port}/readyz", timeout=5)
+        # Renewed: a certificate from another CA written over the same files.
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        (staged / "tls.crt").write_bytes(second.serving_cert.read_bytes())
+        (staged / "tls.key").write_bytes(second.serving_key.read_bytes())
+        (staged / "tls.key").replace(key)
+        (staged / "tls.crt").replace(cert)
+
+        def trusted_by_the_new_ca() -> bool:
+            try:
+                context = ssl.create_default_context(cafile=str(second.ca_cert))
+                return httpx.get(f"{process.url}/readyz", verify=context, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        process.wait_until(trusted_by_the_new_ca, "the renewed certificate to be served")
+        with pytest.raises(httpx.HTTPError):  # the old CA no longer vouches for what is served
+            httpx.get(f"{process.url}/readyz", verify=process.verify, timeout=5)
+    finally:
+        process.stop()
+    assert "TLS certificate" in process.log_text() and "reloaded" in process.log_text()
 
 
 def test_openapi_holds_against_generated_requests(

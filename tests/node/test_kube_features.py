@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from svcreg.devtools import image
-from svcreg.devtools.controlplane import node
+from svcreg.devtools.controlplane import node, pki
 
 from .conftest import RELEASE_NS, Kubectl, uninstall, upgrade, wait_until
 
@@ -192,6 +193,68 @@ def test_helm_upgrade_changes_a_value_and_keeps_serving(release: str, kubectl: K
     assert "--probe-concurrency=50" in args
     kubectl("rollout", "status", "-n", RELEASE_NS, f"deployment/{deployment['metadata']['name']}",
             "--timeout=180s")  # fmt: skip
+
+
+TLS_CONSUMER = """
+apiVersion: v1
+kind: Pod
+metadata: {name: tls-consumer}
+spec:
+  serviceAccountName: reader
+  restartPolicy: Never
+  containers:
+    - name: consumer
+      image: %(image)s
+      imagePullPolicy: Never
+      env:
+        - {name: SVCREG_URL, value: "https://svcreg.svcreg-system.svc:8080"}
+        - {name: SVCREG_CA_FILE, value: /etc/svcreg-ca/ca.crt}
+      volumeMounts: [{name: ca, mountPath: /etc/svcreg-ca}]
+      command:
+        - python
+        - -c
+        - |
+          from svcreg.client import DiscoveryClient
+          print(DiscoveryClient().resolve("tls-check"))
+  volumes: [{name: ca, configMap: {name: svcreg-ca}}]
+"""
+
+
+def test_helm_upgrade_to_tls_serves_https_to_in_cluster_callers(
+    release: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """tls.secretName: the pods serve HTTPS with the Secret's certificate, the kubelet's probes
+    pass over HTTPS (the rollout completes), and a consumer trusting the CA is answered."""
+    ca, cert, key = pki.serving_pair(
+        tmp_path, ["svcreg.svcreg-system.svc", "svcreg-operator.svcreg-system.svc"]
+    )
+    files = (f"--from-file=tls.crt={cert}", f"--from-file=tls.key={key}", f"--from-file=ca.crt={ca}")
+    kubectl("create", "secret", "generic", "svcreg-tls", "-n", RELEASE_NS, *files)
+    upgrade("--set", "tls.secretName=svcreg-tls")
+    ns = _namespace(kubectl, "tls")
+    kubectl("create", "serviceaccount", "reader", "-n", ns)
+    kubectl("create", "rolebinding", "reader", "-n", ns, "--clusterrole=svcreg-reader",
+            f"--serviceaccount={ns}:reader")  # fmt: skip
+    kubectl("create", "configmap", "svcreg-ca", "-n", ns, f"--from-file=ca.crt={ca}")
+    registration = {
+        "apiVersion": "svcreg.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": "tls-check"},
+        "spec": {"endpoint": "http://tls-check.example:80", "capabilities": ["tls-check"],
+                 "healthCheck": {"type": "none"}},
+    }  # fmt: skip
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(registration))
+    kubectl("apply", "-n", ns, "-f", "-", input=TLS_CONSUMER % {"image": image.IMAGE})
+    wait_until(
+        lambda: (
+            kubectl("get", "pod", "tls-consumer", "-n", ns, "-o", "jsonpath={.status.phase}")
+            in ("Succeeded", "Failed")
+        ),
+        "the consumer to finish",
+    )
+    logs = kubectl("logs", "tls-consumer", "-n", ns, stderr=True)
+    assert "http://tls-check.example:80" in logs, logs[-2000:]
+    upgrade("--set", "tls.secretName=")  # back to plain HTTP for the tests after this one
 
 
 def test_helm_uninstall_leaves_only_the_crds(release: str, kubectl: Kubectl) -> None:

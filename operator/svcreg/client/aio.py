@@ -32,11 +32,12 @@ class AsyncDiscoveryClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = calls.default_url(base_url)
         self.auth = ServiceAccountAuth(token, token_file)
         self.retry = retry or RetryPolicy()
-        self.http = http or httpx.AsyncClient(timeout=timeout)
+        self.http = http or httpx.AsyncClient(timeout=timeout, verify=calls.verification(ca_file))
 
     async def __aenter__(self) -> AsyncDiscoveryClient:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.parse
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ class Call(Generic[T]):
 
 def default_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("SVCREG_URL") or DEFAULT_URL).rstrip("/")
+
+
+def verification(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
+    """How an https discovery URL is verified: against ``ca_file`` (or SVCREG_CA_FILE) when
+    given, for a private CA such as cert-manager's; else against the system's trust store."""
+    path = ca_file or os.environ.get("SVCREG_CA_FILE")
+    return ssl.create_default_context(cafile=os.fspath(path)) if path else True
 
 
 class Filters(TypedDict, total=False):

@@ -32,11 +32,12 @@ class DiscoveryClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.base_url = calls.default_url(base_url)
         self.auth = ServiceAccountAuth(token, token_file)
         self.retry = retry or RetryPolicy()
-        self.http = http or httpx.Client(timeout=timeout)
+        self.http = http or httpx.Client(timeout=timeout, verify=calls.verification(ca_file))
 
     def __enter__(self) -> DiscoveryClient:
         return self

@@ -77,10 +77,24 @@ def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+class ProbeReport(_Answer):
+    """The last probe of one instance, as the prober holds it (never written to the API)."""
+
+    instance: str = Field(description="the serviceRef address probed; empty for the endpoint")
+    at: str = Field(description="when it ran (RFC 3339)")
+    passed: bool
+    latency_ms: float
+    reason: str
+    message: str
+
+
 class RegistrationAnswer(Registration):
     """``GET /v1/services/{namespace}/{name}``."""
 
     index: int = Field(description="The discovery index's change counter at answer time.")
+    last_probes: list[ProbeReport] | None = Field(
+        None, description="the last probe of each instance; only from the process that probes it"
+    )
 
 
 class ServiceList(_Answer):

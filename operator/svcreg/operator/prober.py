@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class Tracked:
     resource_version: str = ""  # as last seen: the precondition of the next status write
     plan: Plan = field(default_factory=Plan)
     states: dict[str, HealthState] = field(default_factory=dict)
+    # The last probe of each instance: (wall-clock time, outcome). Kept in memory and served by
+    # discovery on request, never written: steady state makes no status writes.
+    last_probes: dict[str, tuple[float, Outcome]] = field(default_factory=dict)
     written_health: Health | None = None
     deleting: bool = False
     # The verdict last found already written on ``status``: while neither changes, nothing can
@@ -224,6 +228,11 @@ class Prober:
             iid: old_states[iid] if iid in old_states and old_targets.get(iid) == target else HealthState()
             for iid, target in tracked.plan.targets.items()
         }
+        tracked.last_probes = {
+            iid: probe
+            for iid, probe in previous.last_probes.items()
+            if old_targets.get(iid) == tracked.plan.targets.get(iid)
+        }
 
     def observe_endpoint_slice(self, event_type: str | None, body: dict[str, Any]) -> None:
         service = self.endpoints.observe(event_type, body)
@@ -285,12 +294,31 @@ class Prober:
         if await self._publish(tracked, verdict):
             await self._maybe_deregister(tracked)
 
+    def last_probes(self, key: Key) -> list[dict[str, object]] | None:
+        """The last probe of each instance of ``key`` as discovery serves it, or None when this
+        process does not probe it (a standby, a replica, or no probe yet)."""
+        tracked = self.tracked.get(key)
+        if tracked is None or not tracked.last_probes:
+            return None
+        return [
+            {
+                "instance": iid,
+                "at": datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds"),
+                "passed": outcome.passed,
+                "latencyMs": round(outcome.latency * 1000, 1),
+                "reason": str(outcome.reason),
+                "message": outcome.message,
+            }
+            for iid, (at, outcome) in sorted(tracked.last_probes.items())
+        ]
+
     def _apply(self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]) -> None:
         thresholds = tracked.thresholds
         for iid, kind, outcome in results:
             if outcome is None:
                 continue  # a ttl check within its grace
             self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
+            tracked.last_probes[iid] = (time.time(), outcome)
             state = tracked.states.get(iid, HealthState())
             if not outcome.passed and outcome.connection_level and self.guard.holding():
                 self.metrics.held_transitions.inc()

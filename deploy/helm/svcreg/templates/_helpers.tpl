@@ -76,6 +76,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 - --log-level={{ .Values.logLevel }}
 - --log-format={{ .Values.logFormat }}
+{{- if .Values.tls.secretName }}
+- --tls-cert-file=/etc/svcreg/tls/tls.crt
+- --tls-key-file=/etc/svcreg/tls/tls.key
+{{- end }}
 {{- if .Values.accessLog }}
 - --access-log
 {{- end }}
@@ -93,17 +97,17 @@ ports:
     containerPort: {{ .Values.service.port }}
     protocol: TCP
 livenessProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: http, scheme: {{ include "svcreg.scheme" . | upper }}}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
-  httpGet: {path: /readyz, port: http}
+  httpGet: {path: /readyz, port: http, scheme: {{ include "svcreg.scheme" . | upper }}}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2
 startupProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: http, scheme: {{ include "svcreg.scheme" . | upper }}}
   periodSeconds: 2
   failureThreshold: 30
 securityContext:
@@ -111,6 +115,27 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- if .Values.tls.secretName }}
+  - name: tls
+    mountPath: /etc/svcreg/tls
+    readOnly: true
+  {{- end }}
+{{- end -}}
+
+{{/* http, or https when tls.secretName names the serving certificate's Secret. */}}
+{{- define "svcreg.scheme" -}}
+{{- if .Values.tls.secretName }}https{{ else }}http{{ end -}}
+{{- end -}}
+
+{{/* The pod volumes both Deployments share: /tmp, and the serving certificate when TLS is on. */}}
+{{- define "svcreg.volumes" -}}
+- name: tmp
+  emptyDir: {sizeLimit: 64Mi}
+{{- if .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
 {{- end -}}
 
 {{/* Namespaced rules of the operator and of discovery replicas (see rbac.yaml). */}}

@@ -178,3 +178,21 @@ def generate(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def serving_pair(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """A fresh CA and a serving certificate for DNS ``names`` signed by it, as a TLS Secret
+    holds them: (ca.crt, tls.crt, tls.key) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, cert, key_path = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    ca_key, ca_name = _key(), _name("svcreg-serving-ca")
+    _write_cert(ca, _issue(subject=ca_name, key=ca_key, issuer=ca_name, issuer_key=ca_key, is_ca=True))
+    key = _key()
+    _write_key(key_path, key)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    usage = ExtendedKeyUsageOID.SERVER_AUTH
+    issued = _issue(
+        subject=_name(names[0]), key=key, issuer=ca_name, issuer_key=ca_key, usage=usage, sans=sans
+    )
+    _write_cert(cert, issued)
+    return ca, cert, key_path

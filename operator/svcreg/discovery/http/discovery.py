@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import random
+import ssl
 import time
 import typing
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class Discovery:
     # Service: ttl state lives in the one prober, only the operator's ServiceAccount may write,
     # and callers should not need to know which pod answers.
     operator_url: str | None = None
+    # The CA an https operator_url is verified against (None: the system's trust store).
+    operator_ca_file: str | None = None
     # The operator's API client, for the registration facade's writes (None on replicas).
     api: KubeApi | None = None
     # The registration facade writes as the calling ServiceAccount (see registrations.py).
@@ -70,6 +73,9 @@ class Discovery:
     max_long_polls: int = 1000
     # Requests per second each authenticated identity may make (a burst of twice that); 0: off.
     rate_limit: float = 0.0
+    # The prober's last probe of each instance of a registration (the operator only): served on
+    # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
+    last_probes: Callable[[tuple[str, str]], list[dict[str, Any]] | None] | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -98,7 +104,12 @@ class Discovery:
         so the operator authorizes it exactly as if it had been sent there."""
         assert self.operator_url is not None
         if self._forwarder is None:
-            self._forwarder = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            trust = (
+                ssl.create_default_context(cafile=self.operator_ca_file) if self.operator_ca_file else True
+            )
+            self._forwarder = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(ssl=trust)
+            )
         headers = {"Authorization": request.headers.get("Authorization", "")}
         if request.content_type:
             headers["Content-Type"] = request.content_type
@@ -307,9 +318,11 @@ async def one_service(request: web.Request) -> web.Response:
     item = discovery.index.items.get((namespace, name))
     if item is None:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
-    return web.Response(
-        body=dumps({"index": discovery.index.index, **item.document}), content_type="application/json"
-    )
+    answer: dict[str, Any] = {"index": discovery.index.index, **item.document}
+    probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
+    if probes is not None:
+        answer["lastProbes"] = probes
+    return web.Response(body=dumps(answer), content_type="application/json")
 
 
 async def capabilities(request: web.Request) -> web.Response:
