@@ -32,6 +32,7 @@ from svcreg.operator.partition import GuardSettings, PartitionGuard
 from svcreg.operator.prober import Prober
 from svcreg.operator.probes.policy import ProbePolicy
 from svcreg.operator.probes.runner import ProbeRunner
+from svcreg.operator.probes.trust import TrustStore
 from svcreg.operator.probes.ttl import HeartbeatStore
 from svcreg.settings import Settings
 from svcreg.telemetry.loopwatch import StallReporter, watch_gc, watch_lag
@@ -92,7 +93,7 @@ async def run(settings: Settings) -> None:
         elector = LeaseElector(api, lease_namespace, f"{socket.gethostname()}-{os.getpid()}")
     prober = Prober(
         api,
-        ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats),
+        ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats, trust=TrustStore(api)),
         metrics=metrics,
         guard=guard,
         concurrency=settings.probe_concurrency,

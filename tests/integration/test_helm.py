@@ -212,6 +212,8 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
         {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations/status"], "verbs": ["patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        # healthCheck.tls.caFrom: one named ConfigMap in the registration's namespace.
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
         # The registration API writes as the calling ServiceAccount, and may do nothing else.
         {
             "apiGroups": ["authentication.k8s.io"],
@@ -228,6 +230,14 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
             ],
         },
     ]
+    # CA bundles from Secrets only when asked for; ConfigMaps can be turned off.
+    from_secrets = kinds(helm.render({"probeCaFrom": {"configMaps": False, "secrets": True}}))
+    resources = [r["resources"] for r in from_secrets[("ClusterRole", "svcreg-operator")]["rules"]]
+    assert ["secrets"] in resources and ["configmaps"] not in resources
+    secret_rule = next(
+        r for r in from_secrets[("ClusterRole", "svcreg-operator")]["rules"] if r["resources"] == ["secrets"]
+    )
+    assert secret_rule["verbs"] == ["get"]
     # Without impersonation (older API servers), svcreg writes with rights of its own.
     legacy = kinds(helm.render({"registrationApi": {"impersonate": False}}))
     assert legacy[("ClusterRole", "svcreg-operator")]["rules"][-1] == {
@@ -295,7 +305,9 @@ def test_network_policy_and_service_monitor(helm: Helm) -> None:
         OPTIONS["service-monitor"], "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"
     )
     monitor = kinds(with_api)[("ServiceMonitor", "svcreg")]
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}
+    ]
 
 
 def test_flags_image_and_scheduling_reach_the_pods(helm: Helm) -> None:
@@ -454,6 +466,13 @@ def watched_registration(k8s: Kube, target: HttpTarget) -> tuple[str, str]:
         "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 0.5},
     }
     k8s.apply(registration("hello", spec), namespace)
+    # One probed over TLS with a CA bundle from a ConfigMap: svcreg needs get on configmaps.
+    pinned = {**spec, "endpoint": target.url.replace("http://", "https://")}
+    pinned["healthCheck"] = {
+        **spec["healthCheck"],
+        "tls": {"caFrom": {"configMapKeyRef": {"name": "probe-ca", "key": "ca.crt"}}},
+    }
+    k8s.apply(registration("hello-pinned", pinned), namespace)
     return namespace, "hello"
 
 
@@ -518,8 +537,9 @@ RULES = [
     ("svcreg-operator", 1, "serviceregistrations/status", "patch"),
     ("svcreg-operator", 2, "endpointslices", "list"),
     ("svcreg-operator", 3, "events", "create"),
-    ("svcreg-operator", 4, "serviceaccounts", "impersonate:serviceaccount"),
-    ("svcreg-operator", 5, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
+    ("svcreg-operator", 4, "configmaps", "get"),
+    ("svcreg-operator", 5, "serviceaccounts", "impersonate:serviceaccount"),
+    ("svcreg-operator", 6, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
     ("svcreg-reviews", 0, "tokenreviews", "create"),
     ("svcreg-reviews", 1, "subjectaccessreviews", "create"),
 ]

@@ -532,3 +532,28 @@ def test_deregister_after_seconds_posts_an_event_then_deletes(
     k8s.apply(registration("zombie", spec), namespace)
     k8s.kubectl("wait", "--for=delete", "svcreg/zombie", "-n", namespace, "--timeout=60s")
     assert {("Warning", "Unhealthy"), ("Warning", "Deregistering")} <= set(events(k8s, namespace, "zombie"))
+
+
+def test_a_probe_trusts_the_private_ca_its_registration_names(
+    operator: OperatorProcess, k8s: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """healthCheck.tls: an https target signed by a private CA is Unhealthy (TLSError) until the
+    registration names the CA's ConfigMap; then Healthy, for the name serverName gives."""
+    with http_target(tmp_path) as secure:
+        spec = {
+            "endpoint": secure.url,
+            "healthCheck": fast_check(failureThreshold=1, tls={"serverName": "kubernetes.default.svc"}),
+        }
+        k8s.apply(registration("pinned", spec), namespace)
+        untrusted = wait_health(k8s, namespace, "pinned", "Unhealthy")
+        assert condition(untrusted, "Healthy")["reason"] == "TLSError"
+        spec["healthCheck"]["tls"]["caFrom"] = {"configMapKeyRef": {"name": "probe-ca", "key": "ca.crt"}}
+        k8s.apply(registration("pinned", spec), namespace)
+        missing = wait_health(k8s, namespace, "pinned", "Unhealthy")
+        message = condition(missing, "Healthy")["message"]
+        k8s.kubectl(
+            "create", "configmap", "probe-ca", "-n", namespace, f"--from-file=ca.crt={secure.ca_file}"
+        )
+        trusted = wait_health(k8s, namespace, "pinned", "Healthy")
+        assert condition(trusted, "Healthy")["reason"] == "ProbeSucceeded"
+        assert "ConfigMap" in message or "TLS" in message

@@ -172,3 +172,64 @@ def test_control_characters_in_an_http_check_are_never_sent() -> None:
     with pytest.raises(ValueError, match="control character"):
         request_bytes(http(80, headers=(("X-A", "v\r\nX-B: smuggled"),)))
     assert request_bytes(http(80, path="/healthz?x=1")).startswith(b"GET /healthz?x=1 HTTP/1.1\r\n")
+
+
+class ObjectsApi:
+    """The two reads the trust store makes, answered from a dict (unit tests may mock HTTP)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.reads = 0
+
+    async def call(self, method: str, path: str, **_: Any) -> Any:
+        from svcreg.kube import errors as kube_errors  # noqa: PLC0415
+        from svcreg.kube.api import Response  # noqa: PLC0415
+
+        self.reads += 1
+        if path not in self.objects:
+            raise kube_errors.NotFound(404, "NotFound", f"{path} not found")
+        import json  # noqa: PLC0415
+
+        return Response(200, json.dumps(self.objects[path]).encode())
+
+
+async def test_probes_verify_against_the_ca_bundle_the_registration_names(tmp_path: Path) -> None:
+    """healthCheck.tls.caFrom: a private CA from a ConfigMap or a Secret in the registration's
+    namespace; serverName checks a name the address lacks; content never shows in a message."""
+    import base64  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    from svcreg.operator.probes.trust import TrustStore  # noqa: PLC0415
+
+    with http_target(tmp_path) as secure:
+        pem = secure.ca_file.read_text()
+        api = ObjectsApi(
+            {
+                "/api/v1/namespaces/team/configmaps/ca": {"data": {"ca.crt": pem}},
+                "/api/v1/namespaces/team/secrets/tls": {
+                    "data": {"ca.crt": base64.b64encode(pem.encode()).decode()}
+                },
+                "/api/v1/namespaces/team/configmaps/junk": {"data": {"ca.crt": "SECRET-LOOKING junk"}},
+            }
+        )
+        runner = ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore(), trust=TrustStore(api))  # type: ignore[arg-type]
+        plain = http(secure.port, tls=True)
+        assert (await runner.run(plain)).reason == Reason.TLS_ERROR  # type: ignore[union-attr]
+        by_map = dataclasses.replace(plain, ca=("team", "configmap", "ca", "ca.crt"))
+        by_secret = dataclasses.replace(plain, ca=("team", "secret", "tls", "ca.crt"))
+        for target in (by_map, by_secret):
+            outcome = await runner.run(target)
+            assert outcome is not None and outcome.passed, outcome
+        # The certificate names kubernetes.default.svc, not wrong.example.
+        named = await runner.run(dataclasses.replace(by_map, server_name="kubernetes.default.svc"))
+        assert named is not None and named.passed
+        wrong = await runner.run(dataclasses.replace(by_map, server_name="wrong.example"))
+        assert wrong is not None and wrong.reason == Reason.TLS_ERROR
+        missing = await runner.run(dataclasses.replace(plain, ca=("team", "configmap", "nope", "ca.crt")))
+        assert missing is not None and missing.reason == Reason.TLS_ERROR
+        assert "ConfigMap team/nope" in missing.message
+        junk = await runner.run(dataclasses.replace(plain, ca=("team", "configmap", "junk", "ca.crt")))
+        assert junk is not None and junk.reason == Reason.TLS_ERROR and "SECRET-LOOKING" not in junk.message
+        reads = api.reads
+        await runner.run(by_map)
+        assert api.reads == reads  # a bundle is read once per TTL, not per probe

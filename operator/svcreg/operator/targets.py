@@ -52,13 +52,23 @@ def _target(
     created_at: float | None = None,
 ) -> Target:
     check = spec.health_check
+    probe_tls = check.tls
+    ca = None
+    if probe_tls is not None and probe_tls.ca_from is not None:
+        source = probe_tls.ca_from
+        ref = source.config_map_key_ref or source.secret_key_ref
+        assert ref is not None  # the model wants exactly one
+        kind = "configmap" if source.config_map_key_ref is not None else "secret"
+        ca = (key[0], kind, ref.name, ref.key)  # always the registration's own namespace
     return Target(
         kind=spec.check_type(),
         host=host,
         port=check.port or port,
         timeout=check.timeout_seconds,
-        tls=tls,
+        tls=tls or probe_tls is not None,
         config=_config(spec, key, created_at),
+        server_name=probe_tls.server_name if probe_tls is not None else None,
+        ca=ca,
     )
 
 

@@ -152,6 +152,16 @@ volumeMounts:
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.probeCaFrom.configMaps }}
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+{{- end }}
+{{- if .Values.probeCaFrom.secrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- if .Values.registrationApi.enabled }}
 {{- if .Values.registrationApi.impersonate }}
 - apiGroups: [authentication.k8s.io]

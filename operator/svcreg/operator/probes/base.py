@@ -78,6 +78,10 @@ class Target:
     timeout: float
     tls: bool = False
     config: KindConfig = None
+    # healthCheck.tls: the name the certificate must carry (else ``host``), and the CA bundle to
+    # verify it with, as (namespace, "configmap" | "secret", name, key) (else the system's).
+    server_name: str | None = None
+    ca: tuple[str, str, str, str] | None = None
 
     @property
     def display(self) -> str:
@@ -135,6 +139,19 @@ class Heartbeats(Protocol):
     def forget(self, key: tuple[str, str]) -> None: ...
 
 
+class TlsUnavailable(Exception):
+    """What a probe needs for TLS cannot be had (a CA bundle missing, say): a TLSError outcome
+    with this message."""
+
+
+class Trust(Protocol):
+    """Where private CA bundles come from (probes/trust.py)."""
+
+    async def context(self, ref: tuple[str, str, str, str]) -> ssl.SSLContext: ...
+
+    async def bundle(self, ref: tuple[str, str, str, str]) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What probes share: the SSRF policy, the TLS context, the heartbeat store."""
@@ -142,6 +159,13 @@ class Context:
     policy: ProbePolicy
     ssl_context: ssl.SSLContext
     heartbeats: Heartbeats
+    trust: Trust | None = None
+
+    async def tls_for(self, target: Target) -> ssl.SSLContext:
+        """The client context that verifies ``target``: its own CA bundle, or the system's."""
+        if target.ca is None or self.trust is None:
+            return self.ssl_context
+        return await self.trust.context(target.ca)
 
 
 Probe = Callable[[Target, Context, Phase], Awaitable["Outcome | None"]]

@@ -16,8 +16,20 @@ async def probe(target: Target, context: Context, phase: Phase) -> Outcome:
     addresses = await context.policy.resolve(target.host, target.port)
     address = addresses[0]
     dial = f"[{address}]:{target.port}" if ":" in address else f"{address}:{target.port}"
-    options = [("grpc.default_authority", target.display), ("grpc.enable_retries", 0)]
-    async with grpc.aio.insecure_channel(dial, options=options) as channel:
+    options: list[tuple[str, str | int]] = [
+        ("grpc.default_authority", target.display),
+        ("grpc.enable_retries", 0),
+    ]
+    if target.tls:
+        # Over TLS: the CA bundle the registration names (else the system's roots), checked for
+        # serverName when given (a serviceRef pod is dialled by IP).
+        roots = await context.trust.bundle(target.ca) if target.ca and context.trust else None
+        if target.server_name:
+            options.append(("grpc.ssl_target_name_override", target.server_name))
+        channel = grpc.aio.secure_channel(dial, grpc.ssl_channel_credentials(roots), options=options)
+    else:
+        channel = grpc.aio.insecure_channel(dial, options=options)
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             answer = await stub.Check(

@@ -21,7 +21,8 @@ def request_bytes(target: Target) -> bytes:
     config = target.http
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in config.path):
         raise ValueError("healthCheck.path contains a space or control character")
-    host = f"[{target.host}]" if ":" in target.host else target.host
+    named = target.server_name or target.host  # a serviceRef pod is probed by IP, named as its certificate
+    host = f"[{named}]" if ":" in named else named
     default_port = 443 if target.tls else 80
     authority = host if target.port == default_port else f"{host}:{target.port}"
     lines = [
@@ -48,9 +49,8 @@ def parse_status(line: bytes) -> int:
 
 
 async def probe(target: Target, context: Context, phase: Phase) -> Outcome:
-    line = await net.exchange(
-        target, context.policy, phase, request_bytes(target), context.ssl_context if target.tls else None
-    )
+    tls = await context.tls_for(target) if target.tls else None
+    line = await net.exchange(target, context.policy, phase, request_bytes(target), tls)
     latency = phase.elapsed()
     if not line:
         message = f"{target.display} closed the connection without a response"

@@ -13,7 +13,7 @@ import errno
 import ssl
 
 from svcreg.operator.probes import policy as policy_mod
-from svcreg.operator.probes.base import Outcome, Phase, Reason, Target
+from svcreg.operator.probes.base import Outcome, Phase, Reason, Target, TlsUnavailable
 
 _MAX_LINE = 1024
 
@@ -80,7 +80,7 @@ async def exchange(
                 address,
                 target.port,
                 ssl=ssl_context,
-                server_hostname=target.host if ssl_context is not None else None,
+                server_hostname=(target.server_name or target.host) if ssl_context is not None else None,
             )
         except ssl.SSLError:
             raise
@@ -112,6 +112,8 @@ def outcome_for(error: BaseException, target: Target, phase: Phase) -> Outcome:
         return Outcome.fail(Reason.TIMEOUT, message, latency, connection_level=True)
     if isinstance(error, ssl.SSLError):
         return Outcome.fail(Reason.TLS_ERROR, f"TLS with {where} failed: {error.reason or error}", latency)
+    if isinstance(error, TlsUnavailable):
+        return Outcome.fail(Reason.TLS_ERROR, str(error), latency)
     if isinstance(error, ConnectionRefusedError):
         message = f"{where} refused the connection"
         return Outcome.fail(Reason.CONNECTION_REFUSED, message, latency, connection_level=True)

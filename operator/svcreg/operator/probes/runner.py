@@ -13,7 +13,7 @@ import ssl
 
 from svcreg.core.model import CheckType
 from svcreg.operator.probes import grpc, http, net, none, tcp, ttl
-from svcreg.operator.probes.base import Context, Heartbeats, Outcome, Phase, Probe, Target
+from svcreg.operator.probes.base import Context, Heartbeats, Outcome, Phase, Probe, Target, Trust
 from svcreg.operator.probes.policy import ProbePolicy
 
 PROBES: dict[CheckType, Probe] = {
@@ -27,9 +27,13 @@ PROBES: dict[CheckType, Probe] = {
 
 class ProbeRunner:
     def __init__(
-        self, policy: ProbePolicy, heartbeats: Heartbeats, ssl_context: ssl.SSLContext | None = None
+        self,
+        policy: ProbePolicy,
+        heartbeats: Heartbeats,
+        ssl_context: ssl.SSLContext | None = None,
+        trust: Trust | None = None,
     ):
-        self.context = Context(policy, ssl_context or ssl.create_default_context(), heartbeats)
+        self.context = Context(policy, ssl_context or ssl.create_default_context(), heartbeats, trust)
 
     async def run(self, target: Target) -> Outcome | None:
         """The outcome of probing ``target``; None only for a ttl check still in its grace."""
