@@ -37,3 +37,10 @@ if [ -n "$missing" ]; then
   fi
 fi
 .venv/bin/svcreg cluster build --node >/dev/null
+# The TypeScript client (clients/typescript) is built and tested with Node.js >= 20 and npm,
+# its packages pinned by package-lock.json.
+if command -v npm >/dev/null; then
+  (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+else
+  echo "svcreg: the TypeScript client's tests need Node.js >= 20 with npm" >&2
+fi

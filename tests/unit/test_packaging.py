@@ -36,3 +36,14 @@ def test_dockerfile_is_multi_stage_non_root_with_the_svcreg_entry_point() -> Non
 def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests", "bench"} <= set(ignored)
+
+
+def test_the_typescript_clients_openapi_snapshot_is_the_servers_document() -> None:
+    """clients/typescript generates its types from this snapshot: a change to the API must be
+    followed by refreshing it (the command is in clients/typescript/README.md)."""
+    import json  # noqa: PLC0415
+
+    from svcreg.discovery.http.openapi import document  # noqa: PLC0415
+
+    snapshot = json.loads((ROOT / "clients" / "typescript" / "openapi.json").read_text())
+    assert snapshot == json.loads(json.dumps(document())), "refresh clients/typescript/openapi.json"
