@@ -335,6 +335,15 @@ def test_registration_api_writes_as_the_caller(world: World) -> None:
             "spec.healthCheck.intervalSeconds",
         ),
         ({"spec": {"endpoint": "http://x:80", "unknown": 1}}, "spec.unknown"),
+        (
+            {
+                "spec": {
+                    "endpoint": "http://x:80",
+                    "capabilities": [{"name": "c", "inputSchema": {"minLength": -1}}],
+                }
+            },
+            "spec.capabilities[0].inputSchema",
+        ),
         ({"endpoint": "http://x:80"}, "endpoint"),
         ({}, "spec"),
         ([], "body"),

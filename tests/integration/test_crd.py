@@ -68,7 +68,9 @@ def test_printer_columns(k8s: Kube, namespace: str) -> None:
         "READY",
         "WEIGHT",
         "SERVICEREF",
+        "DISPLAY",
     ]
+    assert wide[1].endswith("Hello Service")  # spec.displayName, as seed 002 showed it
     categories = k8s.kubectl("get", "svcreg", "-n", namespace, "-o", "name").stdout.split()
     assert categories == ["serviceregistration.svcreg.io/hello-service"]
 
@@ -253,6 +255,36 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.capabilities[0].version",
     ),
     ("capability-number", _with("spec.capabilities", [42]), "spec.capabilities[0]"),
+    (
+        "capability-schema-not-an-object",
+        _with("spec.capabilities", [{"name": "x", "inputSchema": "text"}]),
+        "spec.capabilities[0]",
+    ),
+    (
+        "capability-schema-unknown-type",
+        _with("spec.capabilities", [{"name": "x", "outputSchema": {"type": "objekt"}}]),
+        "spec.capabilities[0]",
+    ),
+    (
+        "tls-ca-from-both",
+        _with(
+            "spec.healthCheck",
+            {
+                "tls": {
+                    "caFrom": {
+                        "configMapKeyRef": {"name": "a", "key": "k"},
+                        "secretKeyRef": {"name": "a", "key": "k"},
+                    }
+                }
+            },
+        ),
+        "spec.healthCheck.tls.caFrom",
+    ),
+    (
+        "tls-server-name-not-dns",
+        _with("spec.healthCheck", {"tls": {"serverName": "Not A Name"}}),
+        "spec.healthCheck.tls.serverName",
+    ),
     ("capability-duplicate", _with("spec.capabilities", ["greet", {"name": "greet"}]), "spec.capabilities"),
     ("unknown-spec-field", _with("spec.colour", "blue"), 'unknown field "spec.colour"'),
     (

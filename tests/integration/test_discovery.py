@@ -76,7 +76,14 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
             "displayName": "Orders (canary)",
             "service": "orders",
             "version": "2.1.0",
-            "capabilities": ["greet", {"name": "farewell", "version": "1.4.0"}],
+            "capabilities": [
+                "greet",
+                {
+                    "name": "farewell",
+                    "version": "1.4.0",
+                    "inputSchema": {"type": "object", "required": ["who"]},
+                },
+            ],
             "tags": ["api", "canary"],
             "metadata": {"env": "staging"},
             "weight": 300,
@@ -234,6 +241,9 @@ def test_bad_parameters_are_400s_naming_the_parameter(
 def test_capabilities_and_stats(world: World) -> None:
     listed = {c["name"]: c for c in world.get("/v1/capabilities").json()["capabilities"]}
     assert listed["farewell"]["versions"] == ["1.4.0"]
+    # A capability contract is served with the capability (seed 003's inputs and outputs).
+    farewell = world.get("/v1/capabilities/farewell").json()["items"][0]["capabilities"][1]
+    assert farewell["inputSchema"] == {"type": "object", "required": ["who"]}
     assert listed["greet"]["instances"] == {"Healthy": 3, "Maintenance": 1, "Unhealthy": 1}
     providers = world.get("/v1/capabilities/farewell", params={"version": "^1.4"}).json()
     assert [i["name"] for i in providers["items"]] == ["r2"]

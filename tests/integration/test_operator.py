@@ -557,3 +557,31 @@ def test_a_probe_trusts_the_private_ca_its_registration_names(
         trusted = wait_health(k8s, namespace, "pinned", "Healthy")
         assert condition(trusted, "Healthy")["reason"] == "ProbeSucceeded"
         assert "ConfigMap" in message or "TLS" in message
+
+
+def test_capability_contracts_are_served_and_an_invalid_one_is_not_accepted(
+    operator: OperatorProcess, k8s: Kube, namespace: str, web: HttpTarget
+) -> None:
+    """inputSchema/outputSchema: a valid JSON Schema is stored and served with the capability;
+    one the policy's shape check lets through but the JSON Schema meta-schema refuses makes the
+    registration Accepted=False, naming the field."""
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    spec = {
+        "endpoint": web.url,
+        "capabilities": [{"name": "analyse", "inputSchema": schema, "outputSchema": {"type": "object"}}],
+        "healthCheck": fast_check(),
+    }
+    k8s.apply(registration("contract", spec), namespace)
+    stored = wait_health(k8s, namespace, "contract", "Healthy")
+    assert stored["spec"]["capabilities"][0]["inputSchema"] == schema
+    bad = {
+        **spec,
+        "capabilities": [{"name": "analyse", "inputSchema": {"type": "object", "minProperties": -1}}],
+    }
+    k8s.apply(registration("bad-contract", bad), namespace)
+    k8s.kubectl(
+        "wait", "--for=condition=Accepted=False", "svcreg/bad-contract", "-n", namespace, "--timeout=60s"
+    )
+    accepted = condition(k8s.get_registration(namespace, "bad-contract"), "Accepted")
+    assert accepted["reason"] == "InvalidSpec"
+    assert accepted["message"].startswith("spec.capabilities[0].inputSchema:"), accepted["message"]

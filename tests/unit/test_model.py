@@ -64,3 +64,26 @@ def test_defaults_match_what_the_api_server_fills_in() -> None:
     assert dumped["weight"] == 100 and dumped["maintenance"] is False
     assert dumped["healthCheck"]["intervalSeconds"] == 10
     assert dumped["healthCheck"]["timeoutSeconds"] == 2
+
+
+def test_capability_contracts_are_bounded_json_schemas() -> None:
+    import pydantic  # noqa: PLC0415
+
+    from svcreg.core.contracts import contract_problem  # noqa: PLC0415
+    from svcreg.core.model import ServiceRegistrationSpec  # noqa: PLC0415
+
+    def spec(schema: object) -> ServiceRegistrationSpec:
+        return ServiceRegistrationSpec.model_validate(
+            {"endpoint": "http://x:80", "capabilities": [{"name": "c", "outputSchema": schema}]}
+        )
+
+    assert contract_problem(spec({"type": ["object", "null"], "properties": {"a": True}})) is None
+    # The shape the policy checks at apply is refused by the model too...
+    for wrong in ("text", {"type": "objekt"}, {"required": "a"}, {str(i): 1 for i in range(65)}):
+        with pytest.raises(pydantic.ValidationError):
+            spec(wrong)
+    with pytest.raises(pydantic.ValidationError, match="16384 bytes"):
+        spec({"description": "x" * 17_000})
+    # ...and what only the JSON Schema meta-schema knows is found by contract_problem.
+    problem = contract_problem(spec({"type": "object", "minProperties": -1}))
+    assert problem is not None and problem[0] == "spec.capabilities[0].outputSchema"

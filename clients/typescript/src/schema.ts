@@ -1306,8 +1306,22 @@ export interface components {
              * @default null
              */
             description: string | null;
+            /**
+             * Inputschema
+             * @default null
+             */
+            inputSchema: {
+                [key: string]: unknown;
+            } | null;
             /** Name */
             name: string;
+            /**
+             * Outputschema
+             * @default null
+             */
+            outputSchema: {
+                [key: string]: unknown;
+            } | null;
             /**
              * Version
              * @default null
@@ -1374,8 +1388,24 @@ export interface components {
              * @default null
              */
             description: string | null;
+            /**
+             * Inputschema
+             * @description JSON Schema of what it takes
+             * @default null
+             */
+            inputSchema: {
+                [key: string]: unknown;
+            } | null;
             /** Name */
             name: string;
+            /**
+             * Outputschema
+             * @description JSON Schema of what it gives
+             * @default null
+             */
+            outputSchema: {
+                [key: string]: unknown;
+            } | null;
             /**
              * Version
              * @default null

@@ -8,11 +8,20 @@ the client, unit tests) refuses exactly what ``kubectl apply`` refuses.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from svcreg.core.health import Health
@@ -48,10 +57,51 @@ DnsLabel = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
 SemVer = Annotated[str, Field(max_length=128, pattern=SEMVER)]
 
 
+MAX_SCHEMA_BYTES = 16 * 1024
+
+
+_SCHEMA_TYPES = {"null", "boolean", "object", "array", "number", "string", "integer"}
+
+
+def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A capability contract is a JSON object of at most 16 KiB (as compact JSON), with the
+    shape the capabilities policy checks at apply: at most 64 keywords, ``type`` a JSON type
+    (or a list of them), ``properties`` an object of schemas, ``required`` a list of names.
+    Full JSON Schema validity is core/contracts.py's (it needs jsonschema)."""
+    if value is None:
+        return None
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"a capability schema may be at most {MAX_SCHEMA_BYTES} bytes of JSON")
+    kind = value.get("type")
+    types = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    properties = value.get("properties", {})
+    required = value.get("required", [])
+    if (
+        len(value) > 64
+        or not all(isinstance(t, str) and t in _SCHEMA_TYPES for t in types)
+        or not isinstance(properties, dict)
+        or not all(isinstance(v, dict | bool) for v in properties.values())
+        or not isinstance(required, list)
+        or not all(isinstance(r, str) for r in required)
+    ):
+        raise ValueError(
+            "inputSchema and outputSchema must be JSON Schema objects (at most 64 keywords; type one of "
+            "null, boolean, object, array, number, string, integer; properties an object of schemas; "
+            "required a list of names)"
+        )
+    return value
+
+
+BoundedSchema = Annotated[dict[str, Any] | None, AfterValidator(_bounded_schema)]
+
+
 class Capability(_Model):
     name: DnsLabel
     version: SemVer | None = None
     description: Annotated[str, Field(max_length=1024)] | None = None
+    # JSON Schema (2020-12) of what the capability takes and gives (checked by core/contracts.py)
+    input_schema: BoundedSchema = None
+    output_schema: BoundedSchema = None
 
 
 def _capability_shorthand(value: Any) -> Any:

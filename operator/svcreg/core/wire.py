@@ -9,7 +9,7 @@ misspelt field instead of dropping it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -35,6 +35,8 @@ class CapabilityView(_Answer):
     name: str
     version: str | None = None
     description: str | None = None
+    input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of what it takes")
+    output_schema: dict[str, Any] | None = Field(None, description="JSON Schema of what it gives")
 
 
 class Address(_Answer):

@@ -88,7 +88,13 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         endpoint=spec.endpoint,
         service_ref=spec.service_ref,
         capabilities=[
-            wire.CapabilityView(name=c.name, version=c.version, description=c.description)
+            wire.CapabilityView(
+                name=c.name,
+                version=c.version,
+                description=c.description,
+                input_schema=c.input_schema,
+                output_schema=c.output_schema,
+            )
             for c in spec.capabilities
         ],
         tags=list(spec.tags),

@@ -23,6 +23,7 @@ from typing import Any
 
 import pydantic
 
+from svcreg.core.contracts import contract_problem
 from svcreg.core.health import Health
 from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
 from svcreg.kube.api import KubeApi, now_rfc3339
@@ -174,6 +175,9 @@ class Prober:
                 body.get("spec") or {}
             )
             invalid = None
+            problem = contract_problem(spec) if spec is not None else None
+            if problem is not None:
+                spec, invalid = None, f"{problem[0]}: {problem[1]}"[:1000]
         except pydantic.ValidationError as error:
             spec, invalid = None, "; ".join(e["msg"] for e in error.errors())[:1000]
         fresh = Tracked(

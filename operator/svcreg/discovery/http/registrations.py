@@ -24,6 +24,7 @@ import re
 from aiohttp import web
 
 from svcreg.core import model, wire
+from svcreg.core.contracts import contract_problem
 from svcreg.core.errors import BadParameter
 from svcreg.core.mergepatch import merge_patch
 from svcreg.discovery.http.auth import AuthError, Identity
@@ -44,8 +45,13 @@ _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def parse_body(raw: bytes) -> wire.RegistrationBody:
-    """A PUT body ``{"spec": {...}, "labels": {...}}``, validated by the same model as the CRD."""
-    return parse_model(wire.RegistrationBody, raw)
+    """A PUT body ``{"spec": {...}, "labels": {...}}``, validated by the same model as the CRD,
+    capability contracts included (each must be a valid JSON Schema)."""
+    body = parse_model(wire.RegistrationBody, raw)
+    problem = contract_problem(body.spec)
+    if problem is not None:
+        raise BadParameter(*problem)
+    return body
 
 
 def _check_name(kind: str, value: str) -> None:
