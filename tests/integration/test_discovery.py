@@ -666,6 +666,43 @@ def _schemathesis(url: str, token: str, report: Path) -> None:
     assert generated >= 1000 and passed == generated, output[-2000:]
 
 
+def test_a_replica_relays_heartbeats_and_asks_the_operator_for_last_probes(
+    world: World, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """With --operator-url, a discovery-only replica relays heartbeats to the operator with the
+    caller's token, and fills lastProbes from the operator's prober (steady state: no writes)."""
+    replica = OperatorProcess(
+        control_plane, tmp_path / "relay.log", "--discovery-only", "--namespace", world.ns,
+        "--token-audience", AUDIENCE, "--operator-url", world.url,
+    ).start()  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{replica.port}"
+        beat = httpx.post(
+            f"{url}/v1/heartbeat/{world.ns}/beat",
+            headers={"Authorization": f"Bearer {world.tokens['beater']}"},
+            timeout=30,
+        )
+        assert beat.status_code == 200 and beat.json()["accepted"] is True, beat.text
+        headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
+        replica.wait_until(
+            lambda: httpx.get(f"{url}/v1/services/{world.ns}/r1", headers=headers).status_code == 200,
+            "the replica to serve r1",
+        )
+        answer = httpx.get(f"{url}/v1/services/{world.ns}/r1", headers=headers, timeout=30).json()
+        [probe] = answer["lastProbes"]
+        assert probe["passed"] is True and probe["reason"] == "ProbeSucceeded"
+        assert replica.metric("svcreg_status_writes_total") == 0 and replica.probes() == 0
+        # A caller the operator refuses gets no probes through the replica either.
+        stranger = httpx.get(
+            f"{url}/v1/services/{world.ns}/r1",
+            headers={"Authorization": f"Bearer {world.tokens['stranger']}"},
+            timeout=30,
+        )
+        assert stranger.status_code == 403
+    finally:
+        replica.stop()
+
+
 def test_discovery_only_replica_serves_from_its_watch_and_never_writes(
     world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
 ) -> None:

@@ -103,26 +103,49 @@ class Discovery:
         """Relay a write (heartbeat, registration) to the operator with the caller's own token,
         so the operator authorizes it exactly as if it had been sent there."""
         assert self.operator_url is not None
-        if self._forwarder is None:
-            trust = (
-                ssl.create_default_context(cafile=self.operator_ca_file) if self.operator_ca_file else True
-            )
-            self._forwarder = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(ssl=trust)
-            )
         headers = {"Authorization": request.headers.get("Authorization", "")}
         if request.content_type:
             headers["Content-Type"] = request.content_type
         body = await request.read() if request.can_read_body else None
         url = self.operator_url.rstrip("/") + request.rel_url.path_qs
         try:
-            async with self._forwarder.request(request.method, url, data=body, headers=headers) as upstream:
+            async with self._session().request(request.method, url, data=body, headers=headers) as upstream:
                 return web.Response(
                     status=upstream.status, body=await upstream.read(), content_type="application/json"
                 )
         except (aiohttp.ClientError, TimeoutError) as error:
             logger.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, error)
             return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The one connection pool to the operator (writes relayed, last probes asked)."""
+        if self._forwarder is None:
+            trust = (
+                ssl.create_default_context(cafile=self.operator_ca_file) if self.operator_ca_file else True
+            )
+            self._forwarder = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(ssl=trust, limit=100)
+            )
+        return self._forwarder
+
+    async def operator_probes(
+        self, request: web.Request, key: tuple[str, str]
+    ) -> list[dict[str, Any]] | None:
+        """A replica's view of the prober's last probes of ``key``: asked of the operator with the
+        caller's own token (so it authorizes exactly as here), within 2 s; None when it cannot say."""
+        assert self.operator_url is not None
+        url = f"{self.operator_url.rstrip('/')}/v1/services/{key[0]}/{key[1]}"
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        try:
+            async with self._session().get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)
+            ) as answer:
+                if answer.status != 200:
+                    return None
+                found = (await answer.json()).get("lastProbes")
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return found if isinstance(found, list) else None
 
     async def elsewhere(self, request: web.Request, code: str, message: str) -> web.Response:
         """A write this process may not make (a discovery-only replica): relayed to the operator
@@ -320,6 +343,8 @@ async def one_service(request: web.Request) -> web.Response:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
     answer: dict[str, Any] = {"index": discovery.index.index, **item.document}
     probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
+    if probes is None and discovery.operator_url:
+        probes = await discovery.operator_probes(request, (namespace, name))
     if probes is not None:
         answer["lastProbes"] = probes
     return web.Response(body=dumps(answer), content_type="application/json")
