@@ -213,6 +213,15 @@ def parser() -> argparse.ArgumentParser:
 
     discover.add_arguments(discover_parser)
     discover_parser.set_defaults(handler=_discover_command)
+
+    explain_parser = commands.add_parser(
+        "explain",
+        help="why each instance is or is not in a query's answer (SVCREG_URL, SVCREG_TOKEN)",
+        description="Ask /v1/explain with the same filters as svcreg discover: every candidate, "
+        "whether it is in the answer, and every reason it is not.",
+    )
+    discover.add_arguments(explain_parser)
+    explain_parser.set_defaults(handler=discover.run_explain)
     return root
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -304,6 +305,35 @@ def test_what_seed_users_write_finds_the_same_things(world: World, k8s: Kube) ->
     assert r2["registeredAt"] == created
     wide = k8s.kubectl("get", "svcreg", "r2", "-n", world.ns, "-o", "wide").stdout
     assert "Orders (canary)" in wide and "DISPLAY" in wide
+
+
+def test_explain_says_why_each_candidate_is_in_or_out(world: World) -> None:
+    """/v1/explain and svcreg explain: every provider of a capability, in or out and why, with
+    the last probe of a failing one; the other namespace's provider is counted, never named."""
+    answer = world.get("/v1/explain", params={"capability": "greet", "version": ">=1.0,<2"}).json()
+    by_name = {c["name"]: c for c in answer["candidates"]}
+    assert set(by_name) == {"r1", "r2", "r3", "r4", "dead"} and answer["unreadable"] == 1
+    assert by_name["r1"]["included"] and by_name["r3"]["included"]
+    assert by_name["r2"]["reasons"] == ["version 2.1.0 is outside >=1.0,<2"]
+    assert by_name["r4"]["reasons"] == ["in maintenance (asked for health=Maintenance or any to see it)"]
+    assert any("weight 0" in n for n in by_name["r3"]["notes"])
+    dead = by_name["dead"]
+    assert (
+        dead["reasons"][0].startswith("health is Unhealthy")
+        and dead["lastProbes"][0]["reason"] == "ConnectionRefused"
+    )
+    # The included ones are exactly what the same query answers.
+    same = world.names("/v1/services", capability="greet", version=">=1.0,<2")
+    assert sorted(n for n, c in by_name.items() if c["included"]) == same
+    assert world.get("/v1/explain", "stranger", params={"capability": "greet"}).status_code == 403
+    shown = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "explain", "--capability", "greet"],
+        env=os.environ | {"SVCREG_URL": world.url, "SVCREG_TOKEN": world.tokens["reader"]},
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    dead_row = next(line for line in shown.splitlines() if " dead " in line)
+    assert " no " in dead_row and "ConnectionRefused" in dead_row
+    assert "(1 more in namespaces you may not read)" in shown
 
 
 def test_etag_and_304(world: World) -> None:

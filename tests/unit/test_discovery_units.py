@@ -596,3 +596,55 @@ def test_index_metrics_count_changes_and_bound_per_service_availability() -> Non
     quiet = CollectorRegistry()
     quiet.register(IndexCollector(index))
     assert "svcreg_service_availability{" not in generate_latest(quiet).decode()
+
+
+def test_explain_gives_reasons_exactly_when_a_query_leaves_an_item_out() -> None:
+    """why_not (the words) and selects (the hot path) never disagree, over many combinations."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(7)
+    index = Index()
+    for i in range(60):
+        index.observe(
+            "ADDED",
+            body(
+                f"r{i}",
+                namespace=rng.choice(["a", "b"]),
+                health=rng.choice(["Healthy", "Degraded", "Unhealthy", "Unknown"]),
+                service=rng.choice(["orders", "billing", "pay"]),
+                version=rng.choice(["1.0.0", "1.5.0", "2.1.0"]),
+                tags=rng.sample(["api", "canary", "eu"], rng.randint(0, 2)),
+                capabilities=rng.sample(["greet", "farewell"], rng.randint(0, 2)),
+                metadata={"env": rng.choice(["prod", "staging"])},
+                maintenance=rng.random() < 0.1,
+            ),
+        )
+    options = [
+        ("service", "orders"), ("service", "b*"), ("namespace", "a"), ("capability", "greet"),
+        ("tag", "api"), ("tag", "canary,eu"), ("version", ">=1.2,<2"), ("health", "any"),
+        ("health", "unhealthy"), ("health", "Maintenance"), ("meta.env", "prod"),
+    ]  # fmt: skip
+    for _ in range(300):
+        chosen = dict(rng.sample(options, rng.randint(0, 4)))  # one value per parameter
+        query = parse(MultiDict(list(chosen.items())), "explain")
+        for item in index.items.values():
+            reasons = query.why_not(item)
+            assert (not reasons) == query.selects(item), (query, item.name, reasons)
+
+
+def test_explain_counts_unreadable_candidates_and_notes_stale_status() -> None:
+    from svcreg.discovery.explain import explain  # noqa: PLC0415
+
+    index = Index()
+    index.observe("ADDED", body("fresh", capabilities=["greet"]))
+    index.observe("ADDED", body("behind", capabilities=["greet"], generation=3, observed=2))
+    index.observe("ADDED", body("hidden", namespace="secret", capabilities=["greet"]))
+    index.observe("ADDED", body("zero", capabilities=["greet"], weight=0))
+    answer = explain(parse(MultiDict([("capability", "greet")]), "explain"), index, frozenset({"a"}))
+    by_name = {c["name"]: c for c in answer["candidates"]}
+    assert answer["unreadable"] == 1 and "hidden" not in by_name  # counted, never named
+    assert by_name["fresh"]["included"] and by_name["fresh"]["reasons"] == []
+    assert not by_name["behind"]["included"]
+    assert by_name["behind"]["reasons"] == ["health is Unknown, the query wants Degraded, Healthy"]
+    assert "generation 2" in by_name["behind"]["notes"][0]
+    assert by_name["zero"]["included"] and "weight 0" in by_name["zero"]["notes"][0]

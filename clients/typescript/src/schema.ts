@@ -481,6 +481,101 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/explain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; unreadable namespaces are counted only. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Logical service name, or a pattern with * and ? (service=pay*). */
+                    service?: string;
+                    /** @description Only this namespace. */
+                    namespace?: string;
+                    /** @description Capability the instance must provide (repeatable; all must match). */
+                    capability?: string[];
+                    /** @description Tags the instance must have (repeatable or comma-separated; all must match). */
+                    tag?: string[];
+                    /** @description Semantic version range, e.g. >=1.2,<2. */
+                    version?: string;
+                    /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
+                    health?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; unreadable namespaces are counted only. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExplainAnswer"];
+                    };
+                };
+                /** @description A bad parameter (JSON), or a request the HTTP layer could not parse (plain text). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                        "text/plain": string;
+                    };
+                };
+                /** @description An error. */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/heartbeat/{namespace}/{name}": {
         parameters: {
             query?: never;
@@ -1463,6 +1558,61 @@ export interface components {
              * @default null
              */
             parameter: string | null;
+        };
+        /**
+         * ExplainAnswer
+         * @description ``GET /v1/explain``: why each candidate is or is not in the answer to the same query.
+         */
+        ExplainAnswer: {
+            /** Candidates */
+            candidates: components["schemas"]["ExplainedCandidate"][];
+            /** Count */
+            count: number;
+            /** Included */
+            included: number;
+            /** Index */
+            index: number;
+            /**
+             * Truncated
+             * @description candidates left out past the first 500
+             */
+            truncated: number;
+            /**
+             * Unreadable
+             * @description candidates in namespaces you may not read (never named)
+             */
+            unreadable: number;
+        };
+        /** ExplainedCandidate */
+        ExplainedCandidate: {
+            /** Health */
+            health: string;
+            /**
+             * Included
+             * @description whether the same query's answer includes it
+             */
+            included: boolean;
+            /**
+             * Lastprobes
+             * @default null
+             */
+            lastProbes: components["schemas"]["ProbeReport"][] | null;
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+            /**
+             * Notes
+             * @description what else to know (stale status, weight 0)
+             */
+            notes?: string[];
+            /**
+             * Reasons
+             * @description every filter it fails, in words (empty when included)
+             */
+            reasons: string[];
+            /** Service */
+            service: string;
         };
         /**
          * Health

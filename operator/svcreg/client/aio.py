@@ -88,6 +88,10 @@ class AsyncDiscoveryClient:
         params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
         return await self._send(calls.capability(name, params))
 
+    async def explain(self, **filters: Unpack[calls.Filters]) -> wire.ExplainAnswer:
+        """Why each candidate is or is not in the answer to ``services(**filters)``."""
+        return await self._send(calls.explain(calls.query_params(**filters)))
+
     async def catalog(self, namespace: str | None = None) -> wire.Catalog:
         """Every logical service you may read, with its tags, versions and instances by health."""
         return await self._send(calls.catalog(namespace))

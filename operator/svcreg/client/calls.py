@@ -101,6 +101,10 @@ def services(params: httpx.QueryParams) -> Call[wire.ServiceList]:
     return Call("GET", "/v1/services", wire.ServiceList.model_validate_json, params)
 
 
+def explain(params: httpx.QueryParams) -> Call[wire.ExplainAnswer]:
+    return Call("GET", "/v1/explain", wire.ExplainAnswer.model_validate_json, params)
+
+
 def service(namespace: str, name: str) -> Call[wire.RegistrationAnswer]:
     return Call(
         "GET", f"/v1/services/{_part(namespace)}/{_part(name)}", wire.RegistrationAnswer.model_validate_json

@@ -1,4 +1,5 @@
-"""``svcreg discover``: the discovery client from the shell, a table or JSON."""
+"""``svcreg discover`` and ``svcreg explain``: the discovery client from the shell, a table or
+JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import httpx
 
 from svcreg.client import DiscoveryClient, Registration, SvcregError
+from svcreg.core import wire
 
 
 def _meta(value: str) -> tuple[str, str]:
@@ -78,4 +80,50 @@ def run(args: argparse.Namespace) -> int:
         print(table(found.items))
     else:
         print("no instances match", file=sys.stderr)
+    return 0
+
+
+def explain_table(answer: wire.ExplainAnswer) -> str:
+    columns = ["NAMESPACE", "NAME", "HEALTH", "IN", "WHY"]
+    rows = []
+    for c in answer.candidates:
+        why = list(c.reasons) + list(c.notes)
+        for probe in c.last_probes or []:
+            if not probe.passed:
+                why.append(
+                    f"last probe {probe.at}: {probe.reason}: {probe.message} ({probe.latency_ms:g} ms)"
+                )
+        rows.append([c.namespace, c.name, c.health, "yes" if c.included else "no", "; ".join(why) or "-"])
+    widths = [max(len(r[n]) for r in [columns, *rows]) for n in range(len(columns) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)), r[-1]])
+        for r in [columns, *rows]
+    ]
+    if answer.unreadable:
+        lines.append(f"({answer.unreadable} more in namespaces you may not read)")
+    return "\n".join(lines)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    try:
+        with DiscoveryClient(args.url, args.token, token_file=args.token_file) as client:
+            answer = client.explain(
+                capability=args.capability,
+                service=args.service,
+                tag=args.tag,
+                namespace=args.namespace,
+                version=args.version,
+                health=args.health,
+                meta=dict(args.meta or []),
+            )
+    except SvcregError as error:
+        print(f"svcreg explain: {error}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as error:
+        print(f"svcreg explain: cannot reach discovery at {error.request.url}: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(answer.model_dump(mode="json", by_alias=True), indent=2))
+    else:
+        print(explain_table(answer))
     return 0

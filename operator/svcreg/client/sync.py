@@ -88,6 +88,10 @@ class DiscoveryClient:
         params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
         return self._send(calls.capability(name, params))
 
+    def explain(self, **filters: Unpack[calls.Filters]) -> wire.ExplainAnswer:
+        """Why each candidate is or is not in the answer to ``services(**filters)``."""
+        return self._send(calls.explain(calls.query_params(**filters)))
+
     def catalog(self, namespace: str | None = None) -> wire.Catalog:
         """Every logical service you may read, with its tags, versions and instances by health."""
         return self._send(calls.catalog(namespace))

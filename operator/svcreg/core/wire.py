@@ -135,6 +135,28 @@ class CapabilityAnswer(_Answer):
     selected: Registration | None = None
 
 
+class ExplainedCandidate(_Answer):
+    namespace: str
+    name: str
+    service: str
+    health: str
+    included: bool = Field(description="whether the same query's answer includes it")
+    reasons: list[str] = Field(description="every filter it fails, in words (empty when included)")
+    notes: list[str] = Field(default_factory=list, description="what else to know (stale status, weight 0)")
+    last_probes: list[ProbeReport] | None = None
+
+
+class ExplainAnswer(_Answer):
+    """``GET /v1/explain``: why each candidate is or is not in the answer to the same query."""
+
+    index: int
+    count: int
+    included: int
+    truncated: int = Field(description="candidates left out past the first 500")
+    unreadable: int = Field(description="candidates in namespaces you may not read (never named)")
+    candidates: list[ExplainedCandidate]
+
+
 class CapabilitySummary(_Answer):
     name: str
     versions: list[str]
@@ -228,6 +250,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     CapabilityAnswer,
     CapabilityList,
     Catalog,
+    ExplainAnswer,
     Stats,
     WatchEvent,
     HeartbeatAnswer,

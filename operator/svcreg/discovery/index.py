@@ -53,6 +53,7 @@ class Entry:
     generation: int
     check_type: str
     instances: tuple[tuple[str, int, str], ...] = ()
+    observed_generation: int = 0  # status.observedGeneration: behind ``generation``, served Unknown
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -127,6 +128,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         generation=view.generation,
         check_type=spec.check_type(),
         instances=tuple((i.address, i.port, str(i.health)) for i in view.instances),
+        observed_generation=int(status.get("observedGeneration") or 0),
         document=view.model_dump(mode="json", by_alias=True),
     )
 

@@ -79,6 +79,42 @@ class Query:
             return _matches(self.capability_version, item.capability_version(self.capability_for_version))
         return True
 
+    def why_not(self, item: Entry) -> list[str]:
+        """Every filter ``item`` fails, in words (empty: it is in the answer). The same tests as
+        ``selects``, kept apart so the hot path stays a chain of early returns; a unit test holds
+        the two to the same verdict."""
+        reasons: list[str] = []
+        if self.service is not None and item.service != self.service:
+            reasons.append(f"service is {item.service}, not {self.service}")
+        if self.service_glob is not None and not fnmatch.fnmatchcase(item.service, self.service_glob):
+            reasons.append(f"service {item.service} does not match {self.service_glob}")
+        if self.namespace is not None and item.namespace != self.namespace:
+            reasons.append(f"namespace is {item.namespace}, not {self.namespace}")
+        names = {n for n, _, _ in item.capabilities}
+        reasons += [f"does not provide capability {c}" for c in self.capabilities if c not in names]
+        reasons += [f"lacks tag {t}" for t in self.tags if t not in item.tags]
+        if self.health is not None:
+            if item.maintenance and "Maintenance" not in self.health:
+                reasons.append("in maintenance (asked for health=Maintenance or any to see it)")
+            elif item.health not in self.health:
+                wanted = ", ".join(sorted(self.health))
+                reasons.append(f"health is {item.health}, the query wants {wanted}")
+        metadata = dict(item.metadata)
+        for key, value in self.meta:
+            if metadata.get(key) != value:
+                found = "absent" if key not in metadata else repr(metadata[key])
+                reasons.append(f"metadata {key} is {found}, not {value!r}")
+        if self.version is not None and not _matches(self.version, item.version):
+            reasons.append(f"version {item.version or '(none)'} is outside {self.version.expression}")
+        if self.capability_version is not None and self.capability_for_version is not None:
+            own = item.capability_version(self.capability_for_version)
+            if not _matches(self.capability_version, own):
+                reasons.append(
+                    f"capability {self.capability_for_version} version {own or '(none)'} is outside "
+                    f"{self.capability_version.expression}"
+                )
+        return reasons
+
 
 def _matches(spec: semantic_version.SimpleSpec, version: str | None) -> bool:
     if version is None:
@@ -129,6 +165,7 @@ def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
 ALLOWED = {
     "services": {"service", "namespace", "capability", "tag", "version", "health", "select", "index", "wait"},
     "catalog": {"namespace", "index", "wait"},
+    "explain": {"service", "namespace", "capability", "tag", "version", "health"},
     "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
     "capabilities": {"namespace", "index", "wait"},
     "watch": {"service", "namespace", "capability", "tag", "version", "health"},
@@ -164,7 +201,7 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
     meta: list[tuple[str, str]] = []
     for name in params:
         if name.startswith("meta."):
-            if route not in ("services", "watch", "capability"):
+            if route not in ("services", "watch", "capability", "explain"):
                 raise BadParameter(name, "metadata filters are not supported on this route")
             key = name[5:]
             if not key or len(key) > 63:

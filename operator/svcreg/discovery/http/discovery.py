@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
+from svcreg.discovery import explain as explain_mod
 from svcreg.discovery import query as query_mod
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
@@ -331,6 +332,16 @@ async def catalog(request: web.Request) -> web.Response:
     return _answer(request, query, readable, build)
 
 
+async def explain(request: web.Request) -> web.Response:
+    """Why each candidate is (not) in the answer to the same query (discovery/explain.py);
+    authorized like that query: namespaces the caller may not read are counted, never named."""
+    query = _query(request, "explain")
+    _, readable = await _caller(request, query)
+    discovery = request.app[DISCOVERY_KEY]
+    body = explain_mod.explain(query, discovery.index, readable, discovery.last_probes)
+    return web.Response(body=dumps({"index": discovery.index.index, **body}), content_type="application/json")
+
+
 async def one_service(request: web.Request) -> web.Response:
     _query(request, "one")
     namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -619,6 +630,7 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/capabilities/{name}", capability)
     serving.add(app, "GET", "/v1/stats", stats)
     serving.add(app, "GET", "/v1/catalog", catalog)
+    serving.add(app, "GET", "/v1/explain", explain)
     serving.add(app, "GET", "/v1/watch", watch)
     serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
     serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

@@ -202,6 +202,13 @@ def document() -> dict[str, Any]:
                 wire.ServiceList,
                 not_found=True,
             ),
+            "/v1/explain": _get(
+                "Why each candidate instance is or is not in the answer to the same query: every filter it "
+                "fails, stale status, weight 0, the last probes; unreadable namespaces are counted only.",
+                _FILTERS,
+                wire.ExplainAnswer,
+                etag=False,
+            ),
             "/v1/catalog": _get(
                 "Every logical service you may read: its tags, versions, namespaces and instances by health.",
                 [_NS, _INDEX, _WAIT],
