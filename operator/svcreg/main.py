@@ -71,6 +71,7 @@ async def run(settings: Settings) -> None:
         max_watchers=settings.max_watchers,
         max_long_polls=settings.max_long_polls,
         rate_limit=settings.rate_limit,
+        consumer_window=settings.consumer_window_seconds,
         operator_url=settings.operator_url if settings.discovery_only else None,
         operator_ca_file=settings.operator_ca_file,
         api=None if settings.discovery_only else api,

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     operator_ca_file: str | None = Field(
         None, description="CA bundle a discovery-only replica trusts for an https --operator-url"
     )
+    consumer_window_seconds: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="how far back GET /v1/consumers remembers who asked"
+    )
     service_metrics: bool = Field(
         False,
         description="export svcreg_service_availability by namespace and service (names tenants' services "

@@ -336,6 +336,22 @@ def test_explain_says_why_each_candidate_is_in_or_out(world: World) -> None:
     assert "(1 more in namespaces you may not read)" in shown
 
 
+def test_consumers_shows_who_asks_for_a_capability_to_its_owners(world: World) -> None:
+    """/v1/consumers: the reader asked for farewell; a reader of every namespace holding it sees
+    that; a caller who cannot read them all (stranger; other, for greet held in two namespaces)
+    gets 403."""
+    for _ in range(3):
+        assert world.get("/v1/capabilities/farewell").status_code == 200
+    answer = world.get("/v1/consumers", params={"capability": "farewell"})
+    assert answer.status_code == 200, answer.text
+    [reader] = [c for c in answer.json()["consumers"] if c["identity"].endswith(":reader")]
+    assert reader["requests"] >= 3 and reader["lastSeen"] >= reader["firstSeen"]
+    assert world.get("/v1/consumers", "stranger", params={"capability": "farewell"}).status_code == 403
+    assert world.get("/v1/consumers", "other", params={"capability": "greet"}).status_code == 403
+    both = world.get("/v1/consumers", params={"capability": "greet", "service": "orders"})
+    assert both.status_code == 400 and both.json()["error"]["parameter"] == "service"
+
+
 def test_etag_and_304(world: World) -> None:
     first = world.get("/v1/services", params={"service": "orders"})
     again = world.get(

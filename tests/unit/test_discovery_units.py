@@ -648,3 +648,23 @@ def test_explain_counts_unreadable_candidates_and_notes_stale_status() -> None:
     assert by_name["behind"]["reasons"] == ["health is Unknown, the query wants Degraded, Healthy"]
     assert "generation 2" in by_name["behind"]["notes"][0]
     assert by_name["zero"]["included"] and "weight 0" in by_name["zero"]["notes"][0]
+
+
+def test_the_consumer_log_is_bounded_and_forgets_past_its_window() -> None:
+    from svcreg.discovery.consumers import ConsumerLog  # noqa: PLC0415
+
+    now = [1000.0]
+    log = ConsumerLog(window=60, max_entries=3, clock=lambda: now[0])
+    for _ in range(3):
+        log.record("sa:a:web", ("capability", "greet"))
+    log.record("sa:b:batch", ("capability", "greet"))
+    log.record("sa:b:batch", ("service", "orders"))
+    assert [(who, use.requests) for who, use in log.consumers(("capability", "greet"))] == [
+        ("sa:a:web", 3),
+        ("sa:b:batch", 1),
+    ]
+    log.record("sa:c:new", ("service", "orders"))  # a fourth pair: the least recently seen goes
+    assert len(log) == 3
+    assert [who for who, _ in log.consumers(("capability", "greet"))] == ["sa:b:batch"]
+    now[0] += 61  # past the window: nothing is reported, and the entries are dropped
+    assert log.consumers(("service", "orders")) == [] and len(log) == 0

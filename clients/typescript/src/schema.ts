@@ -481,6 +481,93 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/consumers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who asked for a service or a capability within the window (this process's traffic); only for callers who may read every registration of it. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Logical service name. */
+                    service?: string;
+                    /** @description Capability name. */
+                    capability?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Who asked for a service or a capability within the window (this process's traffic); only for callers who may read every registration of it. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ConsumerList"];
+                    };
+                };
+                /** @description A bad parameter (JSON), or a request the HTTP layer could not parse (plain text). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                        "text/plain": string;
+                    };
+                };
+                /** @description An error. */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/explain": {
         parameters: {
             query?: never;
@@ -1538,6 +1625,39 @@ export interface components {
             total: number;
             /** Versions */
             versions: string[];
+        };
+        /** Consumer */
+        Consumer: {
+            /** Firstseen */
+            firstSeen: string;
+            /**
+             * Identity
+             * @description the authenticated caller (a ServiceAccount's username)
+             */
+            identity: string;
+            /** Lastseen */
+            lastSeen: string;
+            /** Requests */
+            requests: number;
+        };
+        /**
+         * ConsumerList
+         * @description ``GET /v1/consumers``: who asked for a service or capability within the window.
+         */
+        ConsumerList: {
+            /** Consumers */
+            consumers: components["schemas"]["Consumer"][];
+            /** Index */
+            index: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "service" | "capability";
+            /** Name */
+            name: string;
+            /** Windowseconds */
+            windowSeconds: number;
         };
         /**
          * ErrorAnswer

@@ -92,6 +92,12 @@ class AsyncDiscoveryClient:
         """Why each candidate is or is not in the answer to ``services(**filters)``."""
         return await self._send(calls.explain(calls.query_params(**filters)))
 
+    async def consumers(
+        self, *, service: str | None = None, capability: str | None = None
+    ) -> wire.ConsumerList:
+        """Who asked for ``service`` or ``capability`` lately (its owners may ask)."""
+        return await self._send(calls.consumers(service, capability))
+
     async def catalog(self, namespace: str | None = None) -> wire.Catalog:
         """Every logical service you may read, with its tags, versions and instances by health."""
         return await self._send(calls.catalog(namespace))

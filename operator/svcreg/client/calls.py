@@ -105,6 +105,11 @@ def explain(params: httpx.QueryParams) -> Call[wire.ExplainAnswer]:
     return Call("GET", "/v1/explain", wire.ExplainAnswer.model_validate_json, params)
 
 
+def consumers(service: str | None, capability: str | None) -> Call[wire.ConsumerList]:
+    params = httpx.QueryParams({k: v for k, v in (("service", service), ("capability", capability)) if v})
+    return Call("GET", "/v1/consumers", wire.ConsumerList.model_validate_json, params)
+
+
 def service(namespace: str, name: str) -> Call[wire.RegistrationAnswer]:
     return Call(
         "GET", f"/v1/services/{_part(namespace)}/{_part(name)}", wire.RegistrationAnswer.model_validate_json

@@ -92,6 +92,10 @@ class DiscoveryClient:
         """Why each candidate is or is not in the answer to ``services(**filters)``."""
         return self._send(calls.explain(calls.query_params(**filters)))
 
+    def consumers(self, *, service: str | None = None, capability: str | None = None) -> wire.ConsumerList:
+        """Who asked for ``service`` or ``capability`` lately (its owners may ask)."""
+        return self._send(calls.consumers(service, capability))
+
     def catalog(self, namespace: str | None = None) -> wire.Catalog:
         """Every logical service you may read, with its tags, versions and instances by health."""
         return self._send(calls.catalog(namespace))

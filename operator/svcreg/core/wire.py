@@ -157,6 +157,23 @@ class ExplainAnswer(_Answer):
     candidates: list[ExplainedCandidate]
 
 
+class Consumer(_Answer):
+    identity: str = Field(description="the authenticated caller (a ServiceAccount's username)")
+    requests: int
+    first_seen: str
+    last_seen: str
+
+
+class ConsumerList(_Answer):
+    """``GET /v1/consumers``: who asked for a service or capability within the window."""
+
+    index: int
+    kind: Literal["service", "capability"]
+    name: str
+    window_seconds: float
+    consumers: list[Consumer]
+
+
 class CapabilitySummary(_Answer):
     name: str
     versions: list[str]
@@ -251,6 +268,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     CapabilityList,
     Catalog,
     ExplainAnswer,
+    ConsumerList,
     Stats,
     WatchEvent,
     HeartbeatAnswer,

@@ -166,6 +166,7 @@ ALLOWED = {
     "services": {"service", "namespace", "capability", "tag", "version", "health", "select", "index", "wait"},
     "catalog": {"namespace", "index", "wait"},
     "explain": {"service", "namespace", "capability", "tag", "version", "health"},
+    "consumers": {"service", "capability"},
     "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
     "capabilities": {"namespace", "index", "wait"},
     "watch": {"service", "namespace", "capability", "tag", "version", "health"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
 from svcreg.discovery import explain as explain_mod
 from svcreg.discovery import query as query_mod
+from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
@@ -78,6 +80,9 @@ class Discovery:
     # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
     last_probes: Callable[[tuple[str, str]], list[dict[str, Any]] | None] | None = None
 
+    # Who asked for which service or capability (GET /v1/consumers), over this window.
+    consumer_window: float = 24 * 3600.0
+
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
         # the same change share one evaluation.
@@ -88,6 +93,7 @@ class Discovery:
         self.metrics.long_polls.set_function(lambda: self.long_polls)
         self._forwarder: aiohttp.ClientSession | None = None
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
+        self.consumer_log = ConsumerLog(window=self.consumer_window)
 
     def admit(self, request: web.Request, identity: Identity) -> None:
         """Note who is calling (for the access log) and spend one of its requests: 429 with
@@ -269,11 +275,24 @@ def _answer(
     return web.Response(body=body, headers=headers)
 
 
+def _note_consumer(request: web.Request, query: query_mod.Query) -> None:
+    """Remember who asked for which service or capability (for GET /v1/consumers)."""
+    caller = request.get(CALLER)
+    if caller is None:
+        return
+    log = request.app[DISCOVERY_KEY].consumer_log
+    if query.service:
+        log.record(caller, ("service", query.service))
+    for capability in query.capabilities:
+        log.record(caller, ("capability", capability))
+
+
 async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, frozenset[str] | None, Index]:
     """What every list route starts with: the parsed query, the namespaces the caller may read
     (after any long poll, as they are then), and the index to answer from."""
     query = _query(request, route)
     _, readable = await _caller(request, query)
+    _note_consumer(request, query)
     readable = await _long_poll(request, query, readable)
     return query, readable, request.app[DISCOVERY_KEY].index
 
@@ -283,6 +302,7 @@ async def services(request: web.Request) -> web.Response:
     if query.select_one:
         # One instance of the matching ones, by weight: seed 001's get_service_url(name).
         _, readable = await _caller(request, query)
+        _note_consumer(request, query)
         index = request.app[DISCOVERY_KEY].index
         chosen = pick(index.candidates(query, readable))
         if chosen is None:
@@ -340,6 +360,49 @@ async def explain(request: web.Request) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
     body = explain_mod.explain(query, discovery.index, readable, discovery.last_probes)
     return web.Response(body=dumps({"index": discovery.index.index, **body}), content_type="application/json")
+
+
+async def consumers(request: web.Request) -> web.Response:
+    """Who asked for a service or capability in the window. Only a caller who may read every
+    namespace holding a registration of it may ask: its owners, not its other consumers."""
+    query = _query(request, "consumers")
+    targets = [("service", query.service)] if query.service else []
+    targets += [("capability", c) for c in query.capabilities]
+    if len(targets) != 1:
+        raise BadParameter("service", "give exactly one of service= and capability=")
+    kind, name = targets[0]
+    discovery = request.app[DISCOVERY_KEY]
+    identity, readable = await _caller(request, query)
+    index = discovery.index
+    keys = index.by_service.get(name, set()) if kind == "service" else index.by_capability.get(name, set())
+    holding = {key[0] for key in keys}
+    if not holding or (readable is not None and not holding <= readable):
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"{identity.username} may not read every registration of {kind} {name}, so not who asks for it",
+        )
+    found = discovery.consumer_log.consumers((kind, name))
+    body = {
+        "index": index.index,
+        "kind": kind,
+        "name": name,
+        "windowSeconds": discovery.consumer_log.window,
+        "consumers": [
+            {
+                "identity": who,
+                "requests": use.requests,
+                "firstSeen": _rfc3339(use.first_seen),
+                "lastSeen": _rfc3339(use.last_seen),
+            }
+            for who, use in found
+        ],
+    }
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
 
 
 async def one_service(request: web.Request) -> web.Response:
@@ -400,6 +463,7 @@ async def capability(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     query = _query(request, "capability", capability=name)
     _, readable = await _caller(request, query)
+    _note_consumer(request, query)
     index = request.app[DISCOVERY_KEY].index
     if query.select_one:
         chosen = pick(index.candidates(query, readable))
@@ -631,6 +695,7 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/stats", stats)
     serving.add(app, "GET", "/v1/catalog", catalog)
     serving.add(app, "GET", "/v1/explain", explain)
+    serving.add(app, "GET", "/v1/consumers", consumers)
     serving.add(app, "GET", "/v1/watch", watch)
     serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
     serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

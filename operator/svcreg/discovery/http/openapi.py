@@ -209,6 +209,16 @@ def document() -> dict[str, Any]:
                 wire.ExplainAnswer,
                 etag=False,
             ),
+            "/v1/consumers": _get(
+                "Who asked for a service or a capability within the window (this process's traffic); "
+                "only for callers who may read every registration of it.",
+                [
+                    _param("service", "Logical service name.", _LABEL),
+                    _param("capability", "Capability name.", _LABEL),
+                ],
+                wire.ConsumerList,
+                etag=False,
+            ),
             "/v1/catalog": _get(
                 "Every logical service you may read: its tags, versions, namespaces and instances by health.",
                 [_NS, _INDEX, _WAIT],
