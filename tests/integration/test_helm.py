@@ -304,6 +304,19 @@ def test_network_policy_and_service_monitor(helm: Helm) -> None:
     with_api = helm.render(
         OPTIONS["service-monitor"], "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"
     )
+    # The PrometheusRule likewise, carrying exactly the promtool-tested rules file.
+    assert not [
+        d for d in helm.render({"prometheusRule": {"enabled": True}}) if d["kind"] == "PrometheusRule"
+    ]
+    rule = kinds(
+        helm.render(
+            {"prometheusRule": {"enabled": True}}, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"
+        )
+    )[("PrometheusRule", "svcreg")]
+    alerts = (
+        Path(__file__).resolve().parents[2] / "deploy" / "helm" / "svcreg" / "files" / "svcreg-alerts.yaml"
+    )
+    assert rule["spec"] == yaml.safe_load(alerts.read_text())
     monitor = kinds(with_api)[("ServiceMonitor", "svcreg")]
     assert monitor["spec"]["endpoints"] == [
         {"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}
