@@ -36,7 +36,7 @@ if [ -n "$missing" ]; then
     echo "svcreg: the node's tests need (as root) apt-get install $NODE_PACKAGES" >&2
   fi
 fi
-.venv/bin/svcreg cluster build --node >/dev/null
+.venv/bin/svcreg cluster build --node --promtool >/dev/null
 # The TypeScript client (clients/typescript) is built and tested with Node.js >= 20 and npm,
 # its packages pinned by package-lock.json.
 if command -v npm >/dev/null; then

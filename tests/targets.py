@@ -114,11 +114,20 @@ class TcpListener:
 class GrpcTarget:
     """A gRPC server with the standard health service; ``set(status)`` changes its answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        """With ``tls_dir``: served over TLS with a certificate of a fresh CA (``ca_file``)."""
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls_dir is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            keys = pki.generate(tls_dir)
+            self.ca_file = keys.ca_cert
+            credentials = grpc.ssl_server_credentials(
+                [(keys.serving_key.read_bytes(), keys.serving_cert.read_bytes())]
+            )
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
         self.server.start()
         self.set(serving=True)
 

@@ -19,6 +19,8 @@ def _cluster_command(args: argparse.Namespace) -> int:
             binaries = build.ensure_binaries()
             if args.node:
                 build.ensure_node_binaries()
+            if args.promtool:
+                build.ensure_promtool()
             print(binaries.path_dir)
             return 0
         if args.action == "up":
@@ -156,6 +158,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with up: also a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, "
         "scheduler, controller-manager) that runs pods; needs root and bash scripts/install.sh",
+    )
+    cluster_parser.add_argument(
+        "--promtool",
+        action="store_true",
+        help="with build: also promtool (Prometheus), which tests the chart's alerting rules",
     )
     cluster_parser.set_defaults(handler=_cluster_command)
 

@@ -589,7 +589,7 @@ def test_each_identity_has_its_own_request_rate(world: World, control_plane: Clu
     identity is not slowed by it."""
     process = OperatorProcess(
         control_plane, tmp_path / "limited.log", "--namespace", world.ns, "--token-audience", AUDIENCE,
-        "--rate-limit", "2",
+        "--rate-limit", "2", "--log-format", "json", "--access-log",
     ).start()  # fmt: skip
     url = f"http://127.0.0.1:{process.port}/v1/services"
     try:
@@ -605,6 +605,14 @@ def test_each_identity_has_its_own_request_rate(world: World, control_plane: Clu
         )
         other = httpx.get(url, headers={"Authorization": f"Bearer {world.tokens['beater']}"}, timeout=10)
         assert other.status_code == 200
+        # The same process logs JSON, one access line per request: id (echoed), route, caller.
+        traced = httpx.get(url, headers={**reader, "X-Request-Id": "trace-7"}, timeout=10)
+        assert traced.headers["X-Request-Id"] == "trace-7"
+        lines = [json.loads(line) for line in process.log_text().splitlines() if line.startswith("{")]
+        access = [line for line in lines if line.get("request_id") == "trace-7"]
+        assert access and access[0]["route"] == "/v1/services" and access[0]["status"] in (200, 429)
+        assert access[0]["caller"].endswith(":reader") and access[0]["logger"] == "svcreg.access"
+        assert any(line["level"] == "INFO" and line["logger"] == "svcreg" for line in lines)
     finally:
         process.stop()
 

@@ -233,3 +233,28 @@ async def test_probes_verify_against_the_ca_bundle_the_registration_names(tmp_pa
         reads = api.reads
         await runner.run(by_map)
         assert api.reads == reads  # a bundle is read once per TTL, not per probe
+
+
+async def test_grpc_probes_over_tls_trust_the_named_ca(tmp_path: Path) -> None:
+    """A gRPC target with a private certificate: a TLS channel with the registration's CA bundle
+    and serverName passes; the system's roots do not trust it; plaintext is not spoken."""
+    import dataclasses  # noqa: PLC0415
+
+    from svcreg.operator.probes.trust import TrustStore  # noqa: PLC0415
+
+    server = GrpcTarget(tmp_path)
+    try:
+        api = ObjectsApi(
+            {"/api/v1/namespaces/team/configmaps/ca": {"data": {"ca.crt": server.ca_file.read_text()}}}
+        )
+        runner = ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore(), trust=TrustStore(api))  # type: ignore[arg-type]
+        plain = Target(kind="grpc", host="127.0.0.1", port=server.port, timeout=2)
+        tls = dataclasses.replace(plain, tls=True, server_name="localhost")
+        trusted = await runner.run(dataclasses.replace(tls, ca=("team", "configmap", "ca", "ca.crt")))
+        assert trusted is not None and trusted.passed, trusted
+        untrusted = await runner.run(tls)
+        assert untrusted is not None and not untrusted.passed
+        cleartext = await runner.run(plain)
+        assert cleartext is not None and not cleartext.passed
+    finally:
+        server.close()

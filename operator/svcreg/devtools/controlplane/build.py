@@ -108,6 +108,15 @@ COMPONENTS = (
 )
 
 
+PROMETHEUS_VERSION = "v0.316.0"  # the Go module of Prometheus 3.16: promtool checks svcreg's alerts
+PROMTOOL = Component(
+    name="promtool",
+    version=PROMETHEUS_VERSION,
+    packages=("github.com/prometheus/prometheus/cmd/promtool",),
+    binaries=("promtool",),
+    ldflags=("-s", "-w"),
+)
+
 COREDNS_VERSION = "v1.15.0"
 
 # The node beside the control plane (``svcreg cluster up --node``): built only when asked for, so
@@ -249,6 +258,11 @@ def ensure_node_binaries(report: progress.Reporter = progress.stderr_reporter) -
         for command in component.binaries:
             found[command.replace("-", "_")] = directory / command
     return NodeBinaries(**found)
+
+
+def ensure_promtool(report: progress.Reporter = progress.stderr_reporter) -> Path:
+    """promtool, built unless cached: ``promtool check rules`` and ``test rules`` on the alerts."""
+    return build_component(PROMTOOL, report) / "promtool"
 
 
 def ensure_binaries(report: progress.Reporter = progress.stderr_reporter) -> Binaries:
