@@ -334,6 +334,24 @@ def test_explain_says_why_each_candidate_is_in_or_out(world: World) -> None:
     dead_row = next(line for line in shown.splitlines() if " dead " in line)
     assert " no " in dead_row and "ConnectionRefused" in dead_row
     assert "(1 more in namespaces you may not read)" in shown
+    # svcreg discover, the same client from the shell: a table, or JSON.
+    env = os.environ | {"SVCREG_URL": world.url, "SVCREG_TOKEN": world.tokens["reader"]}
+    listed = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "discover", "--service", "orders"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert listed[0].split()[:5] == ["NAMESPACE", "NAME", "SERVICE", "VERSION", "HEALTH"]
+    assert sorted(line.split()[1] for line in listed[1:]) == ["r1", "r2"]
+    as_json = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "discover", "--capability", "greet", "-o", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert sorted(i["name"] for i in json.loads(as_json)["items"]) == ["r1", "r2", "r3"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "discover", "--health", "sometimes"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "health" in refused.stderr
 
 
 def test_consumers_shows_who_asks_for_a_capability_to_its_owners(world: World) -> None:

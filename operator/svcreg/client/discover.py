@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import httpx
 
 from svcreg.client import DiscoveryClient, Registration, SvcregError
 from svcreg.core import wire
+
+T = TypeVar("T")
 
 
 def _meta(value: str) -> tuple[str, str]:
@@ -56,23 +59,33 @@ def table(items: Sequence[Registration]) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _filters(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "capability": args.capability,
+        "service": args.service,
+        "tag": args.tag,
+        "namespace": args.namespace,
+        "version": args.version,
+        "health": args.health,
+        "meta": dict(args.meta or []),
+    }
+
+
+def _ask(args: argparse.Namespace, command: str, ask: Callable[[DiscoveryClient], T]) -> T | None:
+    """Call discovery as the command line says; None (with the reason on stderr) when it fails."""
     try:
         with DiscoveryClient(args.url, args.token, token_file=args.token_file) as client:
-            found = client.services(
-                capability=args.capability,
-                service=args.service,
-                tag=args.tag,
-                namespace=args.namespace,
-                version=args.version,
-                health=args.health,
-                meta=dict(args.meta or []),
-            )
+            return ask(client)
     except SvcregError as error:
-        print(f"svcreg discover: {error}", file=sys.stderr)
-        return 1
+        print(f"svcreg {command}: {error}", file=sys.stderr)
     except httpx.HTTPError as error:
-        print(f"svcreg discover: cannot reach discovery at {error.request.url}: {error}", file=sys.stderr)
+        print(f"svcreg {command}: cannot reach discovery at {error.request.url}: {error}", file=sys.stderr)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    found = _ask(args, "discover", lambda client: client.services(**_filters(args)))  # type: ignore[arg-type]
+    if found is None:
         return 1
     if args.output == "json":
         print(json.dumps(found.model_dump(mode="json", by_alias=True, exclude={"count"}), indent=2))
@@ -105,22 +118,8 @@ def explain_table(answer: wire.ExplainAnswer) -> str:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    try:
-        with DiscoveryClient(args.url, args.token, token_file=args.token_file) as client:
-            answer = client.explain(
-                capability=args.capability,
-                service=args.service,
-                tag=args.tag,
-                namespace=args.namespace,
-                version=args.version,
-                health=args.health,
-                meta=dict(args.meta or []),
-            )
-    except SvcregError as error:
-        print(f"svcreg explain: {error}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as error:
-        print(f"svcreg explain: cannot reach discovery at {error.request.url}: {error}", file=sys.stderr)
+    answer = _ask(args, "explain", lambda client: client.explain(**_filters(args)))  # type: ignore[arg-type]
+    if answer is None:
         return 1
     if args.output == "json":
         print(json.dumps(answer.model_dump(mode="json", by_alias=True), indent=2))
