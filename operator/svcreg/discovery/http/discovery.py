@@ -366,13 +366,13 @@ async def consumers(request: web.Request) -> web.Response:
     """Who asked for a service or capability in the window. Only a caller who may read every
     namespace holding a registration of it may ask: its owners, not its other consumers."""
     query = _query(request, "consumers")
+    discovery = request.app[DISCOVERY_KEY]
+    identity, readable = await _caller(request, query)  # who asks comes first: 401 before 400
     targets = [("service", query.service)] if query.service else []
     targets += [("capability", c) for c in query.capabilities]
     if len(targets) != 1:
         raise BadParameter("service", "give exactly one of service= and capability=")
     kind, name = targets[0]
-    discovery = request.app[DISCOVERY_KEY]
-    identity, readable = await _caller(request, query)
     index = discovery.index
     keys = index.by_service.get(name, set()) if kind == "service" else index.by_capability.get(name, set())
     holding = {key[0] for key in keys}
