@@ -230,18 +230,22 @@ class Authorizer:
                     "too many rejected tokens from this address",
                     retry_after=wait,
                 )
-            result = await self.tokens.get(key, self._review_token, token)
+            try:
+                result = await self.tokens.get(key, self._review_token, token)
+            except AuthError as error:
+                # No review can be made and none is kept (a review kept through an outage never
+                # outlives its token): an expired token is still the caller's problem, a 401.
+                expiry = _token_expiry(token)
+                if error.status == 503 and expiry is not None and expiry <= self._wall():
+                    raise AuthError(401, "Unauthenticated", "token rejected: expired") from None
+                raise
             if isinstance(result, str) and client is not None:
                 self.review_budget.take(client)
         if isinstance(result, str):
             raise AuthError(401, "Unauthenticated", result)
-        expiry = _token_expiry(token)
-        if expiry is not None and expiry <= self._wall():
-            # A review kept through an outage may outlive the token; the token's exp still binds.
-            raise AuthError(401, "Unauthenticated", "token rejected: expired")
         return result
 
-    async def _review_token(self, token: str) -> tuple[Identity | str, float]:
+    async def _review_token(self, token: str) -> tuple[Identity | str, float] | tuple[Identity, float, float]:
         spec: dict[str, Any] = {"token": token}
         if self.audiences:
             spec["audiences"] = list(self.audiences)
@@ -268,9 +272,11 @@ class Authorizer:
         )
         ttl = self.positive_ttl
         expiry = _token_expiry(token)
-        if expiry is not None:
-            ttl = min(ttl, max(0.0, expiry - self._wall()))
-        return identity, ttl
+        if expiry is None:
+            return identity, ttl
+        # Neither fresh nor kept through an outage past the token's own expiry.
+        left = max(0.0, expiry - self._wall())
+        return identity, min(ttl, left), left
 
     async def allowed(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> bool:
         """Whether RBAC lets ``identity`` do ``verb`` on serviceregistrations in ``namespace``

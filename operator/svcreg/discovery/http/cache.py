@@ -16,7 +16,9 @@ from svcreg.telemetry.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 MISSING: Any = object()  # what ``RefreshAheadCache.peek`` answers when it has no live value
-Compute = Callable[..., Awaitable[tuple[Any, float]]]  # a review: (answer, seconds to keep it)
+# A review: (answer, seconds to keep it), or (answer, seconds to keep it, seconds after which it
+# must never be served, not even stale through an outage: a token's own expiry, say).
+Compute = Callable[..., Awaitable[tuple[Any, float] | tuple[Any, float, float]]]
 Entry = tuple[float, float, Any, float]  # expires, refresh after, value, stale until
 
 
@@ -35,9 +37,10 @@ class RefreshAheadCache:
       evict a good entry.
     - Stale on outage: when recomputing an expired entry fails with an error ``unavailable``
       accepts (the API server cannot answer), the old value answers for up to ``stale_for``
-      seconds past its lifetime, and is retried in the background at most every
-      ``RETRY_AFTER`` seconds meanwhile. So callers already served keep being served through
-      an outage, for a bounded time; a key never computed still fails.
+      seconds past its lifetime (never past a limit its computation gave), and is retried in
+      the background at most every ``RETRY_AFTER`` seconds meanwhile. So callers already
+      served keep being served through an outage, for a bounded time; a key never computed
+      still fails.
     """
 
     REFRESH_AT = 0.75  # of an entry's lifetime
@@ -139,8 +142,8 @@ class RefreshAheadCache:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value, ttl = await compute(*args)
-            self._store(key, value, ttl)
+            value, ttl, *limit = await compute(*args)
+            self._store(key, value, ttl, *limit)
             future.set_result(value)
             return value
         except Exception as error:
@@ -172,13 +175,16 @@ class RefreshAheadCache:
         logger.debug("answering from a review that expired %.0fs ago: %s", now - cached[0], error)
         return cached[2]
 
-    def _store(self, key: Any, value: Any, ttl: float) -> None:
+    def _store(self, key: Any, value: Any, ttl: float, limit: float | None = None) -> None:
         negative = self._is_negative(value)
         store, other = (self._negative, self._values) if negative else (self._values, self._negative)
         bound = self._bounds[1] if negative else self._bounds[0]
         other.pop(key, None)
         store.pop(key, None)
         now = self._clock()
-        store[key] = (now + ttl, now + ttl * self.REFRESH_AT, value, now + ttl + self._stale_for)
+        stale_until = now + ttl + self._stale_for
+        if limit is not None:
+            stale_until = min(stale_until, now + limit)
+        store[key] = (now + ttl, now + ttl * self.REFRESH_AT, value, stale_until)
         while len(store) > bound:
             store.popitem(last=False)
