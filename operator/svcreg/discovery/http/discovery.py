@@ -304,12 +304,7 @@ async def services(request: web.Request) -> web.Response:
         _, readable = await _caller(request, query)
         _note_consumer(request, query)
         index = request.app[DISCOVERY_KEY].index
-        chosen = pick(index.candidates(query, readable))
-        if chosen is None:
-            return error_response(404, "NoEntry", "no served instance with weight above 0 matches")
-        return web.Response(
-            body=dumps({"index": index.index, "selected": chosen.document}), content_type="application/json"
-        )
+        return _selected(index, query, readable, "no served instance with weight above 0 matches")
     query, readable, index = await _listing(request, "services")
 
     def build() -> dict[str, Any]:
@@ -459,6 +454,17 @@ def pick(items: list[Entry], rng: random.Random | None = None) -> Entry | None:
     return (rng or random).choices(weighted, weights=[i.weight for i in weighted])[0]
 
 
+def _selected(
+    index: Index, query: query_mod.Query, readable: frozenset[str] | None, missing: str, **extra: str
+) -> web.Response:
+    """``select=one``: one matching instance picked by weight, or 404 ``NoEntry`` saying ``missing``."""
+    chosen = pick(index.candidates(query, readable))
+    if chosen is None:
+        return error_response(404, "NoEntry", missing)
+    body = {"index": index.index, **extra, "selected": chosen.document}
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
 async def capability(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     query = _query(request, "capability", capability=name)
@@ -466,15 +472,8 @@ async def capability(request: web.Request) -> web.Response:
     _note_consumer(request, query)
     index = request.app[DISCOVERY_KEY].index
     if query.select_one:
-        chosen = pick(index.candidates(query, readable))
-        if chosen is None:
-            return error_response(
-                404, "NoEntry", f"no instance with weight above 0 provides capability {name!r}"
-            )
-        return web.Response(
-            body=dumps({"index": index.index, "capability": name, "selected": chosen.document}),
-            content_type="application/json",
-        )
+        missing = f"no instance with weight above 0 provides capability {name!r}"
+        return _selected(index, query, readable, missing, capability=name)
     readable = await _long_poll(request, query, readable)
 
     def build() -> dict[str, Any]:

@@ -54,6 +54,13 @@ def parse_body(raw: bytes) -> wire.RegistrationBody:
     return body
 
 
+async def _body(request: web.Request) -> bytes:
+    """The request body, refused (400) past ``MAX_BODY`` before it is read."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise BadParameter("body", f"at most {MAX_BODY} bytes")
+    return await request.read()
+
+
 def _check_name(kind: str, value: str) -> None:
     if not _DNS_NAME.match(value):
         raise BadParameter(kind, "must be a lowercase DNS name")
@@ -122,9 +129,7 @@ async def put_registration(request: web.Request) -> web.Response:
     api = discovery.api
     if api is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
-    if (request.content_length or 0) > MAX_BODY:
-        raise BadParameter("body", f"at most {MAX_BODY} bytes")
-    raw = await request.read()
+    raw = await _body(request)
     body = parse_body(raw)
     may_create = await discovery.auth.allowed(identity, "create", namespace)
     may_patch = await discovery.auth.allowed(identity, "patch", namespace, name)
@@ -198,9 +203,7 @@ async def patch_registration(request: web.Request) -> web.Response:
     api = discovery.api
     if api is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
-    if (request.content_length or 0) > MAX_BODY:
-        raise BadParameter("body", f"at most {MAX_BODY} bytes")
-    patch = parse_patch(await request.read())
+    patch = parse_patch(await _body(request))
     await discovery.auth.require(identity, "patch", namespace, name)
     writer = _writer(discovery, identity)
     path = KubeApi.registration_path(namespace, name)
