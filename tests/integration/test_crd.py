@@ -266,19 +266,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.capabilities[0]",
     ),
     (
-        "tls-ca-from-both",
-        _with(
-            "spec.healthCheck",
-            {
-                "tls": {
-                    "caFrom": {
-                        "configMapKeyRef": {"name": "a", "key": "k"},
-                        "secretKeyRef": {"name": "a", "key": "k"},
-                    }
-                }
-            },
-        ),
-        "spec.healthCheck.tls.caFrom",
+        "tls-ca-bundle-of-another-kind",
+        _with("spec.healthCheck", {"tls": {"caBundleRef": {"kind": "Pod", "name": "a", "key": "k"}}}),
+        "spec.healthCheck.tls.caBundleRef.kind",
     ),
     (
         "tls-server-name-not-dns",

@@ -212,7 +212,7 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
         {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations/status"], "verbs": ["patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-        # healthCheck.tls.caFrom: one named ConfigMap in the registration's namespace.
+        # healthCheck.tls.caBundleRef: one named ConfigMap in the registration's namespace.
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
         # The registration API writes as the calling ServiceAccount, and may do nothing else.
         {
@@ -231,7 +231,7 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
         },
     ]
     # CA bundles from Secrets only when asked for; ConfigMaps can be turned off.
-    from_secrets = kinds(helm.render({"probeCaFrom": {"configMaps": False, "secrets": True}}))
+    from_secrets = kinds(helm.render({"probeCaBundles": {"configMaps": False, "secrets": True}}))
     resources = [r["resources"] for r in from_secrets[("ClusterRole", "svcreg-operator")]["rules"]]
     assert ["secrets"] in resources and ["configmaps"] not in resources
     secret_rule = next(
@@ -483,7 +483,7 @@ def watched_registration(k8s: Kube, target: HttpTarget) -> tuple[str, str]:
     pinned = {**spec, "endpoint": target.url.replace("http://", "https://")}
     pinned["healthCheck"] = {
         **spec["healthCheck"],
-        "tls": {"caFrom": {"configMapKeyRef": {"name": "probe-ca", "key": "ca.crt"}}},
+        "tls": {"caBundleRef": {"kind": "ConfigMap", "name": "probe-ca", "key": "ca.crt"}},
     }
     k8s.apply(registration("hello-pinned", pinned), namespace)
     return namespace, "hello"

@@ -547,7 +547,7 @@ def test_a_probe_trusts_the_private_ca_its_registration_names(
         k8s.apply(registration("pinned", spec), namespace)
         untrusted = wait_health(k8s, namespace, "pinned", "Unhealthy")
         assert condition(untrusted, "Healthy")["reason"] == "TLSError"
-        spec["healthCheck"]["tls"]["caFrom"] = {"configMapKeyRef": {"name": "probe-ca", "key": "ca.crt"}}
+        spec["healthCheck"]["tls"]["caBundleRef"] = {"kind": "ConfigMap", "name": "probe-ca", "key": "ca.crt"}
         k8s.apply(registration("pinned", spec), namespace)
         missing = wait_health(k8s, namespace, "pinned", "Unhealthy")
         message = condition(missing, "Healthy")["message"]

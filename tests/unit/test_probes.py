@@ -194,7 +194,7 @@ class ObjectsApi:
 
 
 async def test_probes_verify_against_the_ca_bundle_the_registration_names(tmp_path: Path) -> None:
-    """healthCheck.tls.caFrom: a private CA from a ConfigMap or a Secret in the registration's
+    """healthCheck.tls.caBundleRef: a private CA from a ConfigMap or a Secret in the registration's
     namespace; serverName checks a name the address lacks; content never shows in a message."""
     import base64  # noqa: PLC0415
     import dataclasses  # noqa: PLC0415

@@ -1474,12 +1474,20 @@ export interface components {
             /** Port */
             port: number;
         };
-        /** CaSource */
-        CaSource: {
-            /** @default null */
-            configMapKeyRef: components["schemas"]["KeySelector"] | null;
-            /** @default null */
-            secretKeyRef: components["schemas"]["KeySelector"] | null;
+        /**
+         * CaBundleRef
+         * @description A PEM CA bundle: one key of a ConfigMap or Secret in the registration's own namespace.
+         */
+        CaBundleRef: {
+            /** Key */
+            key: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "ConfigMap" | "Secret";
+            /** Name */
+            name: string;
         };
         /** Capability */
         Capability: {
@@ -1841,16 +1849,6 @@ export interface components {
             status: "passing" | "warning" | "critical";
         };
         /**
-         * KeySelector
-         * @description One key of a ConfigMap or Secret in the registration's own namespace.
-         */
-        KeySelector: {
-            /** Key */
-            key: string;
-            /** Name */
-            name: string;
-        };
-        /**
          * ProbeReport
          * @description The last probe of one instance, as the prober holds it (never written to the API).
          */
@@ -1880,7 +1878,7 @@ export interface components {
          */
         ProbeTls: {
             /** @default null */
-            caFrom: components["schemas"]["CaSource"] | null;
+            caBundleRef: components["schemas"]["CaBundleRef"] | null;
             /**
              * Servername
              * @default null

@@ -122,30 +122,18 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 
 
-class KeySelector(_Model):
-    """One key of a ConfigMap or Secret in the registration's own namespace."""
+class CaBundleRef(_Model):
+    """A PEM CA bundle: one key of a ConfigMap or Secret in the registration's own namespace."""
 
+    kind: Literal["ConfigMap", "Secret"]
     name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]
     key: Annotated[str, Field(max_length=253, pattern=CONFIG_KEY)]
-
-
-class CaSource(_Model):
-    config_map_key_ref: KeySelector | None = None
-    secret_key_ref: KeySelector | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> CaSource:
-        if (self.config_map_key_ref is None) == (self.secret_key_ref is None):
-            raise ValueError(
-                "spec.healthCheck.tls.caFrom needs exactly one of configMapKeyRef and secretKeyRef"
-            )
-        return self
 
 
 class ProbeTls(_Model):
     """Probe over TLS, verified against a private CA and/or for another name than the address."""
 
-    ca_from: CaSource | None = None
+    ca_bundle_ref: CaBundleRef | None = None
     server_name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)] | None = None
 
 

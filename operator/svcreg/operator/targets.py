@@ -54,12 +54,9 @@ def _target(
     check = spec.health_check
     probe_tls = check.tls
     ca = None
-    if probe_tls is not None and probe_tls.ca_from is not None:
-        source = probe_tls.ca_from
-        ref = source.config_map_key_ref or source.secret_key_ref
-        assert ref is not None  # the model wants exactly one
-        kind = "configmap" if source.config_map_key_ref is not None else "secret"
-        ca = (key[0], kind, ref.name, ref.key)  # always the registration's own namespace
+    if probe_tls is not None and probe_tls.ca_bundle_ref is not None:
+        ref = probe_tls.ca_bundle_ref
+        ca = (key[0], ref.kind.lower(), ref.name, ref.key)  # always the registration's own namespace
     return Target(
         kind=spec.check_type(),
         host=host,

@@ -152,12 +152,12 @@ volumeMounts:
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if .Values.probeCaFrom.configMaps }}
+{{- if .Values.probeCaBundles.configMaps }}
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get]
 {{- end }}
-{{- if .Values.probeCaFrom.secrets }}
+{{- if .Values.probeCaBundles.secrets }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

@@ -1,4 +1,4 @@
-"""CA bundles for probes over TLS to private CAs: ``healthCheck.tls.caFrom`` names a ConfigMap
+"""CA bundles for probes over TLS to private CAs: ``healthCheck.tls.caBundleRef`` names a ConfigMap
 key or a Secret key in the registration's own namespace.
 
 Contracts:
@@ -99,7 +99,7 @@ class TrustStore:
         except kube_errors.NotFound:
             raise TrustError(f"CA bundle {describe(ref)}: no such {kind}") from None
         except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-            # A 403 here names svcreg's missing permission (chart: probeCaFrom); never content.
+            # A 403 here names svcreg's missing permission (chart: probeCaBundles); never content.
             logger.warning("CA bundle %s could not be read: %s", describe(ref), error)
             raise TrustError(f"CA bundle {describe(ref)} could not be read: {error}") from None
         data = found.get("data") or {}
