@@ -87,7 +87,8 @@ def test_http_registration_becomes_ready_with_conditions_and_an_event(
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert [c["type"] for c in obj["status"]["conditions"]] == ["Accepted", "Healthy", "Ready"]
     assert all(c["observedGeneration"] == 1 and c["reason"] for c in obj["status"]["conditions"])
-    assert ("Normal", "Healthy") in events(k8s, namespace, "web")
+    # The Event follows the status write that publishes the transition: wait for it to land.
+    operator.wait_until(lambda: ("Normal", "Healthy") in events(k8s, namespace, "web"), "the Healthy Event")
     assert not any(k.startswith("kopf") for k in obj["metadata"].get("annotations", {}))
     assert not obj["metadata"].get("finalizers")
     assert "kopf" not in obj["status"]
@@ -178,7 +179,10 @@ def test_ttl_registration_expires_without_heartbeats(
     )
     obj = wait_health(k8s, namespace, "beat", "Expired")
     assert condition(obj, "Healthy")["reason"] == "HeartbeatExpired"
-    assert ("Warning", "Expired") in events(k8s, namespace, "beat")
+    # The Event follows the status write that publishes the transition: wait for it to land.
+    operator.wait_until(
+        lambda: ("Warning", "Expired") in events(k8s, namespace, "beat"), "the Warning Expired Event"
+    )
 
 
 def test_metadata_address_is_forbidden_and_never_probed(
@@ -512,7 +516,10 @@ def test_partition_guard_is_no_weapon_and_holds_for_a_bounded_time(
         # After the hold's bound, the truth is written, with its Event and a metric.
         wait_health(k8s, victim, "second", "Unhealthy")
         assert process.metric("svcreg_partition_hold_expired_total") == 1
-        assert ("Warning", "Unhealthy") in {(e[0], e[1]) for e in events(k8s, victim, "second")}
+        process.wait_until(
+            lambda: ("Warning", "Unhealthy") in {(e[0], e[1]) for e in events(k8s, victim, "second")},
+            "the Warning Unhealthy Event",
+        )
         assert "partition suspected" in process.log_text() and "no longer holding" in process.log_text()
     finally:
         for target in (first, second):
