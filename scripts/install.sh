@@ -36,6 +36,16 @@ if [ -n "$missing" ]; then
     echo "svcreg: the node's tests need (as root) apt-get install $NODE_PACKAGES" >&2
   fi
 fi
+# The dashboard's browser test drives Debian's Chromium through Playwright (no browser download).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "svcreg: installing Chromium for the dashboard's browser test" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
+  else
+    echo "svcreg: the dashboard's browser test needs (as root) apt-get install chromium" >&2
+  fi
+fi
 .venv/bin/svcreg cluster build --node --promtool >/dev/null
 # The TypeScript client (clients/typescript) is built and tested with Node.js >= 20 and npm,
 # its packages pinned by package-lock.json.

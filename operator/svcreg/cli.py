@@ -134,6 +134,12 @@ def _discover_command(args: argparse.Namespace) -> int:
     return discover.run(args)
 
 
+def _ui_command(args: argparse.Namespace) -> int:
+    from svcreg.devtools import ui  # noqa: PLC0415
+
+    return ui.run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="svcreg", description="A Kubernetes-native service registry.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -229,6 +235,22 @@ def parser() -> argparse.ArgumentParser:
     )
     discover.add_arguments(explain_parser)
     explain_parser.set_defaults(handler=discover.run_explain)
+
+    ui_parser = commands.add_parser(
+        "ui",
+        help="open the dashboard signed in with a short-lived token (never put in a URL)",
+        description="Serve discovery's dashboard on a loopback port that adds a token to its "
+        "requests, and open the browser at a one-time sign-in link. The token is the one given, "
+        "or one requested for --service-account, or the kubeconfig user's (made short-lived where "
+        "the cluster allows it).",
+    )
+    ui_parser.set_defaults(handler=_ui_command)
+    try:
+        from svcreg.devtools import ui  # noqa: PLC0415 - the kube extra
+
+        ui.add_arguments(ui_parser)
+    except ImportError:
+        ui_parser.description = "needs the kube extra: pip install 'svcreg[kube]'"
     return root
 
 

@@ -53,8 +53,8 @@ def explain(
     found: list[Entry] = []
     for key in sorted(_candidates(query, index)):
         item = index.items.get(key)
-        if item is None:
-            continue
+        if item is None or (query.namespace and item.namespace != query.namespace):
+            continue  # a namespace asked for leaves out the others, unreadable ones included
         if readable is not None and item.namespace not in readable:
             unreadable += 1
         else:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from svcreg.discovery.http import discovery, openapi, registrations
+from svcreg.discovery.http import discovery, openapi, registrations, ui
 from svcreg.discovery.http.serving import Serving
 from svcreg.telemetry.metrics import Metrics
 
@@ -61,5 +61,6 @@ def build_app(
         discovery.add_routes(app, discovery_, serving)
         if registration_api:
             registrations.add_routes(app, serving)
+        ui.add_routes(app, serving)
     serving.finish(app)
     return app

@@ -190,6 +190,18 @@ def document() -> dict[str, Any]:
                 }
             },
             "/openapi.json": _plain("This document."),
+            "/ui/": {
+                "get": {
+                    "summary": "The read-only dashboard: a page that signs in with a token of its viewer's "
+                    "and calls the routes below with it (no data in the page itself).",
+                    "responses": {
+                        "200": {
+                            "description": "The page.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/v1/services": _get(
                 "Registered instances matching the filters. Metadata filters are meta.KEY=VALUE parameters "
                 "(repeatable; all must match), e.g. meta.environment=production.",
