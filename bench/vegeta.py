@@ -54,6 +54,7 @@ def attack(
     rate: float | None = None,
     connections: int = 32,
     token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """GET ``url`` for ``seconds`` and return the figures the benchmark prints.
 
@@ -63,6 +64,7 @@ def attack(
     """
     vegeta = str(binary())
     target = f"GET {url}\n" + (f"Authorization: Bearer {token}\n" if token else "")
+    target += "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
     pacing = (
         [f"-rate={rate:.0f}/s"]
         if rate is not None
@@ -94,4 +96,5 @@ def attack(
         "p50_ms": latencies["50th"] / 1e6,
         "p99_ms": latencies["99th"] / 1e6,
         "max_ms": latencies["max"] / 1e6,
+        "bytes": report.get("bytes_in", {}).get("mean", 0.0),  # mean answer body size
     }

@@ -231,3 +231,22 @@ async def test_a_one_shot_job_scheduled_while_it_runs_runs_again_soon_after() ->
     now[0] = 3.0
     await scheduler._dispatch_due()
     await progress.until(lambda: runs["once"] == 2)
+
+
+def test_a_new_or_changed_registration_is_due_at_once_and_a_listed_one_is_spread() -> None:
+    """soon=True (created or edited while running) is due now: change propagation waits on it.
+    Without soon (the start-up listing) first runs are spread over the interval."""
+    now = 1000.0
+
+    async def job(key: Hashable) -> None:
+        return None
+
+    scheduler = Scheduler(job, clock=lambda: now, rng=random.Random(7))
+    scheduler.schedule("new", 60, soon=True)
+    assert scheduler.next_due("new") == now
+    spread = []
+    for i in range(50):
+        scheduler.schedule(f"listed-{i}", 60)
+        spread.append(scheduler.next_due(f"listed-{i}"))
+    assert all(d is not None and now <= d <= now + 60 for d in spread)
+    assert max(d for d in spread if d is not None) - now > 30

@@ -93,9 +93,10 @@ class Scheduler:
         repeat: bool = True,
         delay: float | None = None,
     ) -> None:
-        """Add or reschedule ``key``. ``soon`` runs it within a second (a spec change); ``delay``
-        runs it after exactly that many seconds (a retry's backoff); otherwise the first run is
-        spread over one interval. ``repeat=False`` runs it once: for a job whose outcome cannot
+        """Add or reschedule ``key``. ``soon`` runs it now (a registration created or changed while
+        running: its first verdict is what consumers wait for, and a burst of them is bounded by
+        the concurrency limit, not by delaying each); ``delay`` runs it after exactly that many
+        seconds (a retry's backoff); otherwise the first run is spread over one interval. ``repeat=False`` runs it once: for a job whose outcome cannot
         change until something schedules it again."""
         self._intervals[key] = interval
         if repeat:
@@ -105,7 +106,7 @@ class Scheduler:
         version = self._versions.get(key, 0) + 1
         self._versions[key] = version
         if delay is None:
-            delay = self._rng.uniform(0, min(1.0, interval)) if soon else self._rng.uniform(0, interval)
+            delay = 0.0 if soon else self._rng.uniform(0, interval)
         self._push(key, self._clock() + delay, version)
 
     def blocked_for(self) -> float:
