@@ -21,6 +21,7 @@ from aiohttp import web
 from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
+from svcreg.discovery.http.peers import Peers
 from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
 from svcreg.discovery.indexmetrics import IndexCollector
@@ -72,6 +73,9 @@ async def run(settings: Settings) -> None:
         max_long_polls=settings.max_long_polls,
         rate_limit=settings.rate_limit,
         consumer_window=settings.consumer_window_seconds,
+        consumer_peers=Peers(settings.consumer_peer, settings.operator_ca_file)
+        if settings.consumer_peer
+        else None,
         operator_url=settings.operator_url if settings.discovery_only else None,
         operator_ca_file=settings.operator_ca_file,
         api=None if settings.discovery_only else api,

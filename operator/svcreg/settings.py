@@ -72,10 +72,18 @@ class Settings(BaseSettings):
     )
     tls_key_file: str | None = Field(None, description="the PEM private key of --tls-cert-file")
     operator_ca_file: str | None = Field(
-        None, description="CA bundle a discovery-only replica trusts for an https --operator-url"
+        None,
+        description="CA bundle a discovery-only replica trusts for an https --operator-url (and any "
+        "process for https --consumer-peer URLs)",
     )
     consumer_window_seconds: float = Field(
         86400.0, gt=0, le=30 * 86400, description="how far back GET /v1/consumers remembers who asked"
+    )
+    consumer_peer: Strings = Field(
+        (),
+        description="a discovery replica whose part of GET /v1/consumers this process merges into its own "
+        "(URL, repeatable); a host name resolving to several addresses, such as a headless Service of "
+        "the replicas, stands for each",
     )
     service_metrics: bool = Field(
         False,
@@ -139,7 +147,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "namespace", "token_audience", "probe_allow", "cors_origin", "partition_reference", mode="before"
+        "namespace",
+        "token_audience",
+        "probe_allow",
+        "cors_origin",
+        "partition_reference",
+        "consumer_peer",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -220,6 +234,7 @@ _METAVAR = {
     "probe_allow": "CIDR",
     "cors_origin": "ORIGIN",
     "partition_reference": "HOST:PORT",
+    "consumer_peer": "URL",
 }
 
 

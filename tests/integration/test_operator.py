@@ -592,3 +592,70 @@ def test_capability_contracts_are_served_and_an_invalid_one_is_not_accepted(
     accepted = condition(k8s.get_registration(namespace, "bad-contract"), "Accepted")
     assert accepted["reason"] == "InvalidSpec"
     assert accepted["message"].startswith("spec.capabilities[0].inputSchema:"), accepted["message"]
+
+
+def test_a_flapping_instance_is_damped_then_restored(
+    k8s: Kube, namespace: str, operator: OperatorProcess, web: HttpTarget
+) -> None:
+    """Three changes in and out of rotation within seconds push the penalty over the threshold:
+    the instance is held out (Flapping, Ready false, an Event, not served) though its health stays
+    what the probes say; once stable it returns within the bound."""
+    damping = {
+        "halfLifeSeconds": 8,
+        "suppressThreshold": 2200,
+        "reuseThreshold": 1200,
+        "maxSuppressSeconds": 60,
+    }
+    k8s.apply(
+        registration(
+            "flappy",
+            {"endpoint": web.url, "healthCheck": fast_check(failureThreshold=1), "flapDamping": damping},
+        ),
+        namespace,
+    )
+    wait_health(k8s, namespace, "flappy", "Healthy")
+    for mode, health in (("fail", "Unhealthy"), ("ok", "Healthy"), ("fail", "Unhealthy")):
+        web.mode = mode
+        wait_health(k8s, namespace, "flappy", health)
+    web.mode = "ok"
+    k8s.kubectl("wait", "--for=condition=Flapping", "svcreg/flappy", "-n", namespace, "--timeout=60s")
+    held = wait_health(k8s, namespace, "flappy", "Healthy")
+    assert condition(held, "Flapping")["status"] == "True"
+    assert condition(held, "Ready")["status"] == "False" and condition(held, "Ready")["reason"] == "Flapping"
+    operator.wait_until(
+        lambda: ("Warning", "Flapping") in events(k8s, namespace, "flappy"), "the Flapping Event"
+    )
+    k8s.create_service_account(namespace, "looker")
+    k8s.grant(namespace, "looker", ["get", "list", "watch"])
+    headers = {"Authorization": f"Bearer {k8s.token(namespace, 'looker')}"}
+
+    def served(**params: str) -> list[str]:
+        answer = httpx.get(operator.url + "/v1/services", params=params, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return [i["name"] for i in answer.json()["items"] if i["name"] == "flappy"]
+
+    operator.wait_until(lambda: not served(namespace=namespace), "discovery to stop serving it")
+    [shown] = [
+        i
+        for i in httpx.get(
+            operator.url + "/v1/services",
+            params={"namespace": namespace, "health": "any"},
+            headers=headers,
+            timeout=30,
+        ).json()["items"]
+        if i["name"] == "flappy"
+    ]
+    assert shown["damped"] is True and shown["health"] == "Healthy"
+    explained = httpx.get(
+        operator.url + "/v1/explain", params={"namespace": namespace}, headers=headers, timeout=30
+    )
+    [why] = [c for c in explained.json()["candidates"] if c["name"] == "flappy"]
+    assert not why["included"] and "flap damping" in why["reasons"][0]
+    # Stable now: the penalty decays below the reuse threshold and it is back.
+    k8s.kubectl("wait", "--for=condition=Flapping=false", "svcreg/flappy", "-n", namespace, "--timeout=90s")
+    k8s.kubectl("wait", "--for=condition=Ready", "svcreg/flappy", "-n", namespace, "--timeout=30s")
+    operator.wait_until(
+        lambda: ("Normal", "FlapDampingEnded") in events(k8s, namespace, "flappy"),
+        "the FlapDampingEnded Event",
+    )
+    operator.wait_until(lambda: served(namespace=namespace) == ["flappy"], "discovery to serve it again")

@@ -9,6 +9,7 @@ import pytest
 from multidict import CIMultiDict, MultiDict
 
 from svcreg.core.errors import BadParameter
+from svcreg.discovery.consumers import merge
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
@@ -668,3 +669,39 @@ def test_the_consumer_log_is_bounded_and_forgets_past_its_window() -> None:
     assert [who for who, _ in log.consumers(("capability", "greet"))] == ["sa:b:batch"]
     now[0] += 61  # past the window: nothing is reported, and the entries are dropped
     assert log.consumers(("service", "orders")) == [] and len(log) == 0
+
+
+def test_consumers_of_several_processes_merge_into_one_list() -> None:
+    a = [
+        {
+            "identity": "sa:x",
+            "requests": 2,
+            "firstSeen": "2026-01-02T00:00:00+00:00",
+            "lastSeen": "2026-01-03T00:00:00+00:00",
+        },
+        {
+            "identity": "sa:y",
+            "requests": 1,
+            "firstSeen": "2026-01-01T00:00:00+00:00",
+            "lastSeen": "2026-01-01T00:00:00+00:00",
+        },
+    ]
+    b = [
+        {
+            "identity": "sa:y",
+            "requests": 5,
+            "firstSeen": "2026-01-02T00:00:00+00:00",
+            "lastSeen": "2026-01-04T00:00:00+00:00",
+        },
+    ]
+    merged = merge([a, b])
+    assert [(e["identity"], e["requests"]) for e in merged] == [("sa:y", 6), ("sa:x", 2)]
+    assert merged[0]["firstSeen"] == "2026-01-01T00:00:00+00:00"
+    assert merged[0]["lastSeen"] == "2026-01-04T00:00:00+00:00"
+    assert merge([]) == [] and a[1]["requests"] == 1  # the parts are not changed
+
+
+def test_empty_tag_parts_name_nothing_on_every_route() -> None:
+    """As the OpenAPI document's pattern says, for /v1/services and /v1/capabilities/{name} alike."""
+    for route in ("services", "capability"):
+        assert parse(MultiDict(tag="a,,b,"), route, "c" if route == "capability" else None).tags == ("a", "b")

@@ -320,7 +320,7 @@ export interface paths {
                     namespace?: string;
                     /** @description Semver range on the capability's version. */
                     version?: string;
-                    /** @description Tag filter (repeatable). */
+                    /** @description Tags the instance must have (repeatable or comma-separated; all must match). */
                     tag?: string[];
                     /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
                     health?: string;
@@ -524,7 +524,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Who asked for a service or a capability within the window (this process's traffic); only for callers who may read every registration of it. */
+        /** Who asked for a service or a capability within the window: this process's traffic, merged with its consumer peers' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
         get: {
             parameters: {
                 query?: {
@@ -532,6 +532,8 @@ export interface paths {
                     service?: string;
                     /** @description Capability name. */
                     capability?: string;
+                    /** @description all (default): merged with the consumer peers'; local: this process's only. */
+                    scope?: "all" | "local";
                 };
                 header?: never;
                 path?: never;
@@ -539,7 +541,7 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description Who asked for a service or a capability within the window (this process's traffic); only for callers who may read every registration of it. */
+                /** @description Who asked for a service or a capability within the window: this process's traffic, merged with its consumer peers' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -1700,6 +1702,18 @@ export interface components {
             kind: "service" | "capability";
             /** Name */
             name: string;
+            /**
+             * Peersanswered
+             * @description of those, how many answered in time (their part is in)
+             * @default 0
+             */
+            peersAnswered: number;
+            /**
+             * Peersasked
+             * @description consumer peers (discovery replicas) asked for their part
+             * @default 0
+             */
+            peersAsked: number;
             /** Windowseconds */
             windowSeconds: number;
         };
@@ -1777,6 +1791,41 @@ export interface components {
             reasons: string[];
             /** Service */
             service: string;
+        };
+        /**
+         * FlapDamping
+         * @description Route flap damping, in the manner of BGP's (RFC 2439): each change of whether the instance
+         *     is served adds a penalty of 1000 that halves every ``halfLifeSeconds``; above
+         *     ``suppressThreshold`` the instance is held out of rotation (condition Flapping), until the
+         *     penalty decays below ``reuseThreshold``. The penalty never exceeds what decays to the reuse
+         *     threshold in ``maxSuppressSeconds``, which so bounds a suppression.
+         */
+        FlapDamping: {
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled: boolean;
+            /**
+             * Halflifeseconds
+             * @default 300
+             */
+            halfLifeSeconds: number;
+            /**
+             * Maxsuppressseconds
+             * @default 1800
+             */
+            maxSuppressSeconds: number;
+            /**
+             * Reusethreshold
+             * @default 750
+             */
+            reuseThreshold: number;
+            /**
+             * Suppressthreshold
+             * @default 3000
+             */
+            suppressThreshold: number;
         };
         /**
          * Health
@@ -1929,6 +1978,12 @@ export interface components {
             /** Capabilities */
             capabilities?: components["schemas"]["CapabilityView"][];
             /**
+             * Damped
+             * @description held out of rotation by flap damping (condition Flapping): not served unless health=any
+             * @default false
+             */
+            damped: boolean;
+            /**
              * Displayname
              * @default null
              */
@@ -1998,6 +2053,12 @@ export interface components {
         RegistrationAnswer: {
             /** Capabilities */
             capabilities?: components["schemas"]["CapabilityView"][];
+            /**
+             * Damped
+             * @description held out of rotation by flap damping (condition Flapping): not served unless health=any
+             * @default false
+             */
+            damped: boolean;
             /**
              * Displayname
              * @default null
@@ -2162,6 +2223,7 @@ export interface components {
              * @default null
              */
             endpoint: string | null;
+            flapDamping?: components["schemas"]["FlapDamping"];
             healthCheck?: components["schemas"]["HealthCheck"];
             /**
              * Maintenance

@@ -194,6 +194,28 @@ class HealthCheck(_Model):
         return ranges
 
 
+class FlapDamping(_Model):
+    """Route flap damping, in the manner of BGP's (RFC 2439): each change of whether the instance
+    is served adds a penalty of 1000 that halves every ``halfLifeSeconds``; above
+    ``suppressThreshold`` the instance is held out of rotation (condition Flapping), until the
+    penalty decays below ``reuseThreshold``. The penalty never exceeds what decays to the reuse
+    threshold in ``maxSuppressSeconds``, which so bounds a suppression."""
+
+    enabled: bool = True
+    half_life_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    suppress_threshold: Annotated[int, Field(ge=1000, le=100000)] = 3000
+    reuse_threshold: Annotated[int, Field(ge=1, le=100000)] = 750
+    max_suppress_seconds: Annotated[int, Field(ge=1, le=86400)] = 1800
+
+    @model_validator(mode="after")
+    def _reuse_below_suppress(self) -> FlapDamping:
+        if self.reuse_threshold >= self.suppress_threshold:
+            raise ValueError(
+                "spec.flapDamping.reuseThreshold must be below spec.flapDamping.suppressThreshold"
+            )
+        return self
+
+
 def _validate_endpoint(value: str) -> str:
     """The same checks as the CRD's CEL rules on spec.endpoint, with the same messages."""
     try:
@@ -231,6 +253,7 @@ class ServiceRegistrationSpec(_Model):
     maintenance: bool = False
     deregister_after_seconds: Annotated[int, Field(ge=0, le=31536000)] = 0
     health_check: HealthCheck = Field(default_factory=HealthCheck)
+    flap_damping: FlapDamping = Field(default_factory=FlapDamping)
 
     @field_validator("endpoint")
     @classmethod

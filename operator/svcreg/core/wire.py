@@ -67,6 +67,10 @@ class Registration(_Answer):
     instances: list[Address] = Field(default_factory=list, description="serviceRef only: its addresses")
     generation: int = 0
     registered_at: str | None = Field(None, description="when the registration was created (RFC 3339)")
+    damped: bool = Field(
+        False,
+        description="held out of rotation by flap damping (condition Flapping): not served unless health=any",
+    )
 
     def urls(self) -> list[str]:
         """Where to call this registration: its endpoint, or each served serviceRef address."""
@@ -172,6 +176,8 @@ class ConsumerList(_Answer):
     name: str
     window_seconds: float
     consumers: list[Consumer]
+    peers_asked: int = Field(0, description="consumer peers (discovery replicas) asked for their part")
+    peers_answered: int = Field(0, description="of those, how many answered in time (their part is in)")
 
 
 class CapabilitySummary(_Answer):

@@ -59,3 +59,21 @@ class ConsumerLog:
             self._uses.popitem(last=False)
         found = [(identity, use) for (identity, t), use in self._uses.items() if t == target]
         return sorted(found, key=lambda pair: (-pair[1].requests, pair[0]))
+
+
+def merge(parts: list[list[dict[str, object]]]) -> list[dict[str, object]]:
+    """Consumers as several processes saw them, as one list: requests summed, the earliest
+    ``firstSeen`` and the latest ``lastSeen`` kept (RFC 3339 in UTC, so they order as text),
+    most requests first. Entries are the wire shape of ``GET /v1/consumers``."""
+    merged: dict[str, dict[str, object]] = {}
+    for part in parts:
+        for entry in part:
+            identity = str(entry["identity"])
+            seen = merged.get(identity)
+            if seen is None:
+                merged[identity] = dict(entry)
+                continue
+            seen["requests"] = int(str(seen["requests"])) + int(str(entry["requests"]))
+            seen["firstSeen"] = min(str(seen["firstSeen"]), str(entry["firstSeen"]))
+            seen["lastSeen"] = max(str(seen["lastSeen"]), str(entry["lastSeen"]))
+    return sorted(merged.values(), key=lambda e: (-int(str(e["requests"])), str(e["identity"])))

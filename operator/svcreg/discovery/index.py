@@ -54,6 +54,7 @@ class Entry:
     check_type: str
     instances: tuple[tuple[str, int, str], ...] = ()
     observed_generation: int = 0  # status.observedGeneration: behind ``generation``, served Unknown
+    damped: bool = False  # held out of rotation by flap damping (condition Flapping)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -111,6 +112,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
             for i in status.get("instances") or []
         ],
         generation=generation,
+        damped=current and any(c.get("type") == "Flapping" and c.get("status") == "True" for c in conditions),
     )
     return Entry(
         namespace=view.namespace,
@@ -129,6 +131,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         check_type=spec.check_type(),
         instances=tuple((i.address, i.port, str(i.health)) for i in view.instances),
         observed_generation=int(status.get("observedGeneration") or 0),
+        damped=view.damped,
         document=view.model_dump(mode="json", by_alias=True),
     )
 

@@ -67,7 +67,7 @@ class Query:
         if self.health is not None:
             if item.maintenance and "Maintenance" not in self.health:
                 return False
-            if item.health not in self.health:
+            if item.health not in self.health or item.damped:
                 return False
         if self.meta:
             metadata = dict(item.metadata)
@@ -99,6 +99,8 @@ class Query:
             elif item.health not in self.health:
                 wanted = ", ".join(sorted(self.health))
                 reasons.append(f"health is {item.health}, the query wants {wanted}")
+            elif item.damped:
+                reasons.append("held out of rotation by flap damping: it flapped (health=any shows it)")
         metadata = dict(item.metadata)
         for key, value in self.meta:
             if metadata.get(key) != value:
@@ -166,7 +168,7 @@ ALLOWED = {
     "services": {"service", "namespace", "capability", "tag", "version", "health", "select", "index", "wait"},
     "catalog": {"namespace", "index", "wait"},
     "explain": {"service", "namespace", "capability", "tag", "version", "health"},
-    "consumers": {"service", "capability"},
+    "consumers": {"service", "capability", "scope"},
     "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
     "capabilities": {"namespace", "index", "wait"},
     "watch": {"service", "namespace", "capability", "tag", "version", "health"},
@@ -232,7 +234,8 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
     fields["capabilities"] = tuple(_label("capability", v) for v in params.getall("capability", []))
     if capability is not None:
         fields["capabilities"] = (_label("capability", capability),)
-    # tag=a,b and tag=a&tag=b both mean: every one of them.
+    # tag=a,b and tag=a&tag=b both mean: every one of them; empty parts name nothing (as the
+    # OpenAPI document's pattern says).
     fields["tags"] = tuple(
         _label("tag", part) for v in params.getall("tag", []) for part in v.split(",") if part
     )

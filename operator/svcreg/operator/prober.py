@@ -13,6 +13,7 @@ publishes it has landed; a failed write is retried with backoff.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -24,9 +25,10 @@ from typing import Any
 import pydantic
 
 from svcreg.core.contracts import contract_problem
-from svcreg.core.health import Health
+from svcreg.core.health import SERVED, Health
 from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
 from svcreg.kube.api import KubeApi, now_rfc3339
+from svcreg.operator import damping as damping_mod
 from svcreg.operator import health as health_mod
 from svcreg.operator import reconcile
 from svcreg.operator import status as status_mod
@@ -65,6 +67,8 @@ class Tracked:
     # differ, so the steady state skips building a status at all.
     last_verdict: status_mod.Verdict | None = None
     last_compared: ServiceRegistrationStatus | None = None
+    # Flap damping: the penalty of changes in and out of rotation, in memory (see damping.py).
+    damping: damping_mod.Damping = field(default_factory=damping_mod.Damping)
     thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
@@ -126,8 +130,10 @@ class Prober:
         concurrency: int = 200,
         slow_concurrency: int = 1000,
         active: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self._clock = clock
         self.writer = StatusWriter(api, self.metrics)
         self.runner = runner
         self.heartbeats = runner.context.heartbeats
@@ -193,7 +199,13 @@ class Prober:
         same_object = tracked is not None and tracked.uid == fresh.uid
         if tracked is not None and same_object:
             fresh.written_health = tracked.written_health
+            fresh.damping = tracked.damping
         else:
+            flapping = fresh.status is not None and any(
+                c.type == "Flapping" and c.status == "True" for c in fresh.status.conditions
+            )
+            if fresh.spec is not None:
+                fresh.damping = damping_mod.resumed(flapping, self._clock(), fresh.spec.flap_damping)
             if tracked is not None:
                 self._count(tracked.written_health, None)  # a successor under the same name
             fresh.written_health = fresh.status.health if fresh.status else None
@@ -295,8 +307,33 @@ class Prober:
             if self.tracked.get(tracked.key) is not tracked:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
         verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
-        if await self._publish(tracked, verdict):
+        verdict, damping = self._damp(tracked, verdict)
+        if await self._publish(tracked, verdict, damping):
             await self._maybe_deregister(tracked)
+
+    def _damp(
+        self, tracked: Tracked, verdict: status_mod.Verdict
+    ) -> tuple[status_mod.Verdict, damping_mod.Damping]:
+        """The verdict with flap damping applied, and the damping state it was worked out with
+        (kept only once the verdict is written, so a failed write never counts twice)."""
+        if tracked.spec is None:
+            return verdict, tracked.damping
+        settings = tracked.spec.flap_damping
+        before, after = tracked.written_health, verdict.health
+        settled = (Health.UNKNOWN, Health.MAINTENANCE)
+        transition = (
+            before is not None
+            and before not in settled
+            and after not in settled
+            and (before in SERVED) != (after in SERVED)
+        )
+        now = self._clock()
+        state = damping_mod.advance(tracked.damping, now, settings, transition=transition)
+        if state.suppressed:
+            verdict = dataclasses.replace(
+                verdict, damped=True, damped_message=damping_mod.message(state, settings)
+            )
+        return verdict, state
 
     def last_probes(self, key: Key) -> list[dict[str, object]] | None:
         """The last probe of each instance of ``key`` as discovery serves it, or None when this
@@ -329,14 +366,20 @@ class Prober:
                 continue  # hold last-known health: the failure may be ours, not the target's
             tracked.states[iid] = health_mod.step(state, outcome, thresholds)
 
-    async def _publish(self, tracked: Tracked, verdict: status_mod.Verdict) -> bool:
+    async def _publish(
+        self, tracked: Tracked, verdict: status_mod.Verdict, damping: damping_mod.Damping | None = None
+    ) -> bool:
         """Make the written status say ``verdict``. False when that is not (yet) so: the write
         failed (retried with backoff) or the object is gone."""
         if verdict == tracked.last_verdict and tracked.status is tracked.last_compared:
+            if damping is not None:
+                tracked.damping = damping
             return True
         wanted = status_mod.desired(tracked.status, verdict, now_rfc3339())
         if not status_mod.differs(tracked.status, wanted):
             tracked.last_verdict, tracked.last_compared = verdict, tracked.status
+            if damping is not None:
+                tracked.damping = damping
             return True
         if not self.active():
             return False  # the Lease was lost while probing: the new holder writes
@@ -352,6 +395,10 @@ class Prober:
         tracked.status = status_mod.parse(stored.get("status")) or wanted
         tracked.resource_version = str((stored.get("metadata") or {}).get("resourceVersion") or "")
         tracked.last_verdict, tracked.last_compared = verdict, tracked.status
+        if damping is not None:
+            held, tracked.damping = tracked.damping.suppressed, damping
+            if damping.suppressed != held:
+                await self._damping_event(tracked, verdict)
         before, after = tracked.written_health, verdict.health
         if before != after:
             tracked.written_health = after
@@ -360,6 +407,16 @@ class Prober:
             if event is not None:
                 await self.writer.post_event(tracked.key, tracked.uid, event)
         return True
+
+    async def _damping_event(self, tracked: Tracked, verdict: status_mod.Verdict) -> None:
+        if verdict.damped:
+            self.metrics.flap_suppressions.inc()
+            event = reconcile.EventSpec("Warning", "Flapping", verdict.damped_message, action="Damp")
+        else:
+            event = reconcile.EventSpec(
+                "Normal", "FlapDampingEnded", "stable again: back in rotation when healthy", action="Damp"
+            )
+        await self.writer.post_event(tracked.key, tracked.uid, event)
 
     async def _maybe_deregister(self, tracked: Tracked) -> None:
         decision = reconcile.deregistration(tracked.spec, tracked.status, datetime.datetime.now(datetime.UTC))

@@ -96,8 +96,9 @@ class Scheduler:
         """Add or reschedule ``key``. ``soon`` runs it now (a registration created or changed while
         running: its first verdict is what consumers wait for, and a burst of them is bounded by
         the concurrency limit, not by delaying each); ``delay`` runs it after exactly that many
-        seconds (a retry's backoff); otherwise the first run is spread over one interval. ``repeat=False`` runs it once: for a job whose outcome cannot
-        change until something schedules it again."""
+        seconds (a retry's backoff); otherwise the first run is spread over one interval.
+        ``repeat=False`` runs it once: for a job whose outcome cannot change until something
+        schedules it again."""
         self._intervals[key] = interval
         if repeat:
             self._once.discard(key)

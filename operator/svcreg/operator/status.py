@@ -33,6 +33,9 @@ class Verdict:
     accepted_reason: str = "Valid"
     accepted_message: str = "spec is valid"
     instances: tuple[InstanceStatus, ...] | None = None  # serviceRef only
+    # Flap damping (see damping.py): held out of rotation whatever the health says.
+    damped: bool = False
+    damped_message: str = ""
 
 
 def parse(status: dict[str, Any] | None) -> ServiceRegistrationStatus | None:
@@ -54,9 +57,11 @@ def _conditions(verdict: Verdict) -> list[tuple[str, ConditionStatus, str, str]]
         healthy = "Unknown"
     else:
         healthy = "False"
-    ready = verdict.accepted and health in SERVED
+    ready = verdict.accepted and health in SERVED and not verdict.damped
     if ready:
         ready_reason, ready_message = "InRotation", "served by discovery"
+    elif verdict.damped and health in SERVED:
+        ready_reason, ready_message = "Flapping", verdict.damped_message
     elif health == Health.MAINTENANCE:
         ready_reason, ready_message = "Maintenance", "in maintenance: kept, reported, never discovered"
     elif not verdict.accepted:
@@ -81,7 +86,12 @@ def desired(
     """The full status to write, carrying lastTransitionTime over where status did not change."""
     old = {c.type: c for c in previous.conditions} if previous else {}
     conditions = []
-    for kind, status, reason, message in _conditions(verdict):
+    rows = _conditions(verdict)
+    if verdict.damped:
+        rows.append(("Flapping", "True", "Flapping", verdict.damped_message))
+    elif "Flapping" in old:  # once there, it stays, saying the instance is stable again
+        rows.append(("Flapping", "False", "Stable", "not flapping: in rotation when healthy"))
+    for kind, status, reason, message in rows:
         before = old.get(kind)
         moved = before is None or before.status != status
         conditions.append(

@@ -141,6 +141,11 @@ class Metrics:
             "1 while the prober suspects its own network and holds health.",
             registry=r,
         )
+        self.flap_suppressions = Counter(
+            "svcreg_flap_suppressions_total",
+            "Registrations held out of rotation by flap damping (condition Flapping turned True).",
+            registry=r,
+        )
         self.held_transitions = Counter(
             "svcreg_held_transitions_total",
             "Failures not applied because a partition was suspected.",

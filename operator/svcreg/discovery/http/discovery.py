@@ -30,12 +30,14 @@ from multidict import CIMultiDict
 from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
+from svcreg.discovery import consumers as consumers_mod
 from svcreg.discovery import explain as explain_mod
 from svcreg.discovery import query as query_mod
 from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
+from svcreg.discovery.http.peers import Peers
 from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
@@ -76,6 +78,8 @@ class Discovery:
     max_long_polls: int = 1000
     # Requests per second each authenticated identity may make (a burst of twice that); 0: off.
     rate_limit: float = 0.0
+    # Discovery replicas whose part of GET /v1/consumers this process merges into its own.
+    consumer_peers: Peers | None = None
     # The prober's last probe of each instance of a registration (the operator only): served on
     # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
     last_probes: Callable[[tuple[str, str]], list[dict[str, Any]] | None] | None = None
@@ -164,6 +168,8 @@ class Discovery:
     async def close(self) -> None:
         if self._forwarder is not None:
             await self._forwarder.close()
+        if self.consumer_peers is not None:
+            await self.consumer_peers.close()
 
 
 DISCOVERY_KEY = web.AppKey("discovery", Discovery)
@@ -377,22 +383,32 @@ async def consumers(request: web.Request) -> web.Response:
             "Forbidden",
             f"{identity.username} may not read every registration of {kind} {name}, so not who asks for it",
         )
-    found = discovery.consumer_log.consumers((kind, name))
-    body = {
+    scope = request.query.get("scope", "all")
+    if scope not in ("all", "local"):
+        raise BadParameter("scope", "all or local")
+    found = [
+        {
+            "identity": who,
+            "requests": use.requests,
+            "firstSeen": _rfc3339(use.first_seen),
+            "lastSeen": _rfc3339(use.last_seen),
+        }
+        for who, use in discovery.consumer_log.consumers((kind, name))
+    ]
+    body: dict[str, Any] = {
         "index": index.index,
         "kind": kind,
         "name": name,
         "windowSeconds": discovery.consumer_log.window,
-        "consumers": [
-            {
-                "identity": who,
-                "requests": use.requests,
-                "firstSeen": _rfc3339(use.first_seen),
-                "lastSeen": _rfc3339(use.last_seen),
-            }
-            for who, use in found
-        ],
     }
+    if scope == "all" and discovery.consumer_peers is not None:
+        peers = await discovery.consumer_peers.consumers(
+            request.headers.get("Authorization", ""), {kind: name}
+        )
+        body["consumers"] = consumers_mod.merge([found, *peers.consumers])
+        body["peersAsked"], body["peersAnswered"] = peers.asked, peers.answered
+    else:
+        body["consumers"] = found
     return web.Response(body=dumps(body), content_type="application/json")
 
 

@@ -51,6 +51,13 @@ _WAIT = _param(
     "index the answer comes at once.",
     {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m)?$"},
 )
+# One filter spelling for every route: repeatable or comma-separated; empty parts name nothing.
+_TAG_P = _param(
+    "tag",
+    "Tags the instance must have (repeatable or comma-separated; all must match).",
+    {"type": "array", "items": {"type": "string", "pattern": f"^({_L})?(,({_L})?)*$", "maxLength": 1024}},
+    explode=True,
+)
 _HEALTH_P = _param(
     "health",
     "Health states to include (repeatable or comma-separated, any letter case); 'any' for all. "
@@ -71,12 +78,7 @@ _FILTERS = [
         {"type": "array", "items": _LABEL},
         explode=True,
     ),
-    _param(
-        "tag",
-        "Tags the instance must have (repeatable or comma-separated; all must match).",
-        {"type": "array", "items": {"type": "string", "pattern": f"^({_L})?(,({_L})?)*$", "maxLength": 1024}},
-        explode=True,
-    ),
+    _TAG_P,
     _param("version", "Semantic version range, e.g. >=1.2,<2.", _RANGE_SCHEMA),
     _HEALTH_P,
 ]
@@ -222,11 +224,17 @@ def document() -> dict[str, Any]:
                 etag=False,
             ),
             "/v1/consumers": _get(
-                "Who asked for a service or a capability within the window (this process's traffic); "
-                "only for callers who may read every registration of it.",
+                "Who asked for a service or a capability within the window: this process's traffic, "
+                "merged with its consumer peers' (the discovery replicas) unless scope=local; only for "
+                "callers who may read every registration of it.",
                 [
                     _param("service", "Logical service name.", _LABEL),
                     _param("capability", "Capability name.", _LABEL),
+                    _param(
+                        "scope",
+                        "all (default): merged with the consumer peers'; local: this process's only.",
+                        {"type": "string", "enum": ["all", "local"]},
+                    ),
                 ],
                 wire.ConsumerList,
                 etag=False,
@@ -264,12 +272,7 @@ def document() -> dict[str, Any]:
                             "Semver range on the capability's version.",
                             _RANGE_SCHEMA,
                         ),
-                        _param(
-                            "tag",
-                            "Tag filter (repeatable).",
-                            {"type": "array", "items": _LABEL},
-                            explode=True,
-                        ),
+                        _TAG_P,
                         _HEALTH_P,
                         _param("select", "one: pick a single instance by weight.", {"enum": ["one"]}),
                         _INDEX,

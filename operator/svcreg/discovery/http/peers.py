@@ -1,0 +1,112 @@
+"""The discovery replicas a process asks for their part of ``GET /v1/consumers``.
+
+Each replica remembers only its own callers; the operator (or any process given
+``--consumer-peer``) merges their answers into its own, so one question covers the whole
+Deployment. A peer is a URL; a host name that resolves to several addresses (a headless
+Service of the replicas) stands for each of them, resolved on every question, so replicas that
+come and go are followed without a watch.
+
+Each peer is asked with the caller's own token (so it authorizes exactly as here), at most
+``MAX_PEERS`` of them, concurrently, each within ``PEER_TIMEOUT``; a peer that does not answer
+200 in time is counted as not answered, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+MAX_PEERS = 64
+PEER_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class PeerAnswers:
+    asked: int
+    answered: int
+    consumers: list[list[dict[str, Any]]]
+
+
+@dataclass
+class Peers:
+    urls: tuple[str, ...]
+    ca_file: str | None = None
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    async def _expand(self, url: str) -> list[tuple[str, str]]:
+        """(URL to connect to, host name to verify TLS against) for each address ``url`` names."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            return [(url.rstrip("/"), host)]
+        except ValueError:
+            pass
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            logger.warning("consumer peer %s does not resolve: %s", url, error)
+            return []
+        addresses = sorted({str(info[4][0]) for info in found})
+        return [
+            (
+                urlunsplit(
+                    (parts.scheme, f"[{a}]:{port}" if ":" in a else f"{a}:{port}", parts.path, "", "")
+                ).rstrip("/"),
+                host,
+            )
+            for a in addresses
+        ]
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            trust: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+            )
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+                connector=aiohttp.TCPConnector(ssl=trust, limit=MAX_PEERS),
+            )
+        return self._session
+
+    async def consumers(self, authorization: str, params: dict[str, str]) -> PeerAnswers:
+        targets: list[tuple[str, str]] = []
+        for url in self.urls:
+            targets.extend(await self._expand(url))
+        targets = targets[:MAX_PEERS]
+
+        async def ask(url: str, host: str) -> list[dict[str, Any]] | None:
+            secure = url.startswith("https:")
+            try:
+                async with self._client().get(
+                    url + "/v1/consumers",
+                    params={**params, "scope": "local"},
+                    headers={"Authorization": authorization},
+                    server_hostname=host if secure else None,
+                ) as answer:
+                    if answer.status != 200:
+                        return None
+                    body = await answer.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                logger.info("consumer peer %s did not answer: %s", url, error)
+                return None
+            found = body.get("consumers") if isinstance(body, dict) else None
+            return found if isinstance(found, list) else None
+
+        answers = await asyncio.gather(*(ask(url, host) for url, host in targets))
+        got = [a for a in answers if a is not None]
+        return PeerAnswers(asked=len(targets), answered=len(got), consumers=got)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
