@@ -107,6 +107,7 @@ async def run(settings: Settings) -> None:
     )
     if not settings.discovery_only:
         discovery.last_probes = prober.last_probes
+        discovery.reports = prober
     started = asyncio.Event()
 
     def ready() -> tuple[bool, dict[str, Any]]:

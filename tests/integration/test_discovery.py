@@ -814,6 +814,79 @@ def test_consumers_are_merged_across_replicas(world: World, control_plane: Clust
         peer.stop()
 
 
+def test_callers_reports_eject_an_outlier_only_when_several_agree(
+    world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """POST /v1/report: one identity reporting failures again and again ejects nothing; three
+    distinct identities (one of them through a replica, which relays) eject the instance for a
+    back-off: Ejected condition, an Event, out of default answers, said by explain; then it is
+    restored. A caller without the verb report is refused."""
+    k8s.apply(
+        registration(
+            "victim",
+            {
+                "service": "victims",
+                "endpoint": world.target.url,
+                "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 0.5},
+            },
+        ),
+        world.ns,
+    )
+    k8s.kubectl("wait", "--for=condition=Ready", "svcreg/victim", "-n", world.ns, "--timeout=60s")
+    reporters = [f"caller-{n}" for n in range(3)]
+    tokens = {}
+    for name in reporters:
+        k8s.create_service_account(world.ns, name)
+        k8s.grant(world.ns, name, ["report"])
+        tokens[name] = k8s.token(world.ns, name, [AUDIENCE])
+
+    def report(who: str, base: str = world.url, outcome: str = "5xx") -> httpx.Response:
+        token = tokens.get(who) or world.tokens[who]
+        return httpx.post(
+            f"{base}/v1/report/{world.ns}/victim",
+            json={"outcome": outcome, "latencyMs": 12.5},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    assert report("reader").status_code == 403  # reading is not reporting
+    for _ in range(5):
+        answer = report("caller-0")
+        assert answer.status_code == 202 and answer.json()["ejected"] is False
+    bad = httpx.post(
+        f"{world.url}/v1/report/{world.ns}/victim",
+        json={"outcome": "meh"},
+        headers={"Authorization": f"Bearer {tokens['caller-0']}"},
+    )
+    assert bad.status_code == 400
+    assert report("caller-1").json()["ejected"] is False
+    replica = OperatorProcess(
+        control_plane, tmp_path / "relay.log", "--discovery-only", "--namespace", world.ns,
+        "--token-audience", AUDIENCE, "--operator-url", world.url,
+    ).start()  # fmt: skip
+    try:
+        relayed = report("caller-2", f"http://127.0.0.1:{replica.port}")
+        assert relayed.status_code == 202 and relayed.json()["ejected"] is True, relayed.text
+    finally:
+        replica.stop()
+    k8s.kubectl("wait", "--for=condition=Ejected", "svcreg/victim", "-n", world.ns, "--timeout=60s")
+    world.operator.wait_until(
+        lambda: world.names("/v1/services", service="victims") == [], "the victim to leave answers"
+    )
+    [shown] = world.get("/v1/services", params={"service": "victims", "health": "any"}).json()["items"]
+    assert shown["ejected"] is True and shown["health"] == "Healthy"
+    [why] = world.get("/v1/explain", params={"service": "victims"}).json()["candidates"]
+    assert "ejected as an outlier" in why["reasons"][0]
+    listed = k8s.core.list_namespaced_event(world.ns, field_selector="involvedObject.name=victim")
+    assert "Ejected" in {e.reason for e in listed.items}
+    # The back-off (30 s for a first ejection) ends and the instance is back.
+    k8s.kubectl("wait", "--for=condition=Ejected=false", "svcreg/victim", "-n", world.ns, "--timeout=90s")
+    world.operator.wait_until(
+        lambda: world.names("/v1/services", service="victims") == ["victim"], "the victim to be served again"
+    )
+    assert world.operator.metric("svcreg_ejections_total", result="ejected") == 1
+
+
 def test_discovery_only_replica_serves_from_its_watch_and_never_writes(
     world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
 ) -> None:

@@ -1094,6 +1094,106 @@ export interface paths {
         };
         trace?: never;
     };
+    "/v1/report/{namespace}/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The outcome of one real call to an instance (passive health); needs RBAC verb report on serviceregistrations. An instance that several distinct callers report failing within a minute is ejected for a back-off. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Namespace. */
+                    namespace: string;
+                    /** @description Registration name. */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ReportBody"];
+                };
+            };
+            responses: {
+                /** @description Accepted. */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ReportAnswer"];
+                    };
+                };
+                /** @description A bad parameter (JSON), or a request the HTTP layer could not parse (plain text). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                        "text/plain": string;
+                    };
+                };
+                /** @description An error. */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+                /** @description An error. */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorAnswer"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/services": {
         parameters: {
             query?: never;
@@ -1989,6 +2089,12 @@ export interface components {
              */
             displayName: string | null;
             /**
+             * Ejected
+             * @description ejected as an outlier on what its callers reported (condition Ejected): not served unless health=any
+             * @default false
+             */
+            ejected: boolean;
+            /**
              * Endpoint
              * @default null
              */
@@ -2064,6 +2170,12 @@ export interface components {
              * @default null
              */
             displayName: string | null;
+            /**
+             * Ejected
+             * @description ejected as an outlier on what its callers reported (condition Ejected): not served unless health=any
+             * @default false
+             */
+            ejected: boolean;
             /**
              * Endpoint
              * @default null
@@ -2173,6 +2285,36 @@ export interface components {
              * @default null
              */
             registeredBy: string | null;
+        };
+        /** ReportAnswer */
+        ReportAnswer: {
+            /** Accepted */
+            accepted: boolean;
+            /**
+             * Ejected
+             * @description whether the instance is ejected now
+             */
+            ejected: boolean;
+            /** Name */
+            name: string;
+            /** Namespace */
+            namespace: string;
+        };
+        /**
+         * ReportBody
+         * @description ``POST /v1/report/{namespace}/{name}``: the outcome of one real call to the instance.
+         */
+        ReportBody: {
+            /**
+             * Latencyms
+             * @default null
+             */
+            latencyMs: number | null;
+            /**
+             * Outcome
+             * @enum {string}
+             */
+            outcome: "success" | "connection-error" | "timeout" | "5xx";
         };
         /**
          * ServiceList

@@ -71,6 +71,11 @@ class Registration(_Answer):
         False,
         description="held out of rotation by flap damping (condition Flapping): not served unless health=any",
     )
+    ejected: bool = Field(
+        False,
+        description="ejected as an outlier on what its callers reported (condition Ejected): not served "
+        "unless health=any",
+    )
 
     def urls(self) -> list[str]:
         """Where to call this registration: its endpoint, or each served serviceRef address."""
@@ -227,6 +232,23 @@ class HeartbeatBody(_Body):
     note: Annotated[str, Field(max_length=512)] = ""
 
 
+ReportOutcome = Literal["success", "connection-error", "timeout", "5xx"]
+
+
+class ReportBody(_Body):
+    """``POST /v1/report/{namespace}/{name}``: the outcome of one real call to the instance."""
+
+    outcome: ReportOutcome
+    latency_ms: Annotated[float, Field(ge=0, le=3_600_000)] | None = None
+
+
+class ReportAnswer(_Answer):
+    namespace: str
+    name: str
+    accepted: bool
+    ejected: bool = Field(description="whether the instance is ejected now")
+
+
 class HeartbeatAnswer(_Answer):
     namespace: str
     name: str
@@ -278,7 +300,8 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     Stats,
     WatchEvent,
     HeartbeatAnswer,
+    ReportAnswer,
     RegistrationWrite,
     ErrorAnswer,
 )
-BODIES: tuple[type[BaseModel], ...] = (HeartbeatBody, RegistrationBody)
+BODIES: tuple[type[BaseModel], ...] = (HeartbeatBody, ReportBody, RegistrationBody)

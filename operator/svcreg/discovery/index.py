@@ -55,6 +55,7 @@ class Entry:
     instances: tuple[tuple[str, int, str], ...] = ()
     observed_generation: int = 0  # status.observedGeneration: behind ``generation``, served Unknown
     damped: bool = False  # held out of rotation by flap damping (condition Flapping)
+    ejected: bool = False  # ejected on its callers' reports (condition Ejected)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -113,6 +114,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         ],
         generation=generation,
         damped=current and any(c.get("type") == "Flapping" and c.get("status") == "True" for c in conditions),
+        ejected=current and any(c.get("type") == "Ejected" and c.get("status") == "True" for c in conditions),
     )
     return Entry(
         namespace=view.namespace,
@@ -132,6 +134,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         instances=tuple((i.address, i.port, str(i.health)) for i in view.instances),
         observed_generation=int(status.get("observedGeneration") or 0),
         damped=view.damped,
+        ejected=view.ejected,
         document=view.model_dump(mode="json", by_alias=True),
     )
 

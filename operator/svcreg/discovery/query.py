@@ -67,7 +67,7 @@ class Query:
         if self.health is not None:
             if item.maintenance and "Maintenance" not in self.health:
                 return False
-            if item.health not in self.health or item.damped:
+            if item.health not in self.health or item.damped or item.ejected:
                 return False
         if self.meta:
             metadata = dict(item.metadata)
@@ -99,6 +99,10 @@ class Query:
             elif item.health not in self.health:
                 wanted = ", ".join(sorted(self.health))
                 reasons.append(f"health is {item.health}, the query wants {wanted}")
+            elif item.ejected:
+                reasons.append(
+                    "ejected as an outlier: several callers reported failed calls (health=any shows it)"
+                )
             elif item.damped:
                 reasons.append("held out of rotation by flap damping: it flapped (health=any shows it)")
         metadata = dict(item.metadata)

@@ -34,6 +34,7 @@ from svcreg.operator import reconcile
 from svcreg.operator import status as status_mod
 from svcreg.operator.endpoints import EndpointCache
 from svcreg.operator.health import HealthState, Thresholds
+from svcreg.operator.outliers import OutlierDetector
 from svcreg.operator.partition import PartitionGuard
 from svcreg.operator.probes.base import Outcome
 from svcreg.operator.probes.runner import ProbeRunner
@@ -69,6 +70,8 @@ class Tracked:
     last_compared: ServiceRegistrationStatus | None = None
     # Flap damping: the penalty of changes in and out of rotation, in memory (see damping.py).
     damping: damping_mod.Damping = field(default_factory=damping_mod.Damping)
+    # Whether the written status says Ejected (passive health; see outliers.py).
+    ejected_written: bool = False
     thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +137,7 @@ class Prober:
     ) -> None:
         self.metrics = metrics or Metrics()
         self._clock = clock
+        self.outliers = OutlierDetector(clock=clock)
         self.writer = StatusWriter(api, self.metrics)
         self.runner = runner
         self.heartbeats = runner.context.heartbeats
@@ -200,12 +204,16 @@ class Prober:
         if tracked is not None and same_object:
             fresh.written_health = tracked.written_health
             fresh.damping = tracked.damping
+            fresh.ejected_written = tracked.ejected_written
         else:
             flapping = fresh.status is not None and any(
                 c.type == "Flapping" and c.status == "True" for c in fresh.status.conditions
             )
             if fresh.spec is not None:
                 fresh.damping = damping_mod.resumed(flapping, self._clock(), fresh.spec.flap_damping)
+            fresh.ejected_written = fresh.status is not None and any(
+                c.type == "Ejected" and c.status == "True" for c in fresh.status.conditions
+            )
             if tracked is not None:
                 self._count(tracked.written_health, None)  # a successor under the same name
             fresh.written_health = fresh.status.health if fresh.status else None
@@ -266,6 +274,7 @@ class Prober:
                 self._schedule(tracked, soon=True)
 
     def forget(self, key: Key) -> None:
+        self.outliers.forget(key)
         tracked = self.tracked.pop(key, None)
         self.scheduler.unschedule(key)
         self.heartbeats.forget(key)
@@ -308,8 +317,57 @@ class Prober:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
         verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
         verdict, damping = self._damp(tracked, verdict)
+        if self.outliers.ejected(tracked.key):
+            verdict = dataclasses.replace(
+                verdict, ejected=True, ejected_message=self._ejection_message(tracked.key)
+            )
         if await self._publish(tracked, verdict, damping):
             await self._maybe_deregister(tracked)
+        remaining = self.outliers.remaining(tracked.key)
+        if remaining > 0 and self.tracked.get(tracked.key) is tracked:
+            # Released on time, not at the next interval: run again when the ejection ends.
+            spec = tracked.spec
+            interval = float(spec.health_check.interval_seconds) if spec else 3600.0
+            if remaining < interval or not _probed(tracked):
+                self._schedule(tracked, delay=remaining + 0.01)
+
+    # -- passive health ---------------------------------------------------------------------------
+
+    def report(self, key: Key, caller: str, outcome: str) -> bool:
+        """One caller's report of a real call (``POST /v1/report``); True when the instance is
+        ejected now. The share of a service ejected at once is capped (never below one
+        instance): past it, an instance that meets the bar stays in rotation (and is counted)."""
+        self.metrics.reports.labels(outcome).inc()
+        tracked = self.tracked.get(key)
+        if tracked is None:
+            return False
+        if not self.outliers.report(key, caller, outcome != "success"):
+            return self.outliers.ejected(key)
+        service = tracked.spec.service_name(key[1]) if tracked.spec else key[1]
+        siblings = [
+            k for k, t in self.tracked.items()
+            if k[0] == key[0] and t.spec is not None and t.spec.service_name(k[1]) == service
+        ]  # fmt: skip
+        ejected = sum(1 for k in siblings if self.outliers.ejected(k))
+        # As Envoy's max_ejection_percent: at least one instance may always be ejected.
+        allowed = max(1, int(self.outliers.settings.max_ejected_share * len(siblings)))
+        if ejected + 1 > allowed:
+            self.metrics.ejections.labels("refused").inc()
+            return False
+        self.outliers.eject(key)
+        self.metrics.ejections.labels("ejected").inc()
+        self._schedule(tracked, soon=True)  # an immediate probe, and the Ejected condition
+        return True
+
+    def _ejection_message(self, key: Key) -> str:
+        """Stable for the whole ejection (it is written to status)."""
+        settings = self.outliers.settings
+        count = self.outliers.ejection_count(key)
+        seconds = self.outliers.duration(count)
+        return (
+            f"ejected as an outlier: at least {settings.callers} callers reported failed calls within "
+            f"{settings.window:.0f}s; ejection {count}, for {seconds:.0f}s"
+        )
 
     def _damp(
         self, tracked: Tracked, verdict: status_mod.Verdict
@@ -399,6 +457,16 @@ class Prober:
             held, tracked.damping = tracked.damping.suppressed, damping
             if damping.suppressed != held:
                 await self._damping_event(tracked, verdict)
+        if verdict.ejected != tracked.ejected_written:
+            tracked.ejected_written = verdict.ejected
+            ejection = (
+                reconcile.EventSpec("Warning", "Ejected", verdict.ejected_message, action="Eject")
+                if verdict.ejected
+                else reconcile.EventSpec(
+                    "Normal", "EjectionEnded", "ejection over: back in rotation when healthy", action="Eject"
+                )
+            )
+            await self.writer.post_event(tracked.key, tracked.uid, ejection)
         before, after = tracked.written_health, verdict.health
         if before != after:
             tracked.written_health = after

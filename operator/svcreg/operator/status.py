@@ -36,6 +36,9 @@ class Verdict:
     # Flap damping (see damping.py): held out of rotation whatever the health says.
     damped: bool = False
     damped_message: str = ""
+    # Passive health (see outliers.py): ejected on what real callers reported.
+    ejected: bool = False
+    ejected_message: str = ""
 
 
 def parse(status: dict[str, Any] | None) -> ServiceRegistrationStatus | None:
@@ -57,9 +60,11 @@ def _conditions(verdict: Verdict) -> list[tuple[str, ConditionStatus, str, str]]
         healthy = "Unknown"
     else:
         healthy = "False"
-    ready = verdict.accepted and health in SERVED and not verdict.damped
+    ready = verdict.accepted and health in SERVED and not verdict.damped and not verdict.ejected
     if ready:
         ready_reason, ready_message = "InRotation", "served by discovery"
+    elif verdict.ejected and health in SERVED:
+        ready_reason, ready_message = "Ejected", verdict.ejected_message
     elif verdict.damped and health in SERVED:
         ready_reason, ready_message = "Flapping", verdict.damped_message
     elif health == Health.MAINTENANCE:
@@ -91,6 +96,10 @@ def desired(
         rows.append(("Flapping", "True", "Flapping", verdict.damped_message))
     elif "Flapping" in old:  # once there, it stays, saying the instance is stable again
         rows.append(("Flapping", "False", "Stable", "not flapping: in rotation when healthy"))
+    if verdict.ejected:
+        rows.append(("Ejected", "True", "OutlierDetected", verdict.ejected_message))
+    elif "Ejected" in old:
+        rows.append(("Ejected", "False", "Restored", "not ejected: in rotation when healthy"))
     for kind, status, reason, message in rows:
         before = old.get(kind)
         moved = before is None or before.status != status

@@ -141,6 +141,18 @@ class Metrics:
             "1 while the prober suspects its own network and holds health.",
             registry=r,
         )
+        self.reports = Counter(
+            "svcreg_reports_total",
+            "Callers' reports of real calls (POST /v1/report), by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "svcreg_ejections_total",
+            "Outlier ejections on callers' reports: ejected, or refused by the per-service cap.",
+            ["result"],
+            registry=r,
+        )
         self.flap_suppressions = Counter(
             "svcreg_flap_suppressions_total",
             "Registrations held out of rotation by flap damping (condition Flapping turned True).",

@@ -49,6 +49,15 @@ KEEPALIVE_SECONDS = 15.0
 REAUTHORIZE_SECONDS = 10.0  # how often an open watch asks again who may see what
 
 
+REPORTS_PER_SECOND = 5.0
+
+
+class ReportSink(typing.Protocol):
+    """Where callers' reports go: the prober's outlier detection, in the operator."""
+
+    def report(self, key: tuple[str, str], caller: str, outcome: str) -> bool: ...
+
+
 class HeartbeatSink(typing.Protocol):
     """Where accepted heartbeats go: the prober's heartbeat store, in the operator."""
 
@@ -86,6 +95,9 @@ class Discovery:
 
     # Who asked for which service or capability (GET /v1/consumers), over this window.
     consumer_window: float = 24 * 3600.0
+    # Callers' reports of real calls (POST /v1/report): the operator's outlier detection; None on
+    # replicas, which relay reports to the operator.
+    reports: ReportSink | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -98,6 +110,8 @@ class Discovery:
         self._forwarder: aiohttp.ClientSession | None = None
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
         self.consumer_log = ConsumerLog(window=self.consumer_window)
+        # Reports per identity: a burst of failures from one caller is no more evidence than one.
+        self.report_rates = TokenBuckets(REPORTS_PER_SECOND, 2 * REPORTS_PER_SECOND)
 
     def admit(self, request: web.Request, identity: Identity) -> None:
         """Note who is calling (for the access log) and spend one of its requests: 429 with
@@ -696,6 +710,36 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return web.Response(body=dumps(answer.model_dump(by_alias=True)), content_type="application/json")
 
 
+async def report(request: web.Request) -> web.Response:
+    """A caller's report of one real call to an instance (passive health): authorized by the verb
+    ``report`` on the registration, rate-limited per identity, relayed to the operator by a
+    replica. The caller is the token's identity, never something the body says."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
+    discovery.admit(request, identity)
+    await discovery.auth.require(identity, "report", namespace, name)
+    if discovery.reports is None:  # relayed as it came, the body unread
+        return await discovery.elsewhere(
+            request, "NotProber", "this replica serves discovery only; send reports to the operator"
+        )
+    if (request.content_length or 0) > 4096:
+        raise BadParameter("body", "at most 4096 bytes")
+    body = parse_model(wire.ReportBody, await request.read())
+    wait = discovery.report_rates.take(identity.username)
+    if wait:
+        raise AuthError(
+            429, "TooManyReports", f"{identity.username} is over its report rate", retry_after=wait
+        )
+    if (namespace, name) not in discovery.index.items:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    ejected = discovery.reports.report((namespace, name), identity.username, body.outcome)
+    answer = wire.ReportAnswer(namespace=namespace, name=name, accepted=True, ejected=ejected)
+    return web.Response(
+        status=202, body=dumps(answer.model_dump(by_alias=True)), content_type="application/json"
+    )
+
+
 async def _close(app: web.Application) -> None:
     await app[DISCOVERY_KEY].close()
 
@@ -713,4 +757,5 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/consumers", consumers)
     serving.add(app, "GET", "/v1/watch", watch)
     serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
+    serving.add(app, "POST", "/v1/report/{namespace}/{name}", report)
     serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

@@ -328,6 +328,20 @@ def document() -> dict[str, Any]:
                     "security": [{"serviceAccountToken": []}],
                 }
             },
+            "/v1/report/{namespace}/{name}": {
+                "post": {
+                    "summary": "The outcome of one real call to an instance (passive health); needs RBAC "
+                    "verb report on serviceregistrations. An instance that several distinct callers "
+                    "report failing within a minute is ejected for a back-off.",
+                    "parameters": [_PATH_NS, _PATH_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _schema(wire.ReportBody)}},
+                    },
+                    "responses": {"202": _json(wire.ReportAnswer, "Accepted."), "404": _ERROR, **_ERRORS},
+                    "security": [{"serviceAccountToken": []}],
+                }
+            },
             "/v1/registrations/{namespace}/{name}": {
                 "put": {
                     "summary": "Create or replace a registration (RBAC create or update, checked for "
