@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import kopf
 from aiohttp import web
 
+from svcreg.core import model
 from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
@@ -25,11 +26,15 @@ from svcreg.discovery.http.peers import Peers
 from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
 from svcreg.discovery.indexmetrics import IndexCollector
-from svcreg.discovery.informer import Informer
+from svcreg.discovery.informer import Informer, PolicySink
 from svcreg.kube.api import KubeApi
-from svcreg.operator import handlers  # noqa: F401 - registers the handlers
+from svcreg.operator import (
+    admission,
+    handlers,  # noqa: F401 - registers the handlers
+)
 from svcreg.operator.lease import LeaseElector
 from svcreg.operator.partition import GuardSettings, PartitionGuard
+from svcreg.operator.policies import PolicyState, PolicyStatusWriter
 from svcreg.operator.prober import Prober
 from svcreg.operator.probes.policy import ProbePolicy
 from svcreg.operator.probes.runner import ProbeRunner
@@ -161,6 +166,7 @@ async def run(settings: Settings) -> None:
     reloading = asyncio.create_task(
         tls.watch() if tls is not None else asyncio.sleep(0), name="svcreg-tls-reload"
     )
+    admission_runner, admission_reloading = await _serve_admission(settings)
     logger.info(
         "svcreg %s listening on %s://%s:%d; probe policy opens %s",
         "discovery" if settings.discovery_only else "operator and discovery",
@@ -173,6 +179,20 @@ async def run(settings: Settings) -> None:
     informer = asyncio.create_task(
         watcher.run() if settings.discovery_only else watcher.confirm_listed(), name="svcreg-informer"
     )
+    # ServicePolicies: a replica watches them itself; the operator gets them from Kopf and
+    # writes their status.
+    if settings.discovery_only:
+        policy_watcher = Informer(
+            api,
+            PolicySink(index),
+            settings.namespaces,
+            watch_seconds=settings.watch_timeout_seconds,
+            plural=model.POLICY_PLURAL,
+        )
+        policies = asyncio.create_task(policy_watcher.run(), name="svcreg-policy-informer")
+    else:
+        policy_writer = PolicyStatusWriter(api, prober.writer, lambda: policy_states(index), prober.active)
+        policies = asyncio.create_task(policy_writer.run(), name="svcreg-policy-status")
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
     electing = asyncio.create_task(
@@ -198,6 +218,7 @@ async def run(settings: Settings) -> None:
                     prober=prober,
                     watch_seconds=settings.watch_timeout_seconds,
                     registration_observers=(prober.observe, index.observe),
+                    policy_observers=(index.observe_policy,),
                     scan_namespaces=settings.namespace_globs,
                 ),
                 ready_flag=started,
@@ -206,8 +227,43 @@ async def run(settings: Settings) -> None:
         if stalls is not None:
             stalls.stop()
         unwatch_gc()
-        for task in (informer, freezer, lag, guarding, electing, reloading):
+        tasks = (informer, policies, freezer, lag, guarding, electing, reloading, admission_reloading)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(informer, freezer, lag, guarding, electing, reloading, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await web_runner.cleanup()
+        if admission_runner is not None:
+            await admission_runner.cleanup()
         await api.close()
+
+
+async def _serve_admission(
+    settings: Settings,
+) -> tuple[web.AppRunner | None, asyncio.Task[None]]:
+    """The admission webhook's HTTPS listener, when ``--admission-port`` is set (operator only)."""
+    if not settings.admission_port or settings.discovery_only:
+        return None, asyncio.create_task(asyncio.sleep(0), name="svcreg-admission-off")
+    if not (settings.admission_cert_file and settings.admission_key_file):
+        raise SystemExit("svcreg run: --admission-port needs --admission-cert-file and --admission-key-file")
+    tls = ServingTls(settings.admission_cert_file, settings.admission_key_file)
+    runner = web.AppRunner(admission.build_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(
+        runner, host=settings.host, port=settings.admission_port, ssl_context=tls.context
+    ).start()
+    logger.info(
+        "admission webhook listening on https://%s:%d%s",
+        settings.host,
+        settings.admission_port,
+        admission.PATH,
+    )
+    return runner, asyncio.create_task(tls.watch(), name="svcreg-admission-tls-reload")
+
+
+def policy_states(index: Index) -> list[PolicyState]:
+    """Every ServicePolicy's state as the index sees it (for the operator's status writer)."""
+    states = []
+    for (namespace, name), (uid, generation, service, threshold) in sorted(index.policy_meta.items()):
+        served, total, panic = index.panic_state(namespace, service)
+        states.append(PolicyState(namespace, name, uid, generation, service, threshold, served, total, panic))
+    return states

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     consumer_window_seconds: float = Field(
         86400.0, gt=0, le=30 * 86400, description="how far back GET /v1/consumers remembers who asked"
     )
+    admission_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="serve the validating admission webhook (POST /validate/serviceregistrations) over "
+        "HTTPS on this port; 0: off. Needs --admission-cert-file and --admission-key-file",
+    )
+    admission_cert_file: str | None = Field(
+        None, description="the admission webhook's PEM certificate (chain); reloaded when it changes"
+    )
+    admission_key_file: str | None = Field(None, description="the PEM private key of --admission-cert-file")
     consumer_peer: Strings = Field(
         (),
         description="a discovery replica whose part of GET /v1/consumers this process merges into its own "

@@ -48,6 +48,17 @@ def _run_curl(curl: str) -> int:
     return httpx.get(words[-1], headers={name: value}, timeout=30).status_code
 
 
+def _tools_path(state: Path, env: dict[str, str]) -> str:
+    """PATH with the dev control plane's own kubectl first (as svcreg cluster env exports it)."""
+    exports = subprocess.run(
+        [sys.executable, "-m", "svcreg.cli", "cluster", "env", "--dir", str(state)],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"export PATH=([^:]+):", exports)
+    assert found, exports
+    return f"{shlex.split(found.group(1))[0]}:{env.get('PATH', '')}"
+
+
 def test_dev_comes_up_answers_the_printed_curl_and_stops_clean(tmp_path: Path) -> None:
     state = tmp_path / "dev-cluster"
     port = free_port()
@@ -71,6 +82,20 @@ def test_dev_comes_up_answers_the_printed_curl_and_stops_clean(tmp_path: Path) -
         assert _run_curl(curl) == 200
         running = _processes_mentioning(str(state))
         assert len(running) >= 2, "etcd and kube-apiserver should run from the dev state directory"
+        # A spec the models refuse is refused at kubectl apply, naming the field (the webhook).
+        kubeconfig = {**env, "KUBECONFIG": str(state / "kubeconfig"), "PATH": _tools_path(state, env)}
+        bad = (
+            "apiVersion: svcreg.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: bad}\n"
+            "spec: {endpoint: 'http://10.0.0.9:80',\n"
+            "       capabilities: [{name: x, inputSchema: {minProperties: -1}}]}\n"
+        )
+        refused = subprocess.run(
+            ["kubectl", "apply", "-n", "default", "-f", "-"], input=bad, env=kubeconfig,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "spec.capabilities[0].inputSchema" in refused.stderr, (
+            refused.stderr
+        )
     finally:
         dev.send_signal(signal.SIGINT)
         try:

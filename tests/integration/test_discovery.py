@@ -887,6 +887,93 @@ def test_callers_reports_eject_an_outlier_only_when_several_agree(
     assert world.operator.metric("svcreg_ejections_total", result="ejected") == 1
 
 
+def test_a_service_policy_panics_below_its_threshold_on_operator_and_replica(
+    world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """ServicePolicy panicThresholdPercent: one of four instances served is below 50%, so every
+    instance is answered, marked panic, by the operator and a replica alike; the policy's
+    status says Panic with counts and an Event; deleting the policy ends it."""
+    check = {"intervalSeconds": 1, "timeoutSeconds": 0.5, "failureThreshold": 1}
+    endpoints = [world.target.url] + [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+    for n, endpoint in enumerate(endpoints):
+        k8s.apply(
+            registration(f"surge-{n}", {"service": "surge", "endpoint": endpoint, "healthCheck": check}),
+            world.ns,
+        )
+    for n in range(1, 4):
+        k8s.kubectl(
+            "wait",
+            "--for=jsonpath={.status.health}=Unhealthy",
+            f"svcreg/surge-{n}",
+            "-n",
+            world.ns,
+            "--timeout=60s",
+        )
+    k8s.kubectl(
+        "wait", "--for=jsonpath={.status.health}=Healthy", "svcreg/surge-0", "-n", world.ns, "--timeout=60s"
+    )
+    replica = OperatorProcess(
+        control_plane, tmp_path / "policy-replica.log", "--discovery-only", "--namespace", world.ns,
+        "--token-audience", AUDIENCE,
+    ).start()  # fmt: skip
+    try:
+        assert world.names("/v1/services", service="surge") == ["surge-0"]
+        policy = {
+            "apiVersion": "svcreg.io/v1alpha1",
+            "kind": "ServicePolicy",
+            "metadata": {"name": "surge"},
+            "spec": {"service": "surge", "panicThresholdPercent": 50},
+        }
+        k8s.apply(policy, world.ns)
+        k8s.kubectl("wait", "--for=condition=Panic", "servicepolicy/surge", "-n", world.ns, "--timeout=60s")
+        status = json.loads(k8s.kubectl("get", "svcpol", "surge", "-n", world.ns, "-o", "json").stdout)[
+            "status"
+        ]
+        assert (status["healthy"], status["total"]) == (1, 4)
+        everyone = [f"surge-{n}" for n in range(4)]
+        replica_url = f"http://127.0.0.1:{replica.port}"
+        headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
+        for base in (world.url, replica_url):
+
+            def panicking(base: str = base) -> bool:
+                answer = httpx.get(
+                    base + "/v1/services", params={"service": "surge"}, headers=headers, timeout=30
+                )
+                items = answer.json()["items"]
+                return sorted(i["name"] for i in items) == everyone and all(i["panic"] for i in items)
+
+            world.operator.wait_until(panicking, f"{base} to answer in panic mode")
+        [why] = [
+            c
+            for c in world.get("/v1/explain", params={"service": "surge"}).json()["candidates"]
+            if c["name"] == "surge-3"
+        ]
+        assert why["included"] and "panic" in why["notes"][-1]
+        assert world.operator.metric("svcreg_panic_answers_total") >= 1
+        listed = k8s.core.list_namespaced_event(world.ns, field_selector="involvedObject.name=surge")
+        assert any(e.reason == "Panic" and e.involved_object.kind == "ServicePolicy" for e in listed.items)
+        wide = k8s.kubectl("get", "svcpol", "surge", "-n", world.ns).stdout
+        assert "PANIC" in wide and "True" in wide
+        k8s.kubectl("delete", "svcpol", "surge", "-n", world.ns)
+        for base in (world.url, replica_url):
+            world.operator.wait_until(
+                lambda base=base: (
+                    [
+                        i["name"]
+                        for i in httpx.get(
+                            base + "/v1/services", params={"service": "surge"}, headers=headers
+                        ).json()["items"]
+                    ]
+                    == ["surge-0"]
+                ),
+                f"{base} to leave panic mode",
+            )
+    finally:
+        replica.stop()
+        for n in range(4):
+            k8s.kubectl("delete", "svcreg", f"surge-{n}", "-n", world.ns, "--ignore-not-found", check=False)
+
+
 def test_discovery_only_replica_serves_from_its_watch_and_never_writes(
     world: World, k8s: Kube, control_plane: Cluster, tmp_path: Path
 ) -> None:

@@ -55,6 +55,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "probeConcurrency": 50,
     },
     "no-consumer-roles": {"rbac": {"consumerRoles": False}},
+    "admission-webhook": {
+        "admissionWebhook": {
+            "enabled": True,
+            "secretName": "svcreg-admission",
+            "certManagerCertificate": "svcreg-admission",
+        }
+    },
     "no-registration-api": {"registrationApi": {"enabled": False}},
     "bring-your-own-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}},
     "image": {
@@ -210,6 +217,9 @@ def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
             "verbs": ["get", "list", "watch", "delete"],
         },
         {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations/status"], "verbs": ["patch"]},
+        # ServicePolicies: read, and their status written (healthy, total, Panic).
+        {"apiGroups": ["svcreg.io"], "resources": ["servicepolicies"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["svcreg.io"], "resources": ["servicepolicies/status"], "verbs": ["patch"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         # healthCheck.tls.caBundleRef: one named ConfigMap in the registration's namespace.
@@ -282,7 +292,12 @@ def test_discovery_replicas_pdb_and_hpa(helm: Helm) -> None:
     assert "--operator-url=http://svcreg-operator.svcreg-system.svc:8080" in args
     assert replicas["spec"]["template"]["spec"]["serviceAccountName"] == "svcreg-discovery"
     assert objects[("ClusterRole", "svcreg-discovery")]["rules"] == [
-        {"apiGroups": ["svcreg.io"], "resources": ["serviceregistrations"], "verbs": ["get", "list", "watch"]}
+        {
+            "apiGroups": ["svcreg.io"],
+            "resources": ["serviceregistrations"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": ["svcreg.io"], "resources": ["servicepolicies"], "verbs": ["list", "watch"]},
     ]
     pdb = objects[("PodDisruptionBudget", "svcreg-discovery")]
     assert pdb["spec"]["minAvailable"] == 2
@@ -303,6 +318,36 @@ def test_discovery_replicas_pdb_and_hpa(helm: Helm) -> None:
     hpa = scaled[("HorizontalPodAutoscaler", "svcreg-discovery")]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert "replicas" not in scaled[("Deployment", "svcreg-discovery")]["spec"]
+
+
+def test_the_admission_webhook_is_off_by_default_and_wired_when_on(helm: Helm) -> None:
+    assert not any(d["kind"] == "ValidatingWebhookConfiguration" for d in helm.render({}))
+    objects = kinds(helm.render(OPTIONS["admission-webhook"]))
+    webhook = objects[("ValidatingWebhookConfiguration", "svcreg")]
+    [hook] = webhook["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    service = hook["clientConfig"]["service"]
+    assert (service["name"], service["namespace"], service["port"]) == (
+        "svcreg-admission",
+        "svcreg-system",
+        443,
+    )
+    assert service["path"] == "/validate/serviceregistrations"
+    assert (
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        == "svcreg-system/svcreg-admission"
+    )
+    assert objects[("Service", "svcreg-admission")]["spec"]["ports"][0]["targetPort"] == 9443
+    operator = container(objects[("Deployment", "svcreg")])
+    assert "--admission-port=9443" in operator["args"]
+    assert {"name": "admission", "mountPath": "/etc/svcreg/admission", "readOnly": True} in operator[
+        "volumeMounts"
+    ]
+    # Only the operator holds the webhook's key.
+    replicas = kinds(helm.render({**OPTIONS["admission-webhook"], "discovery": {"replicas": 2}}))
+    assert "admission" not in {
+        m["name"] for m in container(replicas[("Deployment", "svcreg-discovery")])["volumeMounts"]
+    }
 
 
 def test_network_policy_and_service_monitor(helm: Helm) -> None:
@@ -363,6 +408,7 @@ def test_registration_api_can_be_turned_off(helm: Helm) -> None:
     rules = objects[("ClusterRole", "svcreg-operator")]["rules"]
     assert [r["resources"] for r in rules if {"create", "patch"} & set(r["verbs"])] == [
         ["serviceregistrations/status"],
+        ["servicepolicies/status"],
         ["events"],
     ]
 
@@ -376,13 +422,14 @@ def test_rbac_and_service_accounts_can_be_brought(helm: Helm) -> None:
         "svcreg-reader",
         "svcreg-editor",
         "svcreg-heartbeat",
+        "svcreg-reporter",
     }
     assert deployments(docs)[0]["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
     assert not [
         d
         for d in helm.render(OPTIONS["no-consumer-roles"])
         if d["kind"] == "ClusterRole"
-        and d["metadata"]["name"] in ("svcreg-reader", "svcreg-editor", "svcreg-heartbeat")
+        and d["metadata"]["name"] in ("svcreg-reader", "svcreg-editor", "svcreg-heartbeat", "svcreg-reporter")
     ]
 
 
@@ -423,7 +470,15 @@ def test_install_is_accepted_by_the_api_server(installed: str, k8s: Kube) -> Non
     operator = apps.read_namespaced_deployment("svcreg", RELEASE_NS)
     assert operator.spec.strategy.type == "Recreate"
     assert k8s.core.read_namespaced_service_account("svcreg", RELEASE_NS).metadata.name == "svcreg"
-    for role in ("svcreg-operator", "svcreg-reviews", "svcreg-reader", "svcreg-editor", "svcreg-heartbeat"):
+    roles = (
+        "svcreg-operator",
+        "svcreg-reviews",
+        "svcreg-reader",
+        "svcreg-editor",
+        "svcreg-heartbeat",
+        "svcreg-reporter",
+    )
+    for role in roles:
         assert k8s.rbac.read_cluster_role(role).rules
     assert k8s.core.read_namespaced_service("svcreg", RELEASE_NS).spec.ports[0].port == 8080
 
@@ -558,11 +613,13 @@ def test_the_chart_permissions_run_the_whole_flow(
 RULES = [
     ("svcreg-operator", 0, "serviceregistrations", "list"),
     ("svcreg-operator", 1, "serviceregistrations/status", "patch"),
-    ("svcreg-operator", 2, "endpointslices", "list"),
-    ("svcreg-operator", 3, "events", "create"),
-    ("svcreg-operator", 4, "configmaps", "get"),
-    ("svcreg-operator", 5, "serviceaccounts", "impersonate:serviceaccount"),
-    ("svcreg-operator", 6, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
+    ("svcreg-operator", 2, "servicepolicies", "list"),
+    ("svcreg-operator", 3, "servicepolicies/status", "patch"),  # once a policy exists
+    ("svcreg-operator", 4, "endpointslices", "list"),
+    ("svcreg-operator", 5, "events", "create"),
+    ("svcreg-operator", 6, "configmaps", "get"),
+    ("svcreg-operator", 7, "serviceaccounts", "impersonate:serviceaccount"),
+    ("svcreg-operator", 8, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
     ("svcreg-reviews", 0, "tokenreviews", "create"),
     ("svcreg-reviews", 1, "subjectaccessreviews", "create"),
 ]
@@ -598,6 +655,9 @@ def test_removing_any_rule_fails_with_a_clear_403(
         namespace, _ = watched_registration(k8s, target)
         k8s.create_service_account(namespace, "consumer")
         bind_cluster_role(k8s, namespace, "consumer", "svcreg-reader")
+        if resource == "servicepolicies/status":
+            policy = {"apiVersion": "svcreg.io/v1alpha1", "kind": "ServicePolicy", "metadata": {"name": "p"}}
+            k8s.apply({**policy, "spec": {"service": "anything"}}, namespace)
         operator = operator_as(k8s, control_plane, account, tmp_path).launch()
         try:
             if verb.startswith("impersonate"):

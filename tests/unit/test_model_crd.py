@@ -170,3 +170,15 @@ def test_every_string_and_list_is_bounded() -> None:
 
     assert unbounded("spec", SCHEMA["properties"]["spec"]) == []
     assert unbounded("status", SCHEMA["properties"]["status"]) == []
+
+
+def test_service_policy_model_matches_its_crd() -> None:
+    crd = yaml.safe_load((kube.CRD_DIR / "servicepolicies.svcreg.io.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    py_schema = model.ServicePolicySpec.model_json_schema(by_alias=True)
+    assert _compare("spec", schema["properties"]["spec"], py_schema, py_schema.get("$defs", {})) == []
+    assert (
+        crd["spec"]["names"]["plural"] == model.POLICY_PLURAL
+        and crd["spec"]["names"]["kind"] == model.POLICY_KIND
+    )
+    assert _missing_descriptions("policy", schema) == []

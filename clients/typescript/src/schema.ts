@@ -2125,6 +2125,12 @@ export interface components {
             /** Namespace */
             namespace: string;
             /**
+             * Panic
+             * @description in the answer only because its service is in panic (fewer served than its ServicePolicy's panicThresholdPercent): use with care
+             * @default false
+             */
+            panic: boolean;
+            /**
              * Ready
              * @default false
              */
@@ -2217,6 +2223,12 @@ export interface components {
             name: string;
             /** Namespace */
             namespace: string;
+            /**
+             * Panic
+             * @description in the answer only because its service is in panic (fewer served than its ServicePolicy's panicThresholdPercent): use with care
+             * @default false
+             */
+            panic: boolean;
             /**
              * Ready
              * @default false

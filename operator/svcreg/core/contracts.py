@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
+
 from svcreg.core.model import ServiceRegistrationSpec
 
 
@@ -36,3 +38,26 @@ def contract_problem(spec: ServiceRegistrationSpec) -> tuple[str, str] | None:
                 if problem is not None:
                     return f"spec.capabilities[{index}].{field}", problem
     return None
+
+
+def spec_problem(raw: dict[str, Any]) -> tuple[ServiceRegistrationSpec | None, str | None]:
+    """A registration's spec as the model, or why it is not valid: every check the models make
+    that the CRD's schema and CEL rules cannot (such as a capability schema that is not JSON
+    Schema), worded with the field's path. The prober and the admission webhook share it."""
+    try:
+        spec = ServiceRegistrationSpec.model_validate(raw)
+    except pydantic.ValidationError as error:
+        return None, "; ".join(_located(e) for e in error.errors())[:1000]
+    problem = contract_problem(spec)
+    if problem is not None:
+        return None, f"{problem[0]}: {problem[1]}"[:1000]
+    return spec, None
+
+
+def _located(error: Any) -> str:
+    """A pydantic error with the spec field it concerns (camelCase, as written in YAML)."""
+    path = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    message = str(error.get("msg", "invalid"))
+    if not path or message.startswith("Value error, spec."):
+        return message.removeprefix("Value error, ")
+    return f"spec.{path}: {message.removeprefix('Value error, ')}"

@@ -360,3 +360,14 @@ class ServiceRegistration(BaseModel):
     @property
     def service(self) -> str:
         return self.spec.service_name(self.metadata.name)
+
+
+POLICY_PLURAL = "servicepolicies"
+POLICY_KIND = "ServicePolicy"
+
+
+class ServicePolicySpec(_Model):
+    """Settings for one logical service in one namespace (a ServicePolicy's spec)."""
+
+    service: DnsLabel
+    panic_threshold_percent: Annotated[int, Field(ge=0, le=100)] = 50

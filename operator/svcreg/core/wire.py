@@ -76,6 +76,11 @@ class Registration(_Answer):
         description="ejected as an outlier on what its callers reported (condition Ejected): not served "
         "unless health=any",
     )
+    panic: bool = Field(
+        False,
+        description="in the answer only because its service is in panic (fewer served than its "
+        "ServicePolicy's panicThresholdPercent): use with care",
+    )
 
     def urls(self) -> list[str]:
         """Where to call this registration: its endpoint, or each served serviceRef address."""

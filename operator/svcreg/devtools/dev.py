@@ -26,7 +26,8 @@ from aiohttp import web
 
 from svcreg.core import model
 from svcreg.devtools import kubectl as kube
-from svcreg.devtools.controlplane import cluster, progress
+from svcreg.devtools.controlplane import cluster, pki, progress
+from svcreg.devtools.controlplane.ports import free_port
 from svcreg.settings import Settings
 
 logger = logging.getLogger("svcreg.devtools.dev")
@@ -225,11 +226,34 @@ def run(port: int, directory: Path | None = None) -> int:
         token = kube.kubectl(
             "create", "token", ACCOUNT, "-n", NAMESPACE, "--duration=24h", env=env
         ).stdout.strip()
-        settings = Settings(port=port, host="127.0.0.1", probe_allow=("127.0.0.0/8",), standalone=True)
+        # The admission webhook, as the chart's admissionWebhook does it: a bad spec is refused
+        # at kubectl apply, naming the field.
+        ca, cert, key = pki.serving_pair(Path(running.directory) / "admission", ["localhost"])
+        admission_port = free_port()
+        kube.install_admission_webhook(
+            env,
+            kube.admission_webhook(
+                f"https://localhost:{admission_port}/validate/serviceregistrations", ca.read_bytes()
+            ),
+        )
+        settings = Settings(
+            port=port,
+            host="127.0.0.1",
+            probe_allow=("127.0.0.0/8",),
+            standalone=True,
+            admission_port=admission_port,
+            admission_cert_file=str(cert),
+            admission_key_file=str(key),
+        )
         asyncio.run(_serve(settings, env, token))
     except KeyboardInterrupt:
         print("\nsvcreg dev: stopping", file=sys.stderr)
     finally:
         if already is None:
             cluster.down(directory, report=progress.stderr_reporter)
+        else:
+            kube.kubectl(
+                "delete", "validatingwebhookconfiguration", kube.WEBHOOK_NAME, "--ignore-not-found",
+                env=env, check=False,
+            )  # fmt: skip
     return 0

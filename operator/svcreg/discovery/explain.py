@@ -60,8 +60,15 @@ def explain(
         else:
             found.append(item)
     explained = []
+    in_panic = index.panic_keys(query, readable)
     for item in found[:MAX_CANDIDATES]:
-        reasons = query.why_not(item)
+        reasons = [] if item.key in in_panic else query.why_not(item)
+        notes = _notes(item)
+        if item.key in in_panic:
+            notes.append(
+                "in the answer because its service is in panic: fewer of its instances are served "
+                "than its ServicePolicy's panicThresholdPercent, so all are (marked panic)"
+            )
         entry: dict[str, Any] = {
             "namespace": item.namespace,
             "name": item.name,
@@ -69,7 +76,7 @@ def explain(
             "health": item.health,
             "included": not reasons,
             "reasons": reasons,
-            "notes": _notes(item),
+            "notes": notes,
         }
         probes = last_probes(item.key) if last_probes is not None else None
         if probes is not None:

@@ -16,14 +16,14 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import pydantic
 
 from svcreg.core import wire
-from svcreg.core.health import Health
-from svcreg.core.model import ServiceRegistrationSpec
+from svcreg.core.health import SERVED, Health
+from svcreg.core.model import ServicePolicySpec, ServiceRegistrationSpec
 from svcreg.discovery.routing import Filter, Router
 
 Key = tuple[str, str]
@@ -151,7 +151,14 @@ class Selector(Filter, Protocol):
     filters it answers from its sets (those routes are chosen from), and a predicate for the
     rest."""
 
+    @property
+    def health(self) -> frozenset[str] | None: ...
+
     def matches(self, item: Entry) -> bool: ...
+
+    def selects(self, item: Entry) -> bool: ...
+
+    def without_health(self) -> Selector: ...
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,15 @@ class Index:
         self.history: collections.deque[Change] = collections.deque(maxlen=HISTORY)
         self.router: Router[Change] = Router(start=self.index)
         self.counts: collections.Counter[str] = collections.Counter()  # changes recorded, by kind
+        # ServicePolicies: (namespace, service) -> panic threshold percent, and which policy
+        # (namespace, name) set it. Their changes move ``policy_version``, which answer caches
+        # key on (they are not registration changes, so not in the history).
+        self.policies: dict[Key, int] = {}
+        self._policy_of: dict[Key, Key] = {}
+        # (namespace, name) -> (uid, generation, service, threshold), for the policies' status.
+        self.policy_meta: dict[Key, tuple[str, int, str, int]] = {}
+        self.policy_version = 0
+        self.panic_answers = 0  # answers built in panic mode
 
     def mark_stale(self, reason: str) -> None:
         """The watch feeding this index is down: what it holds may be out of date."""
@@ -295,6 +311,86 @@ class Index:
         self.router.publish(change, self.index)
         return change
 
+    def observe_policy(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """One watch event of a ServicePolicy. A policy whose spec is not valid sets nothing."""
+        metadata = body.get("metadata") or {}
+        name: Key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        governed = self._policy_of.pop(name, None)
+        self.policy_meta.pop(name, None)
+        if governed is not None:
+            self.policies.pop(governed, None)
+        if event_type != "DELETED":
+            try:
+                spec = ServicePolicySpec.model_validate(body.get("spec") or {})
+            except pydantic.ValidationError:
+                spec = None
+            if spec is not None:
+                governed = (name[0], spec.service)
+                self._policy_of[name] = governed
+                self.policies[governed] = spec.panic_threshold_percent
+                self.policy_meta[name] = (
+                    str(metadata.get("uid", "")),
+                    int(metadata.get("generation") or 0),
+                    spec.service,
+                    spec.panic_threshold_percent,
+                )
+        self.policy_version += 1
+
+    def replace_policies(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
+        """A full (re)list of ServicePolicies in ``namespace`` (None: every namespace)."""
+        listed = set()
+        for body in bodies:
+            metadata = body.get("metadata") or {}
+            listed.add((metadata.get("namespace", ""), metadata.get("name", "")))
+            self.observe_policy("MODIFIED", body)
+        for name in [
+            n for n in self._policy_of if n not in listed and (namespace is None or n[0] == namespace)
+        ]:
+            self.observe_policy("DELETED", {"metadata": {"namespace": name[0], "name": name[1]}})
+
+    def panic_state(self, namespace: str, service: str) -> tuple[int, int, bool]:
+        """(served, total, panic) of one logical service: its instances not in maintenance, how
+        many of them are served (healthy, not damped or ejected), and whether that share is
+        below its policy's panic threshold."""
+        threshold = self.policies.get((namespace, service), 0)
+        members = [
+            item
+            for key in self.by_service.get(service, ())
+            if key[0] == namespace and not (item := self.items[key]).maintenance
+        ]
+        served = sum(1 for m in members if m.health in SERVED and not m.damped and not m.ejected)
+        return served, len(members), bool(members) and served * 100 < threshold * len(members)
+
+    def _with_panic(
+        self, query: Selector, namespaces: frozenset[str] | None, found: list[Entry]
+    ) -> list[Entry]:
+        """Envoy's panic mode: for a service whose served share is below its policy's
+        threshold, every instance not in maintenance that the query selects but for health is
+        in the answer, marked ``panic: true``, instead of all traffic going to the survivors."""
+        marked: dict[Key, Entry] = {}
+        relaxed = query.without_health()
+        for namespace, service in self.policies:
+            if namespaces is not None and namespace not in namespaces:
+                continue
+            if not self.panic_state(namespace, service)[2]:
+                continue
+            for key in self.by_service.get(service, ()):
+                item = self.items[key]
+                if key[0] == namespace and not item.maintenance and relaxed.selects(item):
+                    marked[key] = replace(item, document={**item.document, "panic": True})
+        if not marked:
+            return found
+        self.panic_answers += 1
+        merged = {item.key: item for item in found if item.key not in marked}
+        merged.update(marked)
+        return [merged[key] for key in sorted(merged)]
+
+    def panic_keys(self, query: Selector, namespaces: frozenset[str] | None) -> set[Key]:
+        """The keys a query's answer holds only because their service is in panic."""
+        if not self.policies or query.health is None:
+            return set()
+        return {i.key for i in self.candidates(query, namespaces) if i.document.get("panic")}
+
     # -- reads -----------------------------------------------------------------------------------
 
     def resume_point(self, event_id: str) -> int | None:
@@ -343,6 +439,8 @@ class Index:
             if (namespaces is None or item.namespace in namespaces) and query.matches(item):
                 found.append(item)
         found.sort(key=lambda i: i.key)
+        if self.policies and query.health is not None:
+            return self._with_panic(query, namespaces, found)
         return found
 
 

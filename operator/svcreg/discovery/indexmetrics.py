@@ -44,6 +44,12 @@ class IndexCollector(Collector):
         for kind in KINDS:
             changes.add_metric([kind], float(self.index.counts[kind]))
         yield changes
+        yield CounterMetricFamily(
+            "svcreg_panic_answers",
+            "Answers built in panic mode: a ServicePolicy's service had fewer served instances than "
+            "its panicThresholdPercent, so every instance not in maintenance was in the answer.",
+            value=float(self.index.panic_answers),
+        )
         if self.per_service:
             yield self._availability()
 

@@ -17,7 +17,8 @@ import fnmatch
 import json
 import logging
 import random
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from svcreg.core import model
 from svcreg.core.scope import has_globs
@@ -30,17 +31,54 @@ WATCH_SECONDS = 290  # default; --watch-timeout-seconds sets it
 PAGE = 500
 
 
+class Sink(Protocol):
+    """Where an informer's lists and events go: the index, or its book of ServicePolicies."""
+
+    synced: bool
+
+    def replace(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None: ...
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> Any: ...
+
+    def mark_stale(self, reason: str) -> None: ...
+
+    def mark_fresh(self) -> None: ...
+
+
+class PolicySink:
+    """ServicePolicies into the index's policy book. A failing policy watch is logged, not
+    made the index's staleness: registrations are still current."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.synced = False
+
+    def replace(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
+        self.index.replace_policies(bodies, namespace)
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self.index.observe_policy(event_type, body)
+
+    def mark_stale(self, reason: str) -> None:
+        logger.warning("ServicePolicies may be out of date: %s", reason)
+
+    def mark_fresh(self) -> None:
+        return None
+
+
 class Informer:
     def __init__(
         self,
         api: KubeApi,
-        index: Index,
+        index: Sink,
         namespaces: tuple[str, ...] = (),
         *,
         watch_seconds: float = WATCH_SECONDS,
+        plural: str = model.PLURAL,
     ) -> None:
         self.api = api
         self.index = index
+        self.plural = plural
         # A watch asks the server to end it after this long, and one that delivers nothing
         # (not even a bookmark) for a little longer is taken for dead and listed again.
         self.watch_seconds = watch_seconds
@@ -55,7 +93,7 @@ class Informer:
     def _path(self, namespace: str | None) -> str:
         base = f"/apis/{model.GROUP}/{model.VERSION}"
         where = f"/namespaces/{namespace}" if namespace else ""
-        return f"{base}{where}/{model.PLURAL}"
+        return f"{base}{where}/{self.plural}"
 
     def _wanted(self, body: dict[str, Any]) -> bool:
         if not self.patterns or len(self.scopes) > 1 or self.scopes[0] is not None:
@@ -145,7 +183,8 @@ class Informer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
         waited = 0.0
-        while expected - self.index.seen:
+        seen: set[tuple[str, str]] = getattr(self.index, "seen", set())
+        while expected - seen:
             await asyncio.sleep(0.1)
             waited += 0.1
             if waited >= recheck:

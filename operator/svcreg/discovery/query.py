@@ -48,6 +48,10 @@ class Query:
     select_one: bool = False
     canonical: str = field(default="", compare=False)
 
+    def without_health(self) -> Query:
+        """The same query with every health accepted (for a service in panic mode)."""
+        return dataclasses.replace(self, health=None)
+
     def selects(self, item: Entry) -> bool:
         """Every filter, including those the index answers from its sets (for watch events)."""
         if self.service is not None and item.service != self.service:

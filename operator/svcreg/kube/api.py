@@ -227,8 +227,10 @@ class KubeApi:
         status: dict[str, Any],
         *,
         resource_version: str | None = None,
+        plural: str = model.PLURAL,
     ) -> dict[str, Any]:
-        """Merge-patch the status subresource and return the stored object. With
+        """Merge-patch the status subresource (of a registration, or of ``plural``) and return
+        the stored object. With
         ``resource_version``, the patch applies only to the object as last seen: anything
         written since, a same-named successor above all, answers ``errors.Conflict``. (The
         status subresource keeps the stored metadata, so a uid in the patch would be ignored;
@@ -238,7 +240,7 @@ class KubeApi:
             patch["metadata"] = {"resourceVersion": resource_version}
         response = await self.call(
             "PATCH",
-            self.registration_path(namespace, name) + "/status",
+            f"/apis/{model.GROUP}/{model.VERSION}/namespaces/{namespace}/{plural}/{name}/status",
             json=patch,
             content_type="application/merge-patch+json",
         )
@@ -309,7 +311,16 @@ class KubeApi:
         return True
 
     async def post_event(
-        self, *, namespace: str, name: str, uid: str, event_type: str, reason: str, message: str, action: str
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        event_type: str,
+        reason: str,
+        message: str,
+        action: str,
+        kind: str = model.KIND,
     ) -> None:
         now = now_rfc3339()
         event = {
@@ -318,7 +329,7 @@ class KubeApi:
             "metadata": {"name": f"{name}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": model.API_VERSION,
-                "kind": model.KIND,
+                "kind": kind,
                 "name": name,
                 "namespace": namespace,
                 "uid": uid,

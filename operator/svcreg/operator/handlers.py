@@ -65,3 +65,9 @@ async def registration_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_LABEL: kopf.PRESENT})
 async def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo.prober.observe_endpoint_slice(event.get("type"), event["object"])
+
+
+@kopf.on.event(model.GROUP, model.VERSION, model.POLICY_PLURAL)
+async def policy_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    for observe in memo.policy_observers:
+        observe(event.get("type"), event["object"])

@@ -22,9 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pydantic
-
-from svcreg.core.contracts import contract_problem
+from svcreg.core.contracts import spec_problem
 from svcreg.core.health import SERVED, Health
 from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
 from svcreg.kube.api import KubeApi, now_rfc3339
@@ -180,16 +178,7 @@ class Prober:
                 # writes this job finds nothing to do).
                 self._schedule(tracked, soon=True)
             return
-        try:
-            spec: ServiceRegistrationSpec | None = ServiceRegistrationSpec.model_validate(
-                body.get("spec") or {}
-            )
-            invalid = None
-            problem = contract_problem(spec) if spec is not None else None
-            if problem is not None:
-                spec, invalid = None, f"{problem[0]}: {problem[1]}"[:1000]
-        except pydantic.ValidationError as error:
-            spec, invalid = None, "; ".join(e["msg"] for e in error.errors())[:1000]
+        spec, invalid = spec_problem(body.get("spec") or {})
         fresh = Tracked(
             key,
             metadata.get("uid", ""),

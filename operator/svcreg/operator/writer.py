@@ -89,8 +89,9 @@ class StatusWriter:
         self.backoff.landed(key)
         return WriteOutcome.LANDED, stored
 
-    async def post_event(self, key: Key, uid: str, event: EventSpec) -> None:
+    async def post_event(self, key: Key, uid: str, event: EventSpec, kind: str | None = None) -> None:
         namespace, name = key
+        about = {"kind": kind} if kind else {}
         try:
             await self.api.post_event(
                 namespace=namespace,
@@ -100,6 +101,7 @@ class StatusWriter:
                 reason=event.reason,
                 message=event.message,
                 action=event.action,
+                **about,
             )
             self.metrics.events.labels(event.type).inc()
         except (errors.KubeApiError, errors.Unreachable) as error:

@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -28,6 +27,7 @@ import yaml
 
 from svcreg.devtools.controlplane import build, pki, progress
 from svcreg.devtools.controlplane import node as node_mod
+from svcreg.devtools.controlplane.ports import free_port
 
 STATE_FILE = "cluster.json"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -94,13 +94,6 @@ def _start_time(pid: int) -> str | None:
 
 def _alive(record: ProcessRecord) -> bool:
     return _start_time(record.pid) == record.start_time
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _load(directory: Path) -> Cluster | None:
@@ -229,7 +222,7 @@ def up(
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     keys = pki.generate(directory / "pki")
-    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     records: list[ProcessRecord] = []

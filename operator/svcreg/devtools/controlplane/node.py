@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from svcreg.devtools.controlplane import build, pki, progress
+from svcreg.devtools.controlplane.ports import free_port
 
 BRIDGE = "svcreg0"
 NODE_IP = pki.NODE_IP
@@ -106,13 +106,6 @@ def buildah(storage: Path, *args: str, cwd: Path | None = None, timeout: float =
     """buildah with its image store (vfs: no overlay mounts to clean up) under ``storage``."""
     store = ("--root", str(storage / "storage"), "--runroot", str(storage / "run"), "--storage-driver", "vfs")
     return run("buildah", *store, *args, cwd=cwd, timeout=timeout).strip()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def network_up() -> None:
@@ -219,8 +212,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         "clusterCIDR": POD_CIDR,
         "hostnameOverride": NODE_NAME,
         "bindAddress": NODE_IP,
-        "healthzBindAddress": f"127.0.0.1:{_free_port()}",
-        "metricsBindAddress": f"127.0.0.1:{_free_port()}",
+        "healthzBindAddress": f"127.0.0.1:{free_port()}",
+        "metricsBindAddress": f"127.0.0.1:{free_port()}",
         "clientConnection": {"kubeconfig": str(layout.config / "admin.kubeconfig")},
         # Service traffic is masqueraded, so a reply from a pod on the same bridge comes back
         # through the node and is un-NATed.

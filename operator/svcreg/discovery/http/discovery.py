@@ -263,7 +263,7 @@ def _answer(
     build: Callable[[], Any],
 ) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
-    key = (query.canonical, readable, discovery.index.index)
+    key = (query.canonical, readable, discovery.index.index, discovery.index.policy_version)
     cached = discovery.answers.get(key)
     if cached is None:
         payload = build()
