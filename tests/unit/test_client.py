@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 from pathlib import Path
@@ -225,3 +226,79 @@ def test_a_bad_environment_names_the_variable(environ: dict[str, str], variable:
 
     with pytest.raises(ValueError, match=variable):
         spec_from_env(environ)
+
+
+def _reports(transport: httpx.MockTransport, seen: list[dict[str, object]]) -> httpx.MockTransport:
+    inner = transport.handler  # type: ignore[attr-defined]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/report/"):
+            seen.append({"path": request.url.path, **json.loads(request.content)})
+        return inner(request)  # type: ignore[no-any-return]
+
+    wrapped = httpx.MockTransport(handler)
+    wrapped.calls = transport.calls  # type: ignore[attr-defined]
+    return wrapped
+
+
+def test_request_reports_failures_and_the_recovery_it_saw_and_stops_on_403() -> None:
+    accepted = httpx.Response(202, json={"namespace": "ns", "name": "a", "accepted": True, "ejected": False})
+    seen: list[dict[str, object]] = []
+    transport = _reports(
+        _mock(
+            {
+                "svcreg/v1/capabilities/greet": _capability_answer("a"),
+                "a/hello": [
+                    httpx.Response(503),
+                    httpx.Response(200),
+                    httpx.Response(200),
+                    httpx.Response(503),
+                    httpx.Response(200),
+                ],
+                "svcreg/v1/report/ns/a": [
+                    accepted,
+                    accepted,
+                    httpx.Response(403, json={"error": {"code": "Forbidden", "message": "no"}}),
+                ],
+            }
+        ),
+        seen,
+    )
+    fast = client.RetryPolicy(attempts=3, base_delay=0.0)
+    with client.DiscoveryClient(
+        "http://svcreg", "t", http=httpx.Client(transport=transport), retry=fast
+    ) as c:
+        assert c.request("greet", "GET", "/hello").status_code == 200
+        # The 503 is reported, and so is the success that withdraws it; a healthy call is not.
+        assert [r["outcome"] for r in seen] == ["5xx", "success"]
+        assert seen[0]["path"] == "/v1/report/ns/a" and float(seen[0]["latencyMs"]) >= 0  # type: ignore[arg-type]
+        assert c.request("greet", "GET", "/hello").status_code == 200
+        assert len(seen) == 2
+        # A 403 (no RBAC verb report) turns reporting off; the call itself still succeeds.
+        assert c.request("greet", "GET", "/hello").status_code == 200
+        assert len(seen) == 3 and not c.reporter.enabled
+    off = client.DiscoveryClient(
+        "http://svcreg", "t", http=httpx.Client(transport=transport), report_outcomes=False
+    )
+    assert not off.reporter.wants(("ns", "a"), "5xx")
+
+
+async def test_the_async_client_reports_the_same_way() -> None:
+    seen: list[dict[str, object]] = []
+    accepted = httpx.Response(202, json={"namespace": "ns", "name": "a", "accepted": True, "ejected": False})
+    transport = _reports(
+        _mock(
+            {
+                "svcreg/v1/capabilities/greet": _capability_answer("a"),
+                "a/hello": [httpx.Response(502), httpx.Response(200)],
+                "svcreg/v1/report/ns/a": accepted,
+            }
+        ),
+        seen,
+    )
+    fast = client.RetryPolicy(attempts=3, base_delay=0.0)
+    async with client.AsyncDiscoveryClient(
+        "http://svcreg", "t", http=httpx.AsyncClient(transport=transport), retry=fast
+    ) as c:
+        assert (await c.request("greet", "GET", "/hello")).status_code == 200
+    assert [r["outcome"] for r in seen] == ["5xx", "success"]

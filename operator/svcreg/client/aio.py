@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
@@ -13,8 +14,8 @@ from httpx_sse import aconnect_sse
 
 from svcreg.client import calls
 from svcreg.client.auth import ServiceAccountAuth
-from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, raise_for
-from svcreg.client.failover import Attempts, RetryPolicy, candidate_urls, join
+from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, SvcregError, raise_for
+from svcreg.client.failover import Attempts, Reporter, RetryPolicy, candidate_urls, join, outcome_of, owners
 from svcreg.core import wire
 
 T = TypeVar("T")
@@ -33,10 +34,13 @@ class AsyncDiscoveryClient:
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        report_outcomes: bool = True,
     ) -> None:
         self.base_url = calls.default_url(base_url)
         self.auth = ServiceAccountAuth(token, token_file)
         self.retry = retry or RetryPolicy()
+        # Passive health: failures of real calls are reported (POST /v1/report) unless turned off.
+        self.reporter = Reporter(enabled=report_outcomes)
         self.http = http or httpx.AsyncClient(timeout=timeout, verify=calls.verification(ca_file))
 
     async def __aenter__(self) -> AsyncDiscoveryClient:
@@ -164,14 +168,18 @@ class AsyncDiscoveryClient:
         self, target: str, items: list[wire.Registration], method: str, path: str, kwargs: dict[str, Any]
     ) -> httpx.Response:
         attempts = Attempts(target, candidate_urls(items), self.retry)
+        owner = owners(items)
         while (step := attempts.next_url()) is not None:
             url, delay = step
             await asyncio.sleep(delay)
+            started = time.monotonic()
             try:
                 response = await self.http.request(method, join(url, path), **kwargs)
             except httpx.TransportError as error:
                 attempts.failed(None, error)
+                await self._report(owner.get(url), outcome_of(None, error), started)
                 continue
+            await self._report(owner.get(url), outcome_of(response, None), started)
             if not attempts.failed(response):
                 return response
         if not attempts.made:
@@ -208,6 +216,24 @@ class AsyncDiscoveryClient:
                 await asyncio.sleep(self.retry.delay(min(failures, 6)))
 
     # -- writes -----------------------------------------------------------------------------------
+
+    async def report(
+        self, namespace: str, name: str, outcome: str, latency_ms: float | None = None
+    ) -> wire.ReportAnswer:
+        """Report the outcome of one real call to an instance (``success``, ``connection-error``,
+        ``timeout`` or ``5xx``); ``request`` does this on its own for failures."""
+        return await self._send(calls.report(namespace, name, outcome, latency_ms))
+
+    async def _report(self, key: tuple[str, str] | None, outcome: str, started: float) -> None:
+        """Best effort: a report that fails never fails the call it describes."""
+        if key is None or not self.reporter.wants(key, outcome):
+            return
+        try:
+            await self.report(*key, outcome, round((time.monotonic() - started) * 1000, 3))
+        except SvcregError as error:
+            self.reporter.refused(getattr(error, "status", 0) or 0)
+        except httpx.HTTPError:
+            pass
 
     async def heartbeat(
         self, namespace: str, name: str, status: str = "passing", note: str = ""

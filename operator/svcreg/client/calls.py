@@ -145,6 +145,16 @@ def heartbeat(namespace: str, name: str, status: str, note: str) -> Call[wire.He
     )
 
 
+def report(namespace: str, name: str, outcome: str, latency_ms: float | None) -> Call[wire.ReportAnswer]:
+    body = wire.ReportBody.model_validate({"outcome": outcome, "latencyMs": latency_ms})
+    return Call(
+        "POST",
+        f"/v1/report/{_part(namespace)}/{_part(name)}",
+        wire.ReportAnswer.model_validate_json,
+        body=body.model_dump(by_alias=True, exclude_none=True),
+    )
+
+
 def register(
     namespace: str, name: str, spec: Mapping[str, Any], labels: Mapping[str, str] | None
 ) -> Call[wire.RegistrationWrite]:

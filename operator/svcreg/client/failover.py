@@ -82,3 +82,43 @@ class Attempts:
 
 def join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/") if path else base
+
+
+def owners(items: Sequence[Registration]) -> dict[str, tuple[str, str]]:
+    """Which registration (namespace, name) each candidate URL belongs to."""
+    return {url: (item.namespace, item.name) for item in items for url in item.urls()}
+
+
+def outcome_of(response: httpx.Response | None, error: Exception | None) -> str:
+    """A call's outcome as ``POST /v1/report`` names it."""
+    if response is None:
+        return "timeout" if isinstance(error, httpx.TimeoutException) else "connection-error"
+    return "5xx" if response.status_code >= 500 else "success"
+
+
+@dataclass
+class Reporter:
+    """Which outcomes of real calls a client reports (passive health): every failure, and a
+    success only to an instance it reported failing (to withdraw its evidence), so a healthy
+    fleet costs no reports. A 403 (no RBAC verb ``report``) turns reporting off for the client;
+    ``enabled=False`` never reports."""
+
+    enabled: bool = True
+    failing: set[tuple[str, str]] = field(default_factory=set)
+    limit: int = 1000  # instances remembered as failing
+
+    def wants(self, key: tuple[str, str], outcome: str) -> bool:
+        if not self.enabled:
+            return False
+        if outcome != "success":
+            if len(self.failing) < self.limit:
+                self.failing.add(key)
+            return True
+        if key in self.failing:
+            self.failing.discard(key)
+            return True
+        return False
+
+    def refused(self, status: int) -> None:
+        if status in (401, 403):
+            self.enabled = False

@@ -13,8 +13,8 @@ from httpx_sse import connect_sse
 
 from svcreg.client import calls
 from svcreg.client.auth import ServiceAccountAuth
-from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, raise_for
-from svcreg.client.failover import Attempts, RetryPolicy, candidate_urls, join
+from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, SvcregError, raise_for
+from svcreg.client.failover import Attempts, Reporter, RetryPolicy, candidate_urls, join, outcome_of, owners
 from svcreg.core import wire
 
 T = TypeVar("T")
@@ -33,10 +33,13 @@ class DiscoveryClient:
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        report_outcomes: bool = True,
     ) -> None:
         self.base_url = calls.default_url(base_url)
         self.auth = ServiceAccountAuth(token, token_file)
         self.retry = retry or RetryPolicy()
+        # Passive health: failures of real calls are reported (POST /v1/report) unless turned off.
+        self.reporter = Reporter(enabled=report_outcomes)
         self.http = http or httpx.Client(timeout=timeout, verify=calls.verification(ca_file))
 
     def __enter__(self) -> DiscoveryClient:
@@ -159,14 +162,18 @@ class DiscoveryClient:
         self, target: str, items: list[wire.Registration], method: str, path: str, kwargs: dict[str, Any]
     ) -> httpx.Response:
         attempts = Attempts(target, candidate_urls(items), self.retry)
+        owner = owners(items)
         while (step := attempts.next_url()) is not None:
             url, delay = step
             time.sleep(delay)
+            started = time.monotonic()
             try:
                 response = self.http.request(method, join(url, path), **kwargs)
             except httpx.TransportError as error:
                 attempts.failed(None, error)
+                self._report(owner.get(url), outcome_of(None, error), started)
                 continue
+            self._report(owner.get(url), outcome_of(response, None), started)
             if not attempts.failed(response):
                 return response
         if not attempts.made:
@@ -203,6 +210,24 @@ class DiscoveryClient:
                 time.sleep(self.retry.delay(min(failures, 6)))
 
     # -- writes -----------------------------------------------------------------------------------
+
+    def report(
+        self, namespace: str, name: str, outcome: str, latency_ms: float | None = None
+    ) -> wire.ReportAnswer:
+        """Report the outcome of one real call to an instance (``success``, ``connection-error``,
+        ``timeout`` or ``5xx``); ``request`` does this on its own for failures."""
+        return self._send(calls.report(namespace, name, outcome, latency_ms))
+
+    def _report(self, key: tuple[str, str] | None, outcome: str, started: float) -> None:
+        """Best effort: a report that fails never fails the call it describes."""
+        if key is None or not self.reporter.wants(key, outcome):
+            return
+        try:
+            self.report(*key, outcome, round((time.monotonic() - started) * 1000, 3))
+        except SvcregError as error:
+            self.reporter.refused(getattr(error, "status", 0) or 0)
+        except httpx.HTTPError:
+            pass
 
     def heartbeat(
         self, namespace: str, name: str, status: str = "passing", note: str = ""
