@@ -652,6 +652,8 @@ def test_discovery_serves_https_and_reloads_a_renewed_certificate(
         "--tls-cert-file", str(cert), "--tls-key-file", str(key), tls_ca=first.ca_cert,
     ).start()  # fmt: skip
     try:
+        # Answering is not being ready: until the index has synced nothing is readable yet.
+        process.wait_until(lambda: (process.ready() or {}).get("httpStatus") == 200, "/readyz to say ready")
         with DiscoveryClient(process.url, world.tokens["reader"], ca_file=first.ca_cert) as client:
             assert {i.name for i in client.services(service="orders").items or []} == {"r1", "r2"}
         with pytest.raises(httpx.HTTPError):  # plain HTTP is not served on the TLS port

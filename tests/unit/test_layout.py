@@ -46,3 +46,16 @@ def test_import_contracts_hold() -> None:
     done = subprocess.run([str(lint)], capture_output=True, text=True, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "0 broken" in done.stdout
+
+
+def test_building_the_cli_imports_no_kubernetes_client() -> None:
+    """The kubernetes package reads KUBECONFIG when imported; svcreg dev sets it after the CLI is
+    built, so building the CLI must not import it (it did once, through svcreg ui)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = "import sys; from svcreg import cli; cli.parser(); print('kubernetes' in sys.modules)"
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert shown.stdout.strip() == "False"

@@ -90,3 +90,52 @@ def test_a_bad_patch_body_is_a_400_naming_it(raw: bytes, parameter: str) -> None
     with pytest.raises(BadParameter) as refused:
         parse_patch(raw)
     assert refused.value.parameter == parameter
+
+
+class RacingApi(WritingApi):
+    """A stored registration whose resourceVersion moves under the first PATCH: by the operator's
+    status write (spec unchanged), or by someone else's spec change."""
+
+    def __init__(self, spec_changes: bool) -> None:
+        super().__init__()
+        self.spec_changes = spec_changes
+        self.version = 1
+        self.patches = 0
+
+    async def request(self, method: str, path: str, *, json: Any = None, **options: Any) -> Response:
+        if "serviceregistrations" not in path:
+            return await super().request(method, path, json=json, **options)
+        if method == "GET":
+            spec = {
+                "endpoint": "http://a.svc:80",
+                "weight": 5 if self.spec_changes and self.version > 1 else 1,
+            }
+            body = {"metadata": {"resourceVersion": str(self.version), "generation": 1}, "spec": spec}
+            return Response(200, json_mod.dumps(body).encode())
+        self.patches += 1
+        if self.patches == 1:  # the first PATCH loses the race
+            self.version += 1
+            return Response(
+                409, b'{"kind": "Status", "reason": "Conflict", "code": 409, "message": "modified"}'
+            )
+        self.writes.append((method, json["metadata"]["resourceVersion"]))
+        return Response(200, json_mod.dumps({"metadata": {"generation": 2}}).encode())
+
+
+@pytest.mark.parametrize("spec_changes", [False, True])
+async def test_a_patch_is_made_again_after_a_status_write_but_never_over_a_spec_change(
+    spec_changes: bool,
+) -> None:
+    api = RacingApi(spec_changes)
+    metrics = Metrics()
+    discovery = Discovery(Index(), Authorizer(api, metrics=metrics), metrics, api=api)
+    app = build_app(metrics, lambda: (True, {}), discovery)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.patch(
+            "/v1/registrations/a/r1", json={"spec": {"weight": 7}}, headers={"Authorization": "Bearer good"}
+        )
+        if spec_changes:
+            assert answer.status == 409 and api.writes == []
+        else:
+            assert answer.status == 200, await answer.text()
+            assert api.writes == [("PATCH", "2")]  # made again on the version the status write left

@@ -38,13 +38,13 @@ import webbrowser
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
-from svcreg.kube import errors as kube_errors
-from svcreg.kube.api import KubeApi
+if TYPE_CHECKING:
+    from svcreg.kube.api import KubeApi
 
 TOKEN_SECONDS = 600  # the shortest lifetime the API server grants a requested token
 RENEW_BEFORE = 120.0  # ask for a new token this long before the current one expires
@@ -111,6 +111,10 @@ class RequestedToken:
             return self._token
 
     async def _request(self) -> str:
+        # Imported here, not at module level: the kubernetes package reads KUBECONFIG when it is
+        # imported, and building svcreg's CLI must not freeze it before svcreg dev sets it.
+        from svcreg.kube import errors as kube_errors  # noqa: PLC0415
+
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -287,6 +291,8 @@ async def _serve(args: argparse.Namespace, given: str | None) -> int:
     kube: KubeApi | None = None
 
     def make_kube() -> KubeApi:
+        from svcreg.kube.api import KubeApi  # noqa: PLC0415 - see RequestedToken._request
+
         nonlocal kube
         kube = kube or KubeApi()
         return kube

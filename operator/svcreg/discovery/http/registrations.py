@@ -12,7 +12,8 @@ impersonation turned off (``--no-impersonate-callers``) svcreg writes itself. Ei
 object is annotated with who asked. The body is validated by the same model as the CRD, so a bad
 field is a 400 naming it before anything reaches the API server. ``PATCH`` is a JSON merge patch
 (RFC 7386) of ``spec`` and ``labels``, checked against the model as merged and sent with the
-resourceVersion it was merged onto, so a concurrent change is a 409, never lost.
+resourceVersion it was merged onto, so a concurrent change of the spec or labels is a 409, never
+lost; a resourceVersion moved only by a status write is read again and the patch made again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 FIELD_MANAGER = "svcreg-registration-api"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 REGISTERED_BY = f"{model.GROUP}/registered-by"
+PATCH_ATTEMPTS = 3  # reads and patches when only a status write moved the resourceVersion
 MAX_BODY = 64 * 1024
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -207,32 +209,48 @@ async def patch_registration(request: web.Request) -> web.Response:
     await discovery.auth.require(identity, "patch", namespace, name)
     writer = _writer(discovery, identity)
     path = KubeApi.registration_path(namespace, name)
-    try:
-        current = (await api.call("GET", path)).json()
-    except kube_errors.NotFound:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
-    except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"reading {namespace}/{name}", error)
-    metadata = current.get("metadata") or {}
-    merged = {
-        "spec": merge_patch(current.get("spec") or {}, patch.get("spec") or {}),
-        "labels": merge_patch(metadata.get("labels") or {}, patch.get("labels") or {}),
-    }
-    parse_body(json.dumps(merged).encode())  # the result must be a valid registration: 400 else
-    body = {
-        "metadata": {
-            "resourceVersion": metadata.get("resourceVersion"),
-            "annotations": {REGISTERED_BY: identity.username},
-            **({"labels": patch["labels"]} if "labels" in patch else {}),
-        },
-        **({"spec": patch["spec"]} if "spec" in patch else {}),
-    }
-    try:
-        stored = await api.call(
-            "PATCH", path, json=body, content_type="application/merge-patch+json", impersonate=writer
-        )
-    except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"patching {namespace}/{name}", error)
+    merged_onto: tuple[object, object] | None = None
+    for _ in range(PATCH_ATTEMPTS):
+        try:
+            current = (await api.call("GET", path)).json()
+        except kube_errors.NotFound:
+            return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
+            return _write_failed(f"reading {namespace}/{name}", error)
+        metadata = current.get("metadata") or {}
+        seen = (current.get("spec"), metadata.get("labels"))
+        if merged_onto is not None and seen != merged_onto:
+            # Someone else changed the spec or labels meanwhile: their change is not overwritten.
+            return error_response(
+                409, "Conflict", f"{namespace}/{name} was changed meanwhile; read it again and retry"
+            )
+        merged_onto = seen
+        merged = {
+            "spec": merge_patch(current.get("spec") or {}, patch.get("spec") or {}),
+            "labels": merge_patch(metadata.get("labels") or {}, patch.get("labels") or {}),
+        }
+        parse_body(json.dumps(merged).encode())  # the result must be a valid registration: 400 else
+        body = {
+            "metadata": {
+                "resourceVersion": metadata.get("resourceVersion"),
+                "annotations": {REGISTERED_BY: identity.username},
+                **({"labels": patch["labels"]} if "labels" in patch else {}),
+            },
+            **({"spec": patch["spec"]} if "spec" in patch else {}),
+        }
+        try:
+            stored = await api.call(
+                "PATCH", path, json=body, content_type="application/merge-patch+json", impersonate=writer
+            )
+            break
+        except kube_errors.Conflict:
+            # The resourceVersion moved: most often only the operator's status write. Read again;
+            # the patch is made again only if the spec and labels it was merged onto are unchanged.
+            continue
+        except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
+            return _write_failed(f"patching {namespace}/{name}", error)
+    else:
+        return error_response(409, "Conflict", f"{namespace}/{name} keeps changing; retry")
     return _answer(
         200,
         wire.RegistrationWrite(
