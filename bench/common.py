@@ -130,3 +130,47 @@ def above(cumulative: list[tuple[float, float]], bound: float) -> float:
         return 0.0
     at_or_below = max((count for b, count in cumulative if b <= bound), default=0.0)
     return cumulative[-1][1] - at_or_below
+
+
+async def reader_namespace(api: Any, namespace: str, registrations_path: str) -> None:
+    """``namespace`` with no registrations left in it and a ServiceAccount ``reader`` that may
+    get, list and watch them (a Role and its binding): what every bench queries discovery as."""
+    await api.request("POST", "/api/v1/namespaces", json={"metadata": {"name": namespace}})
+    await api.request("DELETE", registrations_path, deadline_seconds=600)
+    await api.request(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", json={"metadata": {"name": "reader"}}
+    )
+    rule = {
+        "apiGroups": ["svcreg.io"],
+        "resources": ["serviceregistrations"],
+        "verbs": ["get", "list", "watch"],
+    }
+    await api.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        json={"metadata": {"name": "reader"}, "rules": [rule]},
+    )
+    await api.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        json={
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+
+
+async def reader_token(api: Any, namespace: str, seconds: int = 7200) -> str:
+    """A TokenRequest token of ``reader`` in ``namespace``."""
+    answer = await api.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/reader/token",
+        json={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        },
+    )
+    token: str = answer.json()["status"]["token"]
+    return token

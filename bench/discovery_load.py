@@ -56,6 +56,8 @@ from bench.common import (
     log,
     metrics,
     peak_rss_mib,
+    reader_namespace,
+    reader_token,
     start_operator,
     total,
     wait,
@@ -89,44 +91,11 @@ async def setup(count: int) -> str:
     """Namespace, a reader ServiceAccount bound by a Role, N registrations; returns a token."""
     api = KubeApi()
     try:
-        await api.request("POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
-        await api.request("DELETE", REG_PATH, deadline_seconds=600)
-        await api.request(
-            "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts", json={"metadata": {"name": "reader"}}
-        )
-        rule = {
-            "apiGroups": ["svcreg.io"],
-            "resources": ["serviceregistrations"],
-            "verbs": ["get", "list", "watch"],
-        }
-        await api.request(
-            "POST",
-            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
-            json={"metadata": {"name": "reader"}, "rules": [rule]},
-        )
-        await api.request(
-            "POST",
-            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
-            json={
-                "metadata": {"name": "reader"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NAMESPACE}],
-            },
-        )
+        await reader_namespace(api, NAMESPACE, REG_PATH)
         started = time.monotonic()
         await create_all(api, REG_PATH, (_registration(i) for i in range(count)))
         log(f"created {count} registrations in {time.monotonic() - started:.0f}s")
-        answer = await api.request(
-            "POST",
-            f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/reader/token",
-            json={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 7200},
-            },
-        )
-        token: str = answer.json()["status"]["token"]
-        return token
+        return await reader_token(api, NAMESPACE)
     finally:
         await api.close()
 

@@ -57,7 +57,18 @@ from typing import Any
 import httpx
 
 from bench import vegeta
-from bench.common import cpu_seconds, create_all, free_port, log, metrics, rss_mib, total, wait
+from bench.common import (
+    cpu_seconds,
+    create_all,
+    free_port,
+    log,
+    metrics,
+    reader_namespace,
+    reader_token,
+    rss_mib,
+    total,
+    wait,
+)
 from bench.peers import eureka as eureka_peer
 from svcreg.devtools import kubectl as kube
 from svcreg.devtools.controlplane import cluster, progress
@@ -99,45 +110,12 @@ async def setup_svcreg(count: int) -> str:
     """The namespace, a reader ServiceAccount bound by a Role, the catalog; returns its token."""
     api = KubeApi()
     try:
-        await api.request("POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
-        await api.request("DELETE", REG_PATH, deadline_seconds=600)
-        await api.request(
-            "POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts", json={"metadata": {"name": "reader"}}
-        )
-        rule = {
-            "apiGroups": ["svcreg.io"],
-            "resources": ["serviceregistrations"],
-            "verbs": ["get", "list", "watch"],
-        }
-        await api.request(
-            "POST",
-            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
-            json={"metadata": {"name": "reader"}, "rules": [rule]},
-        )
-        await api.request(
-            "POST",
-            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
-            json={
-                "metadata": {"name": "reader"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NAMESPACE}],
-            },
-        )
+        await reader_namespace(api, NAMESPACE, REG_PATH)
         started = time.monotonic()
         bodies = (registration(f"r{i:05d}", f"svc-{i % SERVICES}") for i in range(count))
         await create_all(api, REG_PATH, bodies)
         log(f"svcreg: created {count} registrations in {time.monotonic() - started:.0f}s")
-        answer = await api.request(
-            "POST",
-            f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/reader/token",
-            json={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 7200},
-            },
-        )
-        token: str = answer.json()["status"]["token"]
-        return token
+        return await reader_token(api, NAMESPACE)
     finally:
         await api.close()
 
