@@ -204,8 +204,8 @@ class Index:
         # (namespace, name) set it. Their changes move ``policy_version``, which answer caches
         # key on (they are not registration changes, so not in the history).
         self.policies: dict[Key, int] = {}
-        self._policy_of: dict[Key, Key] = {}
-        # (namespace, name) -> (uid, generation, service, threshold), for the policies' status.
+        # (namespace, name) -> (uid, generation, service, threshold): which service each policy
+        # governs, and what the policies' status is written from.
         self.policy_meta: dict[Key, tuple[str, int, str, int]] = {}
         self.policy_version = 0
         self.panic_answers = 0  # answers built in panic mode
@@ -315,19 +315,16 @@ class Index:
         """One watch event of a ServicePolicy. A policy whose spec is not valid sets nothing."""
         metadata = body.get("metadata") or {}
         name: Key = (metadata.get("namespace", ""), metadata.get("name", ""))
-        governed = self._policy_of.pop(name, None)
-        self.policy_meta.pop(name, None)
-        if governed is not None:
-            self.policies.pop(governed, None)
+        previous = self.policy_meta.pop(name, None)
+        if previous is not None:
+            self.policies.pop((name[0], previous[2]), None)
         if event_type != "DELETED":
             try:
                 spec = ServicePolicySpec.model_validate(body.get("spec") or {})
             except pydantic.ValidationError:
                 spec = None
             if spec is not None:
-                governed = (name[0], spec.service)
-                self._policy_of[name] = governed
-                self.policies[governed] = spec.panic_threshold_percent
+                self.policies[(name[0], spec.service)] = spec.panic_threshold_percent
                 self.policy_meta[name] = (
                     str(metadata.get("uid", "")),
                     int(metadata.get("generation") or 0),
@@ -344,7 +341,7 @@ class Index:
             listed.add((metadata.get("namespace", ""), metadata.get("name", "")))
             self.observe_policy("MODIFIED", body)
         for name in [
-            n for n in self._policy_of if n not in listed and (namespace is None or n[0] == namespace)
+            n for n in self.policy_meta if n not in listed and (namespace is None or n[0] == namespace)
         ]:
             self.observe_policy("DELETED", {"metadata": {"namespace": name[0], "name": name[1]}})
 
