@@ -105,7 +105,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         weight=spec.weight,
         maintenance=spec.maintenance,
         health=health,
-        ready=current and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        ready=current and _holds(conditions, "Ready"),
         instances=[
             wire.Address(
                 address=str(i.get("address")), port=int(i.get("port") or 0), health=_health(i.get("health"))
@@ -113,8 +113,8 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
             for i in status.get("instances") or []
         ],
         generation=generation,
-        damped=current and any(c.get("type") == "Flapping" and c.get("status") == "True" for c in conditions),
-        ejected=current and any(c.get("type") == "Ejected" and c.get("status") == "True" for c in conditions),
+        damped=current and _holds(conditions, "Flapping"),
+        ejected=current and _holds(conditions, "Ejected"),
     )
     return Entry(
         namespace=view.namespace,
@@ -137,6 +137,11 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         ejected=view.ejected,
         document=view.model_dump(mode="json", by_alias=True),
     )
+
+
+def _holds(conditions: list[dict[str, Any]], kind: str) -> bool:
+    """Whether the condition ``kind`` is True in a watched object's status conditions."""
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
 def _health(value: Any) -> Health:

@@ -195,14 +195,10 @@ class Prober:
             fresh.damping = tracked.damping
             fresh.ejected_written = tracked.ejected_written
         else:
-            flapping = fresh.status is not None and any(
-                c.type == "Flapping" and c.status == "True" for c in fresh.status.conditions
-            )
             if fresh.spec is not None:
+                flapping = status_mod.holds(fresh.status, "Flapping")
                 fresh.damping = damping_mod.resumed(flapping, self._clock(), fresh.spec.flap_damping)
-            fresh.ejected_written = fresh.status is not None and any(
-                c.type == "Ejected" and c.status == "True" for c in fresh.status.conditions
-            )
+            fresh.ejected_written = status_mod.holds(fresh.status, "Ejected")
             if tracked is not None:
                 self._count(tracked.written_health, None)  # a successor under the same name
             fresh.written_health = fresh.status.health if fresh.status else None

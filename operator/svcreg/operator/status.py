@@ -142,3 +142,8 @@ def health_since(status: ServiceRegistrationStatus | None) -> str | None:
         if condition.type == "Healthy":
             return condition.last_transition_time
     return None
+
+
+def holds(status: ServiceRegistrationStatus | None, kind: str) -> bool:
+    """Whether the condition ``kind`` is True on ``status``."""
+    return status is not None and any(c.type == kind and c.status == "True" for c in status.conditions)
