@@ -606,7 +606,8 @@ def test_each_identity_has_its_own_request_rate(world: World, control_plane: Clu
     """Over its rate (2/s, bursts of 4 here) a caller gets 429 with Retry-After; another
     identity is not slowed by it."""
     process = OperatorProcess(
-        control_plane, tmp_path / "limited.log", "--namespace", world.ns, "--token-audience", AUDIENCE,
+        control_plane, tmp_path / "limited.log", "--discovery-only", "--namespace", world.ns,
+        "--token-audience", AUDIENCE,
         "--rate-limit", "2", "--log-format", "json", "--access-log",
     ).start()  # fmt: skip
     url = f"http://127.0.0.1:{process.port}/v1/services"
@@ -648,7 +649,8 @@ def test_discovery_serves_https_and_reloads_a_renewed_certificate(
     cert.write_bytes(first.serving_cert.read_bytes())
     key.write_bytes(first.serving_key.read_bytes())
     process = OperatorProcess(
-        control_plane, tmp_path / "tls.log", "--namespace", world.ns, "--token-audience", AUDIENCE,
+        control_plane, tmp_path / "tls.log", "--discovery-only", "--namespace", world.ns,
+        "--token-audience", AUDIENCE,
         "--tls-cert-file", str(cert), "--tls-key-file", str(key), tls_ca=first.ca_cert,
     ).start()  # fmt: skip
     try:
