@@ -32,7 +32,7 @@ from svcreg.operator import (
     admission,
     handlers,  # noqa: F401 - registers the handlers
 )
-from svcreg.operator.lease import LeaseElector
+from svcreg.operator.membership import Membership
 from svcreg.operator.partition import GuardSettings, PartitionGuard
 from svcreg.operator.policies import PolicyState, PolicyStatusWriter
 from svcreg.operator.prober import Prober
@@ -97,10 +97,11 @@ async def run(settings: Settings) -> None:
         on_change=lambda suspected: metrics.partition_suspected.set(1 if suspected else 0),
         on_hold_expired=metrics.partition_hold_expired.inc,
     )
-    elector = None
+    membership = None
     if not settings.standalone and not settings.discovery_only:
-        lease_namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE") or "default"
-        elector = LeaseElector(api, lease_namespace, f"{socket.gethostname()}-{os.getpid()}")
+        membership = _membership(api, settings)
+        discovery.owner_url = membership.owner_url
+        discovery.peer_server_name = settings.peer_server_name
     prober = Prober(
         api,
         ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats, trust=TrustStore(api)),
@@ -108,8 +109,11 @@ async def run(settings: Settings) -> None:
         guard=guard,
         concurrency=settings.probe_concurrency,
         slow_concurrency=settings.probe_slow_concurrency,
-        active=elector.holds if elector is not None else (lambda: True),
+        owns=membership.owns if membership is not None else (lambda key: True),
+        identity=membership.identity if membership is not None else "",
     )
+    metrics.prober_share.set_function(lambda: sum(1 for key in prober.tracked if prober.owns(key)))
+    metrics.prober_members.set_function(lambda: len(membership.members()) if membership is not None else 1)
     if not settings.discovery_only:
         discovery.last_probes = prober.last_probes
         discovery.reports = prober
@@ -127,7 +131,7 @@ async def run(settings: Settings) -> None:
             "mode": "operator",
             "operator": "running" if started.is_set() else "starting",
             "partitionSuspected": guard.suspected,
-            "prober": "active" if prober.active() else "standby (another operator holds the prober lease)",
+            "prober": _prober_detail(membership),
         }
         # A suspected partition is reported, never a reason to leave the Service: it is the
         # prober's signal, and discovery still answers (issue: the guard must not be a weapon).
@@ -191,12 +195,12 @@ async def run(settings: Settings) -> None:
         )
         policies = asyncio.create_task(policy_watcher.run(), name="svcreg-policy-informer")
     else:
-        policy_writer = PolicyStatusWriter(api, prober.writer, lambda: policy_states(index), prober.active)
+        policy_writer = PolicyStatusWriter(api, prober.writer, lambda: policy_states(index), prober.owns)
         policies = asyncio.create_task(policy_writer.run(), name="svcreg-policy-status")
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
     electing = asyncio.create_task(
-        elector.run() if elector is not None else asyncio.sleep(0), name="svcreg-prober-lease"
+        membership.run() if membership is not None else asyncio.sleep(0), name="svcreg-prober-membership"
     )
     guarding = asyncio.create_task(
         guard.run() if not settings.discovery_only else asyncio.sleep(0), name="svcreg-partition-guard"
@@ -213,7 +217,9 @@ async def run(settings: Settings) -> None:
             await kopf.operator(
                 clusterwide=settings.clusterwide,
                 namespaces=settings.namespaces,
-                standalone=settings.standalone,
+                # svcreg coordinates its operators itself (membership.py); Kopf's peering would
+                # pause the watch every member needs.
+                standalone=True,
                 memo=kopf.Memo(
                     prober=prober,
                     watch_seconds=settings.watch_timeout_seconds,
@@ -235,6 +241,28 @@ async def run(settings: Settings) -> None:
         if admission_runner is not None:
             await admission_runner.cleanup()
         await api.close()
+
+
+def _membership(api: KubeApi, settings: Settings) -> Membership:
+    """This process as a member of the prober group: named by its pod (else host and pid),
+    reachable at --advertise-url (else its pod address and port)."""
+    namespace = settings.lease_namespace or os.environ.get("POD_NAMESPACE") or "default"
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    scheme = "https" if settings.tls_cert_file else "http"
+    address = os.environ.get("POD_IP") or "127.0.0.1"
+    host = f"[{address}]" if ":" in address else address  # IPv6 in a URL is bracketed
+    url = settings.advertise_url or f"{scheme}://{host}:{settings.port}"
+    return Membership(api, namespace, identity, url, group=settings.prober_group)
+
+
+def _prober_detail(membership: Membership | None) -> str:
+    """What /readyz says of probing: no count that describes tenants' registrations."""
+    if membership is None:
+        return "active (standalone)"
+    size = len(membership.members())
+    if membership.acting():
+        return f"active: probes its share, one of {size} member(s) of prober group {membership.group}"
+    return f"standby: joining prober group {membership.group} ({size} member(s) seen)"
 
 
 async def _serve_admission(

@@ -44,12 +44,30 @@ class Settings(BaseSettings):
         "one of --probe-concurrency's slots",
     )
     standalone: bool = Field(
-        False, description="no Kopf peering: run as the only prober without coordinating"
+        False,
+        description="run as the only prober, without coordinating; otherwise every operator of the "
+        "prober group holds a Lease and probes its share of the registrations",
     )
     lease_namespace: str = Field(
         "",
-        description="without --standalone: the namespace of the prober Lease that decides which "
-        "operator probes (default: the pod's namespace, else default)",
+        description="without --standalone: the namespace of the prober group's Leases (default: the "
+        "pod's namespace, else default)",
+    )
+    prober_group: str = Field(
+        "svcreg",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$",
+        description="without --standalone: the operators that share probing (one label value)",
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="without --standalone: where other members send heartbeats, reports and "
+        "last-probe questions for this member's share (default: http(s)://$POD_IP:--port, else "
+        "127.0.0.1)",
+    )
+    peer_server_name: str | None = Field(
+        None,
+        description="the name other members' https certificates are checked for (their URLs hold "
+        "pod addresses; default: the URL's host)",
     )
     discovery_only: bool = Field(
         False, description="serve discovery from a watch; never probe or write (scale reads with replicas)"

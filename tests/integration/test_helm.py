@@ -175,24 +175,40 @@ def test_every_pod_is_hardened(helm: Helm, option: str) -> None:
         assert {"name": "tmp", "mountPath": "/tmp"} in box["volumeMounts"]
 
 
-def test_defaults_render_one_recreated_operator_cluster_wide(helm: Helm) -> None:
+def test_defaults_render_one_operator_of_a_prober_group_cluster_wide(helm: Helm) -> None:
     objects = kinds(helm.render({}))
     operator = objects[("Deployment", "svcreg")]
     assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    # Sharing probing makes two pods safe at once: a rolling update keeps probing going.
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     args = container(operator)["args"]
-    assert args[0] == "run" and "--standalone" in args
+    assert args[0] == "run" and "--standalone" not in args and "--prober-group=svcreg" in args
+    env = {
+        e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        for e in container(operator)["env"]
+    }
+    assert env["POD_NAME"] == "metadata.name" and env["POD_IP"] == "status.podIP"
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
+    assert "topologySpreadConstraints" not in operator["spec"]["template"]["spec"]
+    lease_role = objects[("Role", "svcreg-prober-group")]
+    assert lease_role["metadata"]["namespace"] == RELEASE_NS
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "create", "update", "delete"],
+        }
+    ]
     assert not any(a.startswith("--namespace") for a in args)
     assert container(operator)["image"] == "ghcr.io/svcreg/svcreg:0.1.0"
     assert ("Deployment", "svcreg-discovery") not in objects
-    for absent in (
-        "HorizontalPodAutoscaler",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "ServiceMonitor",
-        "Role",
-    ):
+    for absent in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"):
         assert not [key for key in objects if key[0] == absent], absent
+    assert [key for key in objects if key[0] == "Role"] == [("Role", "svcreg-prober-group")]
+
     assert ("ClusterRole", "svcreg-operator") in objects
     assert ("ClusterRole", "svcreg-reader") in objects and ("ClusterRole", "svcreg-heartbeat") in objects
     heartbeat = objects[("ClusterRole", "svcreg-heartbeat")]
@@ -206,6 +222,14 @@ def test_defaults_render_one_recreated_operator_cluster_wide(helm: Helm) -> None
         "app.kubernetes.io/name": "svcreg",
         "app.kubernetes.io/instance": "svcreg",
     }
+
+
+def test_operator_replicas_spread_over_nodes(helm: Helm) -> None:
+    operator = kinds(helm.render({"operator": {"replicas": 3}}))[("Deployment", "svcreg")]
+    assert operator["spec"]["replicas"] == 3
+    [spread] = operator["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
 
 
 def test_operator_rbac_is_exactly_what_svcreg_uses(helm: Helm) -> None:
@@ -274,6 +298,7 @@ def test_watch_namespaces_make_namespaced_roles(helm: Helm) -> None:
         ("team-b", "svcreg-operator"),
         ("team-a", "svcreg-discovery"),
         ("team-b", "svcreg-discovery"),
+        (RELEASE_NS, "svcreg-prober-group"),  # the group's Leases live beside the operator
     }
     assert ("ClusterRole", "svcreg-operator") not in objects
     assert ("ClusterRole", "svcreg-discovery") not in objects
@@ -437,7 +462,7 @@ def test_rbac_and_service_accounts_can_be_brought(helm: Helm) -> None:
     ("values", "named"),
     [
         ({"replicaCount": 2}, "replicaCount"),
-        ({"operator": {"replicas": 2}}, "replicas"),
+        ({"operator": {"replicas": 0}}, "replicas"),
         ({"probeConcurrency": "many"}, "probeConcurrency"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
@@ -468,7 +493,7 @@ def installed(helm: Helm, k8s: Kube) -> Iterator[str]:
 def test_install_is_accepted_by_the_api_server(installed: str, k8s: Kube) -> None:
     apps = client.AppsV1Api(k8s.api)
     operator = apps.read_namespaced_deployment("svcreg", RELEASE_NS)
-    assert operator.spec.strategy.type == "Recreate"
+    assert operator.spec.strategy.type == "RollingUpdate"
     assert k8s.core.read_namespaced_service_account("svcreg", RELEASE_NS).metadata.name == "svcreg"
     roles = (
         "svcreg-operator",
@@ -518,7 +543,11 @@ def test_install_with_every_optional_object(helm: Helm, k8s: Kube) -> None:
 
 
 def operator_as(k8s: Kube, control_plane: Cluster, service_account: str, directory: Path) -> OperatorProcess:
-    process = OperatorProcess(control_plane, directory / "operator.log", "--probe-allow", "127.0.0.0/8")
+    """As the chart runs it: a member of a prober group, its Lease in the release namespace."""
+    process = OperatorProcess(
+        control_plane, directory / "operator.log", "--probe-allow", "127.0.0.0/8",
+        "--lease-namespace", RELEASE_NS, "--prober-group", service_account, standalone=False,
+    )  # fmt: skip
     process.env["KUBECONFIG"] = str(k8s.kubeconfig_as(RELEASE_NS, service_account, directory / "kubeconfig"))
     return process
 
@@ -622,6 +651,7 @@ RULES = [
     ("svcreg-operator", 8, "serviceregistrations", "impersonate-on:serviceaccount:patch"),
     ("svcreg-reviews", 0, "tokenreviews", "create"),
     ("svcreg-reviews", 1, "subjectaccessreviews", "create"),
+    ("svcreg-prober-group", 0, "leases", "create"),
 ]
 
 
@@ -650,6 +680,22 @@ def test_removing_any_rule_fails_with_a_clear_403(
                 subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=RELEASE_NS)],
             )
         )
+    # The prober group's Role lives in the release namespace.
+    rules = k8s.rbac.read_namespaced_role("svcreg-prober-group", RELEASE_NS).rules
+    if role == "svcreg-prober-group":
+        del rules[index]
+    copy = f"{account}-prober-group"
+    k8s.rbac.create_namespaced_role(
+        RELEASE_NS, client.V1Role(metadata=client.V1ObjectMeta(name=copy), rules=rules)
+    )
+    k8s.rbac.create_namespaced_role_binding(
+        RELEASE_NS,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=copy),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=copy),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=RELEASE_NS)],
+        ),
+    )
     clear = re.compile(rf'(403|[Ff]orbidden).*cannot {verb} resource \\?"{re.escape(resource)}\\?"')
     with http_target() as target:
         namespace, _ = watched_registration(k8s, target)

@@ -409,39 +409,6 @@ def test_sigkill_mid_round_with_a_thousand_registrations_loses_and_flaps_nothing
         second.stop()
 
 
-def test_two_operators_without_standalone_never_both_probe(
-    k8s: Kube, control_plane: Cluster, tmp_path: Path, web: HttpTarget
-) -> None:
-    """Without --standalone, the prober Lease decides: exactly one operator probes and writes;
-    when it is killed, the other takes over within the Lease's duration."""
-    namespace = k8s.create_namespace("lease")
-    args = ("--namespace", namespace, "--probe-allow", "127.0.0.0/8", "--lease-namespace", namespace)
-    k8s.apply(registration("shared", {"endpoint": web.url, "healthCheck": fast_check()}), namespace)
-    first = OperatorProcess(control_plane, tmp_path / "a.log", *args, standalone=False).start()
-    second = OperatorProcess(control_plane, tmp_path / "b.log", *args, standalone=False).start()
-    try:
-        wait_health(k8s, namespace, "shared", "Healthy")
-
-        def probing(process: OperatorProcess) -> bool:
-            return str((process.ready() or {}).get("prober", "")).startswith("active")
-
-        first.wait_until(lambda: probing(first) != probing(second), "exactly one prober")
-        leader, standby = (first, second) if probing(first) else (second, first)
-        probed = standby.probes()
-        seen = web.connections
-        leader.wait_until(lambda: web.connections >= seen + 5, "the leader to probe")
-        assert standby.probes() == probed == 0
-        assert not probing(standby)
-
-        leader.process.kill()  # type: ignore[union-attr]  # SIGKILL: the Lease is not released
-        leader.process.wait()  # type: ignore[union-attr]
-        standby.wait_until(lambda: probing(standby), "the standby to take the Lease over", 60)
-        standby.wait_until(lambda: standby.probes() > 0, "the new prober to probe")
-    finally:
-        first.stop()
-        second.stop()
-
-
 def test_partition_guard_is_no_weapon_and_holds_for_a_bounded_time(
     k8s: Kube, control_plane: Cluster, tmp_path: Path
 ) -> None:

@@ -2054,6 +2054,12 @@ export interface components {
             message: string;
             /** Passed */
             passed: boolean;
+            /**
+             * Prober
+             * @description the member of the prober group that probes it (absent when standalone)
+             * @default null
+             */
+            prober: string | null;
             /** Reason */
             reason: string;
         };
@@ -2206,7 +2212,7 @@ export interface components {
             instances?: components["schemas"]["Address"][];
             /**
              * Lastprobes
-             * @description the last probe of each instance; only from the process that probes it
+             * @description the last probe of each instance, from the member that probes it (asked by whichever process answers)
              * @default null
              */
             lastProbes: components["schemas"]["ProbeReport"][] | null;

@@ -102,6 +102,9 @@ class ProbeReport(_Answer):
     latency_ms: float
     reason: str
     message: str
+    prober: str | None = Field(
+        None, description="the member of the prober group that probes it (absent when standalone)"
+    )
 
 
 class RegistrationAnswer(Registration):
@@ -109,7 +112,9 @@ class RegistrationAnswer(Registration):
 
     index: int = Field(description="The discovery index's change counter at answer time.")
     last_probes: list[ProbeReport] | None = Field(
-        None, description="the last probe of each instance; only from the process that probes it"
+        None,
+        description="the last probe of each instance, from the member that probes it (asked by "
+        "whichever process answers)",
     )
 
 

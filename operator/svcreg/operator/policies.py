@@ -76,22 +76,23 @@ class PolicyStatusWriter:
         api: KubeApi,
         writer: StatusWriter,
         states: Callable[[], list[PolicyState]],
-        active: Callable[[], bool] = lambda: True,
+        owns: Callable[[tuple[str, str]], bool] = lambda key: True,
         every: float = CHECK_SECONDS,
     ) -> None:
-        self.api, self.writer, self.states, self.active, self.every = api, writer, states, active, every
+        self.api, self.writer, self.states, self.owns, self.every = api, writer, states, owns, every
         self._written: dict[tuple[str, str], tuple[PolicyState, dict[str, Any]]] = {}
 
     async def run(self) -> None:
         while True:
-            if self.active():
-                await self.write_changes()
+            await self.write_changes()
             await asyncio.sleep(self.every)
 
     async def write_changes(self) -> None:
         seen = set()
         for state in self.states():
             key = (state.namespace, state.name)
+            if not self.owns((state.namespace, f"{model.POLICY_PLURAL}/{state.name}")):
+                continue  # another member of the prober group writes it
             seen.add(key)
             last = self._written.get(key)
             if last is not None and last[0] == state:

@@ -70,6 +70,9 @@ class Tracked:
     damping: damping_mod.Damping = field(default_factory=damping_mod.Damping)
     # Whether the written status says Ejected (passive health; see outliers.py).
     ejected_written: bool = False
+    # Whether this process probed it last time round (false while another member owns it): on
+    # taking it over, what it knows is rebuilt from the written status, as after a restart.
+    owned: bool = True
     thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,7 +133,8 @@ class Prober:
         guard: PartitionGuard | None = None,
         concurrency: int = 200,
         slow_concurrency: int = 1000,
-        active: Callable[[], bool] = lambda: True,
+        owns: Callable[[Key], bool] = lambda key: True,
+        identity: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -140,9 +144,11 @@ class Prober:
         self.runner = runner
         self.heartbeats = runner.context.heartbeats
         self.guard = guard or PartitionGuard()
-        # Whether this process may probe and write now (the prober Lease, when not standalone):
-        # jobs of a process that may not are no-ops, so two operators never both write.
-        self.active = active
+        # Whether this process probes and writes a registration now (its share of the prober
+        # group, when not standalone): jobs of others' registrations are no-ops, so two
+        # operators never both write one. ``identity`` names this process in lastProbes.
+        self.owns = owns
+        self.identity = identity
         self.endpoints = EndpointCache()
         self.tracked: dict[Key, Tracked] = {}
         self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
@@ -172,6 +178,10 @@ class Prober:
                 # parsed again.
                 tracked.status = status_mod.parse(body.get("status"))
                 tracked.resource_version = version
+                if not tracked.owned:  # another member's write: counted as written
+                    health = tracked.status.health if tracked.status else None
+                    self._count(tracked.written_health, health)
+                    tracked.written_health = health
             if event_type is not None and not _probed(tracked):
                 # Nothing re-evaluates an unprobed registration on a timer: a status changed
                 # by someone else is put right from its watch event instead (after our own
@@ -285,8 +295,14 @@ class Prober:
 
     async def _job(self, key: Hashable) -> None:
         tracked = self.tracked.get(key) if isinstance(key, tuple) else None
-        if tracked is None or tracked.deleting or not self.active():
+        if tracked is None or tracked.deleting:
             return
+        if not self.owns(tracked.key):
+            if tracked.owned:
+                self._release(tracked)
+            return
+        if not tracked.owned:
+            self._take_over(tracked)
         if tracked.spec is None or not tracked.spec.maintenance:
             targets = list(tracked.plan.targets.items())
             if len(targets) == 1:  # the common case: no gather, so no extra task per probe
@@ -315,6 +331,27 @@ class Prober:
             interval = float(spec.health_check.interval_seconds) if spec else 3600.0
             if remaining < interval or not _probed(tracked):
                 self._schedule(tracked, delay=remaining + 0.01)
+
+    def _release(self, tracked: Tracked) -> None:
+        """Another member probes it now: forget what only the prober should say about it."""
+        tracked.owned = False
+        tracked.last_probes.clear()
+        self.writer.backoff.landed(tracked.key)
+
+    def _take_over(self, tracked: Tracked) -> None:
+        """It is this process's to probe again: what it knew may be stale, so start from what
+        the written status says (as after a restart: nothing flaps), and give a ttl
+        registration one ttl for its heartbeats to find their way here."""
+        tracked.owned = True
+        tracked.states = _resumed_states(tracked)
+        tracked.last_verdict = tracked.last_compared = None
+        self._count(tracked.written_health, tracked.status.health if tracked.status else None)
+        tracked.written_health = tracked.status.health if tracked.status else None
+        if tracked.spec is not None:
+            flapping = status_mod.holds(tracked.status, "Flapping")
+            tracked.damping = damping_mod.resumed(flapping, self._clock(), tracked.spec.flap_damping)
+        tracked.ejected_written = status_mod.holds(tracked.status, "Ejected")
+        self.heartbeats.grant(tracked.key)
 
     # -- passive health ---------------------------------------------------------------------------
 
@@ -387,6 +424,7 @@ class Prober:
         return [
             {
                 "instance": iid,
+                **({"prober": self.identity} if self.identity else {}),
                 "at": datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds"),
                 "passed": outcome.passed,
                 "latencyMs": round(outcome.latency * 1000, 1),
@@ -424,8 +462,8 @@ class Prober:
             if damping is not None:
                 tracked.damping = damping
             return True
-        if not self.active():
-            return False  # the Lease was lost while probing: the new holder writes
+        if not self.owns(tracked.key):
+            return False  # it moved to another member while probing: that member writes
         outcome, stored = await self.writer.write_status(
             tracked.key, tracked.resource_version, tracked.status, wanted
         )

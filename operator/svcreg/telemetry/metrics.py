@@ -141,6 +141,17 @@ class Metrics:
             "1 while the prober suspects its own network and holds health.",
             registry=r,
         )
+        self.prober_share = Gauge(
+            "svcreg_prober_share",
+            "Registrations this process probes now: its share of the prober group (all of them "
+            "when standalone).",
+            registry=r,
+        )
+        self.prober_members = Gauge(
+            "svcreg_prober_members",
+            "Live members of the prober group, as this process sees them.",
+            registry=r,
+        )
         self.reports = Counter(
             "svcreg_reports_total",
             "Callers' reports of real calls (POST /v1/report), by outcome.",

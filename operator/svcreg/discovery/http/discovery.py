@@ -50,6 +50,8 @@ REAUTHORIZE_SECONDS = 10.0  # how often an open watch asks again who may see wha
 
 
 REPORTS_PER_SECOND = 5.0
+# Marks a request one member of the prober group sent on to another: answered where it lands.
+FORWARDED_HEADER = "X-Svcreg-Forwarded"
 
 
 class ReportSink(typing.Protocol):
@@ -98,6 +100,12 @@ class Discovery:
     # Callers' reports of real calls (POST /v1/report): the operator's outlier detection; None on
     # replicas, which relay reports to the operator.
     reports: ReportSink | None = None
+    # With a prober group: the URL of the member that probes a registration, when it is not this
+    # process. Heartbeats, reports and last probes concern that member; they are sent on to it
+    # (one hop: a request that was sent on is answered where it lands).
+    owner_url: Callable[[tuple[str, str]], str | None] | None = None
+    # The name a peer's https certificate is checked for (its URL holds a pod address).
+    peer_server_name: str | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -124,17 +132,30 @@ class Discovery:
                     429, "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
                 )
 
-    async def forward(self, request: web.Request) -> web.Response:
-        """Relay a write (heartbeat, registration) to the operator with the caller's own token,
-        so the operator authorizes it exactly as if it had been sent there."""
-        assert self.operator_url is not None
+    def owner_of(self, request: web.Request, key: tuple[str, str]) -> str | None:
+        """The prober-group member to send what concerns ``key`` on to, or None: this process
+        answers (it owns it, there is no group, or the request was sent on already)."""
+        if self.owner_url is None or request.headers.get(FORWARDED_HEADER):
+            return None
+        return self.owner_url(key)
+
+    async def forward(self, request: web.Request, base_url: str | None = None) -> web.Response:
+        """Relay a write (heartbeat, registration, report) to the operator, or to ``base_url``
+        (the member that owns it), with the caller's own token, so it is authorized there
+        exactly as if it had been sent there."""
+        base_url = base_url or self.operator_url
+        assert base_url is not None
         headers = {"Authorization": request.headers.get("Authorization", "")}
         if request.content_type:
             headers["Content-Type"] = request.content_type
+        if base_url != self.operator_url:
+            headers[FORWARDED_HEADER] = "1"
         body = await request.read() if request.can_read_body else None
-        url = self.operator_url.rstrip("/") + request.rel_url.path_qs
+        url = base_url.rstrip("/") + request.rel_url.path_qs
         try:
-            async with self._session().request(request.method, url, data=body, headers=headers) as upstream:
+            async with self._session().request(
+                request.method, url, data=body, headers=headers, **self._server_name(url)
+            ) as upstream:
                 return web.Response(
                     status=upstream.status, body=await upstream.read(), content_type="application/json"
                 )
@@ -153,17 +174,26 @@ class Discovery:
             )
         return self._forwarder
 
+    def _server_name(self, url: str) -> dict[str, Any]:
+        if self.peer_server_name and url.startswith("https:"):
+            return {"server_hostname": self.peer_server_name}
+        return {}
+
     async def operator_probes(
-        self, request: web.Request, key: tuple[str, str]
+        self, request: web.Request, key: tuple[str, str], base_url: str | None = None
     ) -> list[dict[str, Any]] | None:
-        """A replica's view of the prober's last probes of ``key``: asked of the operator with the
-        caller's own token (so it authorizes exactly as here), within 2 s; None when it cannot say."""
-        assert self.operator_url is not None
-        url = f"{self.operator_url.rstrip('/')}/v1/services/{key[0]}/{key[1]}"
+        """The prober's last probes of ``key``, asked of the operator (or of ``base_url``, the
+        member that owns it) with the caller's own token (so it authorizes exactly as here),
+        within 2 s; None when it cannot say."""
+        base_url = base_url or self.operator_url
+        assert base_url is not None
+        url = f"{base_url.rstrip('/')}/v1/services/{key[0]}/{key[1]}"
         headers = {"Authorization": request.headers.get("Authorization", "")}
+        if base_url != self.operator_url:
+            headers[FORWARDED_HEADER] = "1"
         try:
             async with self._session().get(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=2), **self._server_name(url)
             ) as answer:
                 if answer.status != 200:
                     return None
@@ -442,7 +472,10 @@ async def one_service(request: web.Request) -> web.Response:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
     answer: dict[str, Any] = {"index": discovery.index.index, **item.document}
     probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
-    if probes is None and discovery.operator_url:
+    owner = discovery.owner_of(request, (namespace, name))
+    if probes is None and owner is not None:
+        probes = await discovery.operator_probes(request, (namespace, name), owner)
+    elif probes is None and discovery.operator_url:
         probes = await discovery.operator_probes(request, (namespace, name))
     if probes is not None:
         answer["lastProbes"] = probes
@@ -706,6 +739,9 @@ async def _heartbeat(request: web.Request) -> web.Response:
             raise BadParameter("body", "at most 4096 bytes")
         body = parse_model(wire.HeartbeatBody, await request.read())
     discovery.heartbeats.record((namespace, name), body.status, body.note)
+    owner = discovery.owner_of(request, (namespace, name))
+    if owner is not None:  # kept here too: this member may own it next
+        return await discovery.forward(request, owner)
     answer = wire.HeartbeatAnswer(namespace=namespace, name=name, status=body.status, accepted=True)
     return web.Response(body=dumps(answer.model_dump(by_alias=True)), content_type="application/json")
 
@@ -733,6 +769,9 @@ async def report(request: web.Request) -> web.Response:
         )
     if (namespace, name) not in discovery.index.items:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    owner = discovery.owner_of(request, (namespace, name))
+    if owner is not None:
+        return await discovery.forward(request, owner)
     ejected = discovery.reports.report((namespace, name), identity.username, body.outcome)
     answer = wire.ReportAnswer(namespace=namespace, name=name, accepted=True, ejected=ejected)
     return web.Response(

@@ -138,6 +138,8 @@ class Heartbeats(Protocol):
 
     def forget(self, key: tuple[str, str]) -> None: ...
 
+    def grant(self, key: tuple[str, str]) -> None: ...
+
 
 class TlsUnavailable(Exception):
     """What a probe needs for TLS cannot be had (a CA bundle missing, say): a TLSError outcome

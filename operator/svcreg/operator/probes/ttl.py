@@ -1,9 +1,10 @@
 """ttl checks: the instance reports its own health with heartbeats.
 
 Heartbeats live in memory only (one API write per heartbeat would not scale). A registration
-with no heartbeat yet gets one ttl of grace, counted from the later of its own creation and
-this process's start: a new registration is not Expired before its first heartbeat can
-arrive, and after a restart nothing expires before its instances have had a ttl to beat again.
+with no heartbeat yet gets one ttl of grace, counted from the latest of its own creation, this
+process's start and the moment this process took it over from another member of the prober
+group: a new registration is not Expired before its first heartbeat can arrive, and after a
+restart or a handoff nothing expires before its instances have had a ttl to beat again.
 """
 
 from __future__ import annotations
@@ -34,19 +35,26 @@ class HeartbeatStore:
         self._wall = wall
         self._started_wall = self._wall()
         self._beats: dict[tuple[str, str], Heartbeat] = {}
+        self._granted: dict[tuple[str, str], float] = {}
 
     def record(self, key: tuple[str, str], status: HeartbeatStatus = "passing", note: str = "") -> None:
         self._beats[key] = Heartbeat(self._clock(), status, note[:512])
 
     def forget(self, key: tuple[str, str]) -> None:
         self._beats.pop(key, None)
+        self._granted.pop(key, None)
+
+    def grant(self, key: tuple[str, str]) -> None:
+        """A fresh grace for ``key`` from now (this process just took it over): heartbeats sent
+        to its former owner are not here."""
+        self._granted[key] = self._wall()
 
     def evaluate(self, target: Target) -> Outcome | None:
         """The ttl outcome now, or None within the grace with no heartbeat yet."""
         config = target.ttl
         beat = self._beats.get(config.key)
         if beat is None:
-            grace_from = max(self._started_wall, config.created_at or 0.0)
+            grace_from = max(self._started_wall, config.created_at or 0.0, self._granted.get(config.key, 0.0))
             if self._wall() - grace_from < config.ttl_seconds:
                 return None
             return Outcome.fail(Reason.HEARTBEAT_EXPIRED, f"no heartbeat within {config.ttl_seconds:g}s")
