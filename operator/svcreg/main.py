@@ -27,6 +27,7 @@ from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
 from svcreg.discovery.indexmetrics import IndexCollector
 from svcreg.discovery.informer import Informer, PolicySink
+from svcreg.kube import errors
 from svcreg.kube.api import KubeApi
 from svcreg.operator import (
     admission,
@@ -40,6 +41,7 @@ from svcreg.operator.probes.policy import ProbePolicy
 from svcreg.operator.probes.runner import ProbeRunner
 from svcreg.operator.probes.trust import TrustStore
 from svcreg.operator.probes.ttl import HeartbeatStore
+from svcreg.operator.vantage import VantageClient
 from svcreg.settings import Settings
 from svcreg.telemetry.loopwatch import StallReporter, watch_gc, watch_lag
 from svcreg.telemetry.metrics import Metrics
@@ -97,11 +99,14 @@ async def run(settings: Settings) -> None:
         on_change=lambda suspected: metrics.partition_suspected.set(1 if suspected else 0),
         on_hold_expired=metrics.partition_hold_expired.inc,
     )
-    membership = None
+    membership = vantages = None
     if not settings.standalone and not settings.discovery_only:
         membership = _membership(api, settings)
         discovery.owner_url = membership.owner_url
         discovery.peer_server_name = settings.peer_server_name
+        vantages = VantageClient(membership, api, settings.operator_ca_file, settings.peer_server_name)
+        discovery.peer_username = await _own_username(api)
+        discovery.member_auth = Authorizer(api, (), metrics=metrics)
     prober = Prober(
         api,
         ProbeRunner(ProbePolicy(settings.probe_allow), heartbeats, trust=TrustStore(api)),
@@ -111,11 +116,13 @@ async def run(settings: Settings) -> None:
         slow_concurrency=settings.probe_slow_concurrency,
         owns=membership.owns if membership is not None else (lambda key: True),
         identity=membership.identity if membership is not None else "",
+        vantages=vantages,
     )
     metrics.prober_share.set_function(lambda: sum(1 for key in prober.tracked if prober.owns(key)))
     metrics.prober_members.set_function(lambda: len(membership.members()) if membership is not None else 1)
     if not settings.discovery_only:
         discovery.last_probes = prober.last_probes
+        discovery.vantage = prober.probe_for_peer
         discovery.reports = prober
     started = asyncio.Event()
 
@@ -238,6 +245,8 @@ async def run(settings: Settings) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await web_runner.cleanup()
+        if vantages is not None:
+            await vantages.close()
         if admission_runner is not None:
             await admission_runner.cleanup()
         await api.close()
@@ -253,6 +262,25 @@ def _membership(api: KubeApi, settings: Settings) -> Membership:
     host = f"[{address}]" if ":" in address else address  # IPv6 in a URL is bracketed
     url = settings.advertise_url or f"{scheme}://{host}:{settings.port}"
     return Membership(api, namespace, identity, url, group=settings.prober_group)
+
+
+async def _own_username(api: KubeApi) -> str | None:
+    """Who this process is to the API server (a SelfSubjectReview): the identity other members
+    of its prober group must present when they ask it to probe (quorum). None when it cannot
+    be learnt: then no member is answered, and quorum falls back to what each member sees."""
+    try:
+        review = (
+            await api.call(
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
+        ).json()
+    except (errors.KubeApiError, errors.Unreachable) as error:
+        logger.warning("own identity unknown (SelfSubjectReview: %s): quorum questions refused", error)
+        return None
+    username = ((review.get("status") or {}).get("userInfo") or {}).get("username")
+    return username if isinstance(username, str) and username else None
 
 
 def _prober_detail(membership: Membership | None) -> str:

@@ -11,9 +11,11 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from kubernetes import client
 
 from svcreg.devtools.controlplane.cluster import Cluster
 from svcreg.operator import sharding
@@ -40,14 +42,20 @@ class Group:
         k8s.grant(namespace, "reader", ["get", "list", "watch", "heartbeat"])
         self.headers = {"Authorization": f"Bearer {k8s.token(namespace, 'reader', [AUDIENCE])}"}
 
-    def add(self) -> OperatorProcess:
+    def add(self, *, blocked: bool = False, kubeconfig: Path | None = None) -> OperatorProcess:
+        """A new member; ``blocked``: its path to the targets is closed (the SSRF policy refuses
+        loopback), as a member with a bad network path."""
         n = len(self.members)
+        allow = () if blocked else ("--probe-allow", "127.0.0.0/8")
         process = OperatorProcess(
             self.control_plane, self.tmp_path / f"member-{n}.log",
             "--namespace", self.namespace, "--lease-namespace", self.namespace,
-            "--prober-group", "test", "--probe-allow", "127.0.0.0/8", "--token-audience", AUDIENCE,
+            "--prober-group", "test", *allow, "--token-audience", AUDIENCE,
             standalone=False,
-        ).start()  # fmt: skip
+        )  # fmt: skip
+        if kubeconfig is not None:
+            process.env = {**process.env, "KUBECONFIG": str(kubeconfig)}
+        process.start()
         self.members.append(process)
         return process
 
@@ -68,19 +76,24 @@ class Group:
     def shares(self) -> list[float]:
         return [m.metric("svcreg_prober_share") for m in self.live()]
 
-    def settled(self) -> bool:
+    def settled(self, count: int = COUNT + 1) -> bool:
         """Every live member probes a share, and the shares add up to every registration."""
         shares = self.shares()
-        return all(s > 0 for s in shares) and sum(shares) == COUNT + 1  # + the ttl one
+        return all(s > 0 for s in shares) and sum(shares) == count
 
     def prober_of(self, name: str, via: OperatorProcess) -> str | None:
         answer = httpx.get(f"{via.url}/v1/services/{self.namespace}/{name}", headers=self.headers, timeout=10)
         probes = answer.json().get("lastProbes") or []
         return probes[0].get("prober") if probes else None
 
+    def listed(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = json.loads(
+            self.k8s.kubectl("get", "svcreg", "-n", self.namespace, "-o", "json").stdout
+        )["items"]
+        return items
+
     def healthy(self) -> int:
-        listed = json.loads(self.k8s.kubectl("get", "svcreg", "-n", self.namespace, "-o", "json").stdout)
-        return sum(1 for item in listed["items"] if (item.get("status") or {}).get("health") == "Healthy")
+        return sum(1 for item in self.listed() if (item.get("status") or {}).get("health") == "Healthy")
 
     def stop(self) -> None:
         for member in self.members:
@@ -181,3 +194,73 @@ def test_members_share_probing_and_hand_over_without_loss(
 def _identity(group: Group, member: OperatorProcess) -> str:
     """The identity a member holds its Lease under: the one advertising its port."""
     return next(i for i, url in group.identities().items() if url.endswith(f":{member.port}"))
+
+
+def test_quorum_keeps_an_instance_healthy_until_two_members_see_it_fail(
+    k8s: Kube, control_plane: Cluster, tmp_path: Path
+) -> None:
+    """healthCheck.quorum 2 with three members: a member whose path to the targets is closed
+    cannot turn what it owns Unhealthy alone; it records VantageDisagreement (condition and
+    Event) and the instances stay Healthy. When the targets really fail, two members agree."""
+    namespace = k8s.create_namespace("quorum")
+    web = HttpTarget()  # closed by the test: the failure every member then sees
+    count = 20
+    check = {"intervalSeconds": 1, "timeoutSeconds": 0.5, "failureThreshold": 1, "quorum": 2}
+    for i in range(count):
+        k8s.apply(registration(f"q{i}", {"endpoint": web.url, "healthCheck": check}), namespace)
+    # Members prove themselves to each other with their ServiceAccount's token, as in a pod.
+    k8s.create_service_account(namespace, "operator")
+    k8s.rbac.create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=f"{namespace}-operator"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+            ),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="operator", namespace=namespace)],
+        )
+    )  # fmt: skip
+    kubeconfig = k8s.kubeconfig_as(namespace, "operator", tmp_path / "operator.kubeconfig")
+    group = Group(k8s, control_plane, tmp_path, namespace)
+    try:
+        for _ in range(3):
+            group.add(kubeconfig=kubeconfig)
+        first = group.members[0]
+        first.wait_until(lambda: group.settled(count), "three members to share the registrations", 90)
+        first.wait_until(lambda: group.healthy() == count, "every registration to be Healthy", 90)
+
+        # One member's path goes bad: replaced by one whose probes of the targets all fail.
+        group.members[2].stop()
+        blocked = group.add(blocked=True, kubeconfig=kubeconfig)
+        first.wait_until(lambda: group.settled(count) and blocked.metric("svcreg_prober_share") > 0,
+                         "the blocked member to probe its share", 90)  # fmt: skip
+
+        def disagreements() -> list[str]:
+            return [
+                item["metadata"]["name"]
+                for item in group.listed()
+                for c in (item.get("status") or {}).get("conditions", [])
+                if c["type"] == "VantageDisagreement" and c["status"] == "True"
+            ]
+
+        first.wait_until(lambda: len(disagreements()) >= blocked.metric("svcreg_prober_share") > 0,
+                         "the blocked member's share to record the disagreement")  # fmt: skip
+        assert group.healthy() == count  # nothing turned Unhealthy on one vantage
+        name = disagreements()[0]
+        condition = next(
+            c
+            for c in k8s.get_registration(namespace, name)["status"]["conditions"]
+            if c["type"] == "VantageDisagreement"
+        )
+        assert "saw it pass" in condition["message"] and "until 2 members agree" in condition["message"]
+        events = k8s.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        assert "VantageDisagreement" in {e.reason for e in events.items}
+
+        # The targets really fail: two members see it, and every registration turns Unhealthy.
+        web.close()
+        first.wait_until(
+            lambda: all((i.get("status") or {}).get("health") == "Unhealthy" for i in group.listed()),
+            "every registration to turn Unhealthy once two members agree",
+            90,
+        )
+    finally:
+        group.stop()

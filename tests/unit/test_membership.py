@@ -179,3 +179,22 @@ async def test_leases_of_long_gone_members_are_collected() -> None:
     clock.now += 4 * 15 + 1
     await a.round()
     assert set(api.leases) == {"svcreg-prober-a"}
+
+
+def test_a_failure_counts_only_when_the_quorum_saw_it() -> None:
+    from svcreg.operator.vantage import decide  # noqa: PLC0415
+
+    # 2 of 3: one other member that also saw it fail is enough.
+    agreed = decide(2, "a", {"": "ConnectionRefused"}, {"b": {"": False}})
+    assert agreed.held == frozenset() and agreed.message == ""
+    # It passed from b: held, and the message says who saw what.
+    held = decide(2, "a", {"": "ConnectionRefused"}, {"b": {"": True}})
+    assert held.held == {""}
+    assert held.message == (
+        "a saw the endpoint fail (ConnectionRefused); b saw it pass: not Unhealthy until 2 members agree"
+    )
+    # A member that did not answer does not confirm.
+    silent = decide(3, "a", {"x:80": "Timeout"}, {"b": {"x:80": False}, "c": None})
+    assert silent.held == {"x:80"} and "no answer from c" in silent.message
+    # Capped at the members there are: alone, a member decides alone.
+    assert decide(3, "a", {"": "Timeout"}, {}).held == frozenset()

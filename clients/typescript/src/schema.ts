@@ -1980,6 +1980,11 @@ export interface components {
              */
             port: number | null;
             /**
+             * Quorum
+             * @default 1
+             */
+            quorum: number;
+            /**
              * Successthreshold
              * @default 1
              */

@@ -129,6 +129,12 @@ class KubeApi:
                 self._session = session
         return session
 
+    def authorization(self) -> str | None:
+        """This client's ``Authorization`` header value (a bearer token), None with certificates:
+        how a member of the prober group proves itself to another (same ServiceAccount)."""
+        value = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+        return value or None
+
     def _headers(
         self,
         content_type: str | None = None,

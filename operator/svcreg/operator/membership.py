@@ -128,6 +128,13 @@ class Membership:
         owner = self.owner(key)
         return owner is not None and owner.identity == self.identity
 
+    def vantages(self, key: sharding.Key, count: int) -> list[Member]:
+        """Up to ``count`` other live members to confirm a failure of ``key``: the next ones in
+        its rendezvous order, so the same members are asked each time."""
+        others = [m for m in self._members if m.identity != self.identity]
+        others.sort(key=lambda m: sharding.weight(m.identity, key), reverse=True)
+        return others[:count]
+
     def owner_url(self, key: sharding.Key) -> str | None:
         """Where to send what concerns ``key`` (a heartbeat, a report): the owner's URL, or
         None when that is this process or no one."""

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svcreg.core.contracts import spec_problem
-from svcreg.core.health import SERVED, Health
+from svcreg.core.health import FAILED, SERVED, Health
 from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
 from svcreg.kube.api import KubeApi, now_rfc3339
 from svcreg.operator import damping as damping_mod
 from svcreg.operator import health as health_mod
 from svcreg.operator import reconcile
 from svcreg.operator import status as status_mod
+from svcreg.operator import vantage as vantage_mod
 from svcreg.operator.endpoints import EndpointCache
 from svcreg.operator.health import HealthState, Thresholds
 from svcreg.operator.outliers import OutlierDetector
@@ -73,6 +74,8 @@ class Tracked:
     # Whether this process probed it last time round (false while another member owns it): on
     # taking it over, what it knows is rebuilt from the written status, as after a restart.
     owned: bool = True
+    # Multi-vantage quorum: why a failure this member saw is not (yet) counted (vantage.py).
+    disagreement: str = ""
     thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,7 @@ class Prober:
         slow_concurrency: int = 1000,
         owns: Callable[[Key], bool] = lambda key: True,
         identity: str = "",
+        vantages: vantage_mod.Vantages | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -149,6 +153,7 @@ class Prober:
         # operators never both write one. ``identity`` names this process in lastProbes.
         self.owns = owns
         self.identity = identity
+        self.vantages = vantages
         self.endpoints = EndpointCache()
         self.tracked: dict[Key, Tracked] = {}
         self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
@@ -305,18 +310,20 @@ class Prober:
             self._take_over(tracked)
         if tracked.spec is None or not tracked.spec.maintenance:
             targets = list(tracked.plan.targets.items())
+            results: list[tuple[str, str, Outcome | None]]
             if len(targets) == 1:  # the common case: no gather, so no extra task per probe
                 iid, target = targets[0]
-                self._apply(tracked, [(iid, target.kind, await self.runner.run(target))])
-            elif targets:
+                results = [(iid, target.kind, await self.runner.run(target))]
+            else:
                 outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
-                self._apply(
-                    tracked,
-                    [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)],
-                )
+                results = [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)]
+            held = await self._confirm(tracked, results) if tracked.spec is not None else frozenset()
+            self._apply(tracked, results, held)
             if self.tracked.get(tracked.key) is not tracked:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
         verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
+        if tracked.disagreement:
+            verdict = dataclasses.replace(verdict, disagreement=tracked.disagreement)
         verdict, damping = self._damp(tracked, verdict)
         if self.outliers.ejected(tracked.key):
             verdict = dataclasses.replace(
@@ -331,6 +338,49 @@ class Prober:
             interval = float(spec.health_check.interval_seconds) if spec else 3600.0
             if remaining < interval or not _probed(tracked):
                 self._schedule(tracked, delay=remaining + 0.01)
+
+    async def _confirm(
+        self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]
+    ) -> frozenset[str]:
+        """The instances whose failure this round must not count yet: it would turn them
+        Unhealthy, and fewer than ``healthCheck.quorum`` members saw it (vantage.py)."""
+        spec = tracked.spec
+        assert spec is not None
+        quorum = spec.health_check.quorum
+        if quorum <= 1 or self.vantages is None or spec.check_type() == "ttl":
+            tracked.disagreement = ""
+            return frozenset()
+        failing = {}
+        for iid, _, outcome in results:
+            if outcome is None or outcome.passed:
+                continue
+            state = tracked.states.get(iid, HealthState())
+            after = health_mod.step(state, outcome, tracked.thresholds)
+            if state.health not in FAILED and after.health in FAILED:
+                failing[iid] = str(outcome.reason)
+        if not failing:
+            if all(o is None or o.passed for _, _, o in results):
+                tracked.disagreement = ""
+            return frozenset()
+        asked = self.vantages.vantages(tracked.key, quorum - 1)
+        seen = await asyncio.gather(*(self.vantages.ask(member, tracked.key) for member in asked))
+        answers = {member.identity: answer for member, answer in zip(asked, seen, strict=True)}
+        decision = vantage_mod.decide(quorum, self.identity or "this member", failing, answers)
+        if decision.held and not tracked.disagreement and self.tracked.get(tracked.key) is tracked:
+            event = reconcile.EventSpec("Warning", "VantageDisagreement", decision.message, action="Confirm")
+            await self.writer.post_event(tracked.key, tracked.uid, event)
+        tracked.disagreement = decision.message
+        return decision.held
+
+    async def probe_for_peer(self, key: Key) -> dict[str, bool] | None:
+        """Another member's question (quorum): what does this member's own probe of ``key`` see
+        now, per instance? Changes nothing here; None when this member does not know ``key``."""
+        tracked = self.tracked.get(key)
+        if tracked is None or tracked.spec is None:
+            return None
+        targets = [(iid, t) for iid, t in tracked.plan.targets.items() if t.kind != "ttl"]
+        outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
+        return {iid: o.passed for (iid, _), o in zip(targets, outcomes, strict=True) if o is not None}
 
     def _release(self, tracked: Tracked) -> None:
         """Another member probes it now: forget what only the prober should say about it."""
@@ -434,13 +484,22 @@ class Prober:
             for iid, (at, outcome) in sorted(tracked.last_probes.items())
         ]
 
-    def _apply(self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]) -> None:
+    def _apply(
+        self,
+        tracked: Tracked,
+        results: list[tuple[str, str, Outcome | None]],
+        held: frozenset[str] = frozenset(),
+    ) -> None:
+        """Step each instance's state with its outcome; ``held`` instances' failures are seen
+        (metrics, last probes) but not counted (the quorum did not confirm them)."""
         thresholds = tracked.thresholds
         for iid, kind, outcome in results:
             if outcome is None:
                 continue  # a ttl check within its grace
             self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
             tracked.last_probes[iid] = (time.time(), outcome)
+            if iid in held:
+                continue
             state = tracked.states.get(iid, HealthState())
             if not outcome.passed and outcome.connection_level and self.guard.holding():
                 self.metrics.held_transitions.inc()

@@ -39,6 +39,8 @@ class Verdict:
     # Passive health (see outliers.py): ejected on what real callers reported.
     ejected: bool = False
     ejected_message: str = ""
+    # Multi-vantage quorum (see vantage.py): a failure the owner saw that other members did not.
+    disagreement: str = ""
 
 
 def parse(status: dict[str, Any] | None) -> ServiceRegistrationStatus | None:
@@ -100,6 +102,10 @@ def desired(
         rows.append(("Ejected", "True", "OutlierDetected", verdict.ejected_message))
     elif "Ejected" in old:
         rows.append(("Ejected", "False", "Restored", "not ejected: in rotation when healthy"))
+    if verdict.disagreement:
+        rows.append(("VantageDisagreement", "True", "VantageDisagreement", verdict.disagreement))
+    elif "VantageDisagreement" in old:
+        rows.append(("VantageDisagreement", "False", "Agreed", "the members that probe it agree"))
     for kind, status, reason, message in rows:
         before = old.get(kind)
         moved = before is None or before.status != status

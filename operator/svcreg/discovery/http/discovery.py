@@ -19,7 +19,7 @@ import random
 import ssl
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,13 @@ class Discovery:
     owner_url: Callable[[tuple[str, str]], str | None] | None = None
     # The name a peer's https certificate is checked for (its URL holds a pod address).
     peer_server_name: str | None = None
+    # Multi-vantage quorum: another member asks this one to probe a registration now. Only the
+    # members' own identity (``peer_username``, the operator's ServiceAccount) may ask.
+    vantage: Callable[[tuple[str, str]], Awaitable[dict[str, bool] | None]] | None = None
+    peer_username: str | None = None
+    # Members present their pod's own ServiceAccount token, whose audience is the API server's,
+    # not --token-audience: reviewed by an authorizer of its own.
+    member_auth: Authorizer | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -779,6 +786,23 @@ async def report(request: web.Request) -> web.Response:
     )
 
 
+async def vantage(request: web.Request) -> web.Response:
+    """``POST /internal/v1/vantage/{namespace}/{name}``: a member of the prober group asks what
+    this member's own probe of a registration sees now (quorum). Members only: the caller's
+    token must be the operator's own identity. Not part of the public API."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    discovery = request.app[DISCOVERY_KEY]
+    if discovery.vantage is None or discovery.peer_username is None or discovery.member_auth is None:
+        return error_response(404, "NotAMember", "this process is not a member of a prober group")
+    identity = await discovery.member_auth.identify(request.headers.get("Authorization"), request.remote)
+    if identity.username != discovery.peer_username:
+        return error_response(403, "NotAMember", f"{identity.username} is not a member of the prober group")
+    instances = await discovery.vantage((namespace, name))
+    if instances is None:
+        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+    return web.Response(body=dumps({"instances": instances}), content_type="application/json")
+
+
 async def _close(app: web.Application) -> None:
     await app[DISCOVERY_KEY].close()
 
@@ -797,4 +821,5 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/watch", watch)
     serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
     serving.add(app, "POST", "/v1/report/{namespace}/{name}", report)
+    serving.add(app, "POST", "/internal/v1/vantage/{namespace}/{name}", vantage)
     serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

@@ -1,0 +1,121 @@
+"""Multi-vantage quorum: a failure counts only when enough members of the prober group see it.
+
+With ``healthCheck.quorum`` N > 1, the owner of a registration that is about to turn an
+instance Unhealthy first asks N-1 other members (the next ones in the key's rendezvous order)
+to probe it at once, over HTTP between members, authenticated by the members' shared
+ServiceAccount. The failure counts when N members (the owner included) saw it; otherwise the
+owner keeps the instance's state, records a ``VantageDisagreement`` condition naming who saw
+what, and asks again next round. Nothing goes through the API server in steady state. The
+quorum is capped at the group's size: a lone member decides alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from svcreg.kube.api import KubeApi
+from svcreg.operator.membership import Member, Membership
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+PATH = "/internal/v1/vantage"
+
+
+@dataclass(frozen=True)
+class Decision:
+    held: frozenset[str]  # instances whose failure is not confirmed
+    message: str  # why, for the VantageDisagreement condition ("" when nothing is held)
+
+
+def decide(
+    quorum: int, me: str, failing: Mapping[str, str], answers: Mapping[str, Mapping[str, bool] | None]
+) -> Decision:
+    """Which of ``failing`` (instance -> the reason this member saw) the quorum confirms.
+    ``answers`` maps each member asked to what its probe saw (instance -> passed), or None when
+    it did not answer: a member that did not answer does not confirm."""
+    needed = min(quorum, 1 + len(answers))
+    held, notes = set(), []
+    for iid, reason in sorted(failing.items()):
+        saw_fail = [m for m, seen in answers.items() if seen is not None and seen.get(iid) is False]
+        if 1 + len(saw_fail) >= needed:
+            continue
+        held.add(iid)
+        passed = sorted(m for m, seen in answers.items() if seen is not None and seen.get(iid) is True)
+        silent = sorted(m for m, seen in answers.items() if seen is None or iid not in seen)
+        what = f"{me} saw {iid or 'the endpoint'} fail ({reason})"
+        if passed:
+            what += f"; {', '.join(passed)} saw it pass"
+        if silent:
+            what += f"; no answer from {', '.join(silent)}"
+        notes.append(what)
+    if not held:
+        return Decision(frozenset(), "")
+    return Decision(frozenset(held), "; ".join(notes) + f": not Unhealthy until {needed} members agree")
+
+
+class Vantages(Protocol):
+    def vantages(self, key: Key, count: int) -> list[Member]: ...
+
+    async def ask(self, member: Member, key: Key) -> dict[str, bool] | None: ...
+
+
+class VantageClient:
+    """Asks other members to probe a registration now, as this member's ServiceAccount."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        api: KubeApi,
+        ca_file: str | None = None,
+        server_name: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.membership, self.api, self.ca_file, self.server_name = membership, api, ca_file, server_name
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def vantages(self, key: Key, count: int) -> list[Member]:
+        return self.membership.vantages(key, count)
+
+    async def ask(self, member: Member, key: Key) -> dict[str, bool] | None:
+        authorization = self.api.authorization()
+        if not authorization or not member.url:
+            return None
+        url = f"{member.url.rstrip('/')}{PATH}/{key[0]}/{key[1]}"
+        tls_name = self.server_name if url.startswith("https:") else None
+        headers = {"Authorization": authorization}
+        try:
+            async with self._client().post(url, headers=headers, server_hostname=tls_name) as answer:
+                if answer.status != 200:
+                    logger.info("vantage %s answered %d for %s/%s", member.identity, answer.status, *key)
+                    return None
+                body = await answer.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            logger.info("vantage %s not reached for %s/%s: %s", member.identity, *key, error)
+            return None
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, dict):
+            return None
+        return {str(k): bool(v) for k, v in instances.items()}
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            trust: ssl.SSLContext | bool = True
+            if self.ca_file:
+                trust = ssl.create_default_context(cafile=self.ca_file)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(ssl=trust, limit=50),  # bounded, like every pool
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
