@@ -1,8 +1,14 @@
 """Probe scale: N registrations in a real API server, probed by ``svcreg run`` in its own process.
 
     .venv/bin/python -m bench.probe_scale [--registrations 10000] [--interval 10] [--steady 60]
+        [--replicas 1] [--engine-seconds 30] [--hang-share 0]
 
 What it does and how each figure is measured:
+
+0. The engine's limit, on the same targets, before svcreg starts (bench/engines.py): a minimal
+   Python prober (svcreg's own HTTP probe and event loop, no scheduler, state or status) and a
+   minimal Go prober (net/http), each for --engine-seconds at the same rate, each reporting
+   probes and its own CPU seconds. svcreg's probes per CPU-second is printed as a share of each.
 
 1. Starts (or reuses) the local control plane and creates N registrations with
    ``intervalSeconds`` = --interval, spread over --ports local HTTP targets served by
@@ -15,6 +21,13 @@ What it does and how each figure is measured:
    (delta of utime+stime over wall time) and peak RSS (VmHWM).
 4. Kills one dedicated target and times how long until its registration's status.health is
    Unhealthy (default thresholds: failureThreshold 3, so about 2-3 intervals).
+5. With --replicas N > 1, N operators run as one prober group (no --standalone); CPU and RSS
+   are per replica, probes/s and writes summed; then one replica is killed with SIGKILL and the
+   handoff is timed until the survivors' svcreg_prober_share covers every registration.
+6. First convergence beside its ceiling: the registrations' first status writes per second
+   (N / time until all are Healthy) beside what the API server accepts from a bare client
+   (KubeApi, 32 connections as svcreg has, 200 patches in flight) patching the same
+   registrations' status with the same body, after the operators have stopped.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from bench import engines
 from bench.common import (
     cpu_seconds,
     create_all,
@@ -51,8 +65,14 @@ NAMESPACE = "svcreg-bench"
 
 
 def lag_quantiles(before: dict[str, Any], after: dict[str, Any], quantiles: tuple[float, ...]) -> list[str]:
+    """Quantiles of the lag histogram between two scrapes (of one process, or of several
+    concatenated: buckets of the same bound are summed)."""
+
     def buckets(sample: dict[str, Any]) -> dict[float, float]:
-        return {float(labels["le"]): v for labels, v in sample.get("svcreg_scheduler_lag_seconds_bucket", [])}
+        summed: dict[float, float] = {}
+        for labels, v in sample.get("svcreg_scheduler_lag_seconds_bucket", []):
+            summed[float(labels["le"])] = summed.get(float(labels["le"]), 0.0) + v
+        return summed
 
     b0, b1 = buckets(before), buckets(after)
     bounds = sorted(b1)
@@ -115,6 +135,43 @@ async def victim_health() -> str:
         await api.close()
 
 
+async def bare_patch_rate(names: list[str], status: dict[str, Any], in_flight: int = 200) -> float:
+    """Status patches per second the API server accepts from a bare client: every registration
+    patched once with ``status`` (a message made unique so each is a real write)."""
+    api = KubeApi()
+    queue = list(reversed(names))
+
+    async def worker() -> None:
+        while queue:
+            name = queue.pop()
+            body = {
+                **status,
+                "conditions": [
+                    dict(c, message=f"{c.get('message', '')} {name}") for c in status["conditions"]
+                ],
+            }
+            await api.patch_status(NAMESPACE, name, body)
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return len(names) / (time.monotonic() - started)
+    finally:
+        await api.close()
+
+
+async def written_status(name: str) -> dict[str, Any]:
+    api = KubeApi()
+    try:
+        answer = await api.request(
+            "GET", f"/apis/svcreg.io/v1alpha1/namespaces/{NAMESPACE}/serviceregistrations/{name}"
+        )
+        status: dict[str, Any] = answer.json()["status"]
+        return status
+    finally:
+        await api.close()
+
+
 async def cleanup() -> None:
     api = KubeApi()
     try:
@@ -145,6 +202,10 @@ def main() -> int:
         default=0.0,
         help="share of target ports that accept and never answer (e.g. 0.1: 10%% of registrations hang)",
     )
+    parser.add_argument("--replicas", type=int, default=1, help="operators in one prober group")
+    parser.add_argument(
+        "--engine-seconds", type=float, default=30.0, help="how long each minimal prober runs (0: skip)"
+    )
     args = parser.parse_args()
     hanging = round(args.ports * args.hang_share)
 
@@ -164,18 +225,17 @@ def main() -> int:
     assert targets.stdout is not None and victim_target.stdout is not None
     ports = [int(p) for p in targets.stdout.readline().split()]
     victim_port = int(victim_target.stdout.readline())
-    operator: subprocess.Popen[bytes] | None = None
+    operators: list[tuple[int, subprocess.Popen[bytes]]] = []
     try:
         asyncio.run(cleanup())
         asyncio.run(setup(args.registrations, ports, victim_port, args.interval))
-        port = free_port()
-        log_file = Path(tempfile.mkdtemp(prefix="svcreg-bench-")) / "operator.log"
-        operator = start_operator(
-            env,
-            log_file,
-            "--standalone",
-            "--port",
-            str(port),
+        limits: dict[str, dict[str, Any]] = {}
+        if args.engine_seconds > 0:
+            for name, run in (("minimal Python", engines.run_minimal), ("minimal Go", engines.run_go)):
+                log(f"{name} prober: {args.registrations} targets for {args.engine_seconds:.0f}s")
+                limits[name] = run(ports, args.registrations, args.interval, 2.0, args.engine_seconds)
+        log_dir = Path(tempfile.mkdtemp(prefix="svcreg-bench-"))
+        common = (
             "--namespace",
             NAMESPACE,
             "--probe-allow",
@@ -183,6 +243,17 @@ def main() -> int:
             "--probe-concurrency",
             str(args.concurrency),
         )
+        group = (
+            ("--standalone",)
+            if args.replicas == 1
+            else ("--lease-namespace", NAMESPACE, "--prober-group", "bench")
+        )
+        started = time.monotonic()
+        for r in range(args.replicas):
+            port = free_port()
+            process = start_operator(env, log_dir / f"operator-{r}.log", *group, "--port", str(port), *common)
+            operators.append((port, process))
+        first_port, first = operators[0]
         everyone = args.registrations + 1
         # Registration i probes ports[i % len(ports)]; the last ``hanging`` ports never answer.
         answering = args.ports - hanging
@@ -191,7 +262,7 @@ def main() -> int:
 
         def settled() -> bool:
             try:
-                found = metrics(port)
+                found = metrics(first_port)  # each member counts every registration's written health
             except httpx.HTTPError:
                 return False
             healthy = total(found, "svcreg_registrations", health="Healthy")
@@ -201,43 +272,73 @@ def main() -> int:
             )
 
         wanted = f"{expected_healthy} registrations Healthy, {hung} Unhealthy"
-        took = wait(settled, wanted, 600, operator)
-        log(f"{wanted} {took:.0f}s after the operator started; operator log: {log_file}")
+        wait(settled, wanted, 900, first)
+        took = time.monotonic() - started
+        log(f"{wanted} {took:.0f}s after the operators started; logs in {log_dir}")
         # Let the start-up burst of first writes and Events (and their retries) drain before
         # measuring: until no status write lands for 10 s, or 10 minutes pass.
         drain_started, previous = time.monotonic(), -1.0
         while time.monotonic() - drain_started < 600:
-            written = total(metrics(port), "svcreg_status_writes_total")
+            written = sum(total(metrics(port), "svcreg_status_writes_total") for port, _ in operators)
             if written == previous:
                 break
             previous = written
             time.sleep(10)
         log(f"start-up writes drained in {time.monotonic() - drain_started:.0f}s")
-        before, cpu0, t0 = metrics(port), cpu_seconds(operator.pid), time.monotonic()
+
+        def scrape() -> dict[str, Any]:
+            joined: dict[str, Any] = {}
+            for port, _ in operators:
+                for name, samples in metrics(port).items():
+                    joined.setdefault(name, []).extend(samples)
+            return joined
+
+        before, t0 = scrape(), time.monotonic()
+        cpu0 = [cpu_seconds(p.pid) for _, p in operators]
         log(f"measuring steady state for {args.steady:.0f}s")
         time.sleep(args.steady)
-        after, cpu1, t1 = metrics(port), cpu_seconds(operator.pid), time.monotonic()
+        after, t1 = scrape(), time.monotonic()
+        cpu1 = [cpu_seconds(p.pid) for _, p in operators]
         elapsed = t1 - t0
         probes = total(after, "svcreg_probes_total") - total(before, "svcreg_probes_total")
         writes = total(after, "svcreg_status_writes_total") - total(before, "svcreg_status_writes_total")
         p50, p99 = lag_quantiles(before, after, (0.5, 0.99))
-        cores = (cpu1 - cpu0) / elapsed
-        rss = peak_rss_mib(operator.pid)
-        healthy_at_end = total(after, "svcreg_registrations", health="Healthy")
+        cores = [(b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
+        rss = [peak_rss_mib(p.pid) for _, p in operators]
+        healthy_at_end = total(metrics(first_port), "svcreg_registrations", health="Healthy")
 
+        handoff = None
+        if args.replicas > 1:
+            _, killed = operators.pop()
+            killed.send_signal(signal.SIGKILL)
+            killed.wait()
+            handoff = wait(
+                lambda: sum(total(metrics(port), "svcreg_prober_share") for port, _ in operators) >= everyone,
+                "the survivors to take the killed replica's share over",
+                300,
+                first,
+            )
         victim_target.send_signal(signal.SIGKILL)
         victim_target.wait()
         death = wait(
             lambda: asyncio.run(victim_health()) == "Unhealthy",
             "the killed target to be Unhealthy",
             300,
-            operator,
+            first,
         )
+        status = asyncio.run(written_status("r00000"))
+        for _, process in operators:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        operators.clear()
+        names = [f"r{i:05d}" for i in range(args.registrations)]
+        log(f"bare client: patching {len(names)} statuses")
+        ceiling = asyncio.run(bare_patch_rate(names, status))
 
         print()
         print(
             f"svcreg probe scale: {everyone} registrations, intervalSeconds={args.interval}, "
-            f"--probe-concurrency={args.concurrency}, {os.cpu_count()} CPUs"
+            f"--probe-concurrency={args.concurrency}, {args.replicas} replica(s), {os.cpu_count()} CPUs"
         )
         print(
             f"  probes/s achieved          {probes / elapsed:8.0f}   (target {everyone / args.interval:.0f})"
@@ -249,18 +350,41 @@ def main() -> int:
             print(f"  healthy ones still Healthy {healthy_at_end:8.0f}   (of {expected_healthy})")
         print(f"  scheduler lag p50          {p50:>8}")
         print(f"  scheduler lag p99          {p99:>8}")
-        print(f"  operator CPU               {cores:8.2f} cores")
-        print(f"  operator peak RSS          {rss:8.0f} MiB")
-        print(f"  status writes/min, steady  {writes / elapsed * 60:8.1f}")
+        print(f"  operator CPU per replica   {', '.join(f'{c:.2f}' for c in cores)} cores")
+        per_10k = max(rss) / everyone * 10_000
+        print(f"  operator peak RSS          {', '.join(f'{r:.0f}' for r in rss)} MiB")
+        print(f"    per 10,000 registrations {per_10k:8.0f} MiB   (the largest replica)")
+        print(f"  status writes/s, steady    {writes / elapsed:8.2f}")
         print(
             f"  target death -> Unhealthy  {death:8.1f} s   (failureThreshold 3, interval {args.interval}s)"
         )
-        print(f"  measured over {elapsed:.0f}s of steady state; lag quantiles are histogram bucket bounds")
+        if handoff is not None:
+            print(f"  handoff after a SIGKILL    {handoff:8.1f} s   (Lease duration 15 s)")
+        per_cpu = probes / max(sum(cpu1) - sum(cpu0), 1e-9)
+        print(f"  probes per CPU-second      {per_cpu:8.0f}   (svcreg, all replicas)")
+        for name, limit in limits.items():
+            theirs = limit["probes"] / max(limit["cpuSeconds"], 1e-9)
+            rate, their_rss = limit["probes"] / limit["seconds"], limit["maxRssKiB"] / 1024
+            print(
+                f"    {name:<22} {theirs:8.0f}   svcreg at {per_cpu / theirs:.0%} of it "
+                f"({rate:.0f} probes/s, {their_rss:.0f} MiB RSS)"
+            )
+        convergence = everyone / took
+        print(
+            f"  first convergence          {convergence:8.0f} writes/s   ({everyone} Healthy in {took:.0f}s)"
+        )
+        print(
+            f"    bare client ceiling      {ceiling:8.0f} patches/s  (svcreg at {convergence / ceiling:.0%})"
+        )
+        print(
+            f"  measured over {elapsed:.0f}s of steady state; lag quantiles are histogram bucket bounds; "
+            "CPU from /proc utime+stime of each process"
+        )
         return 0
     finally:
-        if operator is not None:
-            operator.send_signal(signal.SIGTERM)
-            operator.wait(60)
+        for _, process in operators:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
         targets.kill()
         victim_target.kill()
         asyncio.run(cleanup())

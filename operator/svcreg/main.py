@@ -120,6 +120,8 @@ async def run(settings: Settings) -> None:
     )
     metrics.prober_share.set_function(lambda: sum(1 for key in prober.tracked if prober.owns(key)))
     metrics.prober_members.set_function(lambda: len(membership.members()) if membership is not None else 1)
+    if membership is not None:
+        membership.on_change = prober.membership_changed
     if not settings.discovery_only:
         discovery.last_probes = prober.last_probes
         discovery.vantage = prober.probe_for_peer

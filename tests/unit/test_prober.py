@@ -414,3 +414,37 @@ async def test_editing_the_endpoint_resets_health_to_unknown(web: HttpTarget) ->
     await prober.probe_now(("ns", "a"))  # one failure: below the threshold, so not yet Unhealthy
     status = api.objects[("ns", "a")]["status"]
     assert status["health"] == "Unknown" and status["observedGeneration"] == 2
+
+
+async def test_what_changes_hands_is_evaluated_by_its_new_owner_at_once(web: HttpTarget) -> None:
+    """A registration evaluated only on change (type: none) whose first job ran while another
+    member owned it is evaluated as soon as it becomes this member's; a probed one taken over
+    resumes from the written status instead of flapping."""
+    api = NotifyingApi()
+    mine: set[tuple[str, str]] = set()
+    runner = ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore())
+    prober = Prober(api, runner, owns=lambda key: key in mine)  # type: ignore[arg-type]
+    none_spec = {"endpoint": "http://127.0.0.1:1", "healthCheck": {"type": "none"}}
+    add(api, prober, registration("still", none_spec))
+    task = asyncio.create_task(prober.run())
+    try:
+        # Its one job ran, as another member's (nothing written; nothing signals it either).
+        while prober.scheduler.next_due(("ns", "still")) is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert "status" not in api.objects[("ns", "still")] and not api.patches
+        mine.add(("ns", "still"))
+        prober.membership_changed()
+        await api.until(lambda: (api.objects[("ns", "still")].get("status") or {}).get("health") == "Healthy")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # Taken over with a written Healthy status: the first probe that agrees writes nothing.
+    healthy = {"health": "Healthy", "observedGeneration": 1, "conditions": []}
+    add(api, prober, registration("probed", http_spec(web.port), status=healthy))
+    await prober.probe_now(("ns", "probed"))  # not this member's yet
+    mine.add(("ns", "probed"))
+    writes = len(api.patches)
+    await prober.probe_now(("ns", "probed"))
+    assert prober.tracked[("ns", "probed")].owned and prober.last_probes(("ns", "probed"))
+    assert len(api.patches) == writes + 1  # conditions filled in once; health unchanged
+    assert api.objects[("ns", "probed")]["status"]["health"] == "Healthy"

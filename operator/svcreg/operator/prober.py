@@ -382,6 +382,15 @@ class Prober:
         outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
         return {iid: o.passed for (iid, _), o in zip(targets, outcomes, strict=True) if o is not None}
 
+    def membership_changed(self) -> None:
+        """The prober group changed (a member came or went, this one started or stopped
+        acting): whatever changed hands is evaluated at once, by its new owner. Needed above
+        all for registrations evaluated only on change (``type: none``), which no timer would
+        bring back."""
+        for tracked in self.tracked.values():
+            if self.owns(tracked.key) != tracked.owned:
+                self._schedule(tracked, soon=True)
+
     def _release(self, tracked: Tracked) -> None:
         """Another member probes it now: forget what only the prober should say about it."""
         tracked.owned = False
