@@ -65,3 +65,31 @@ def test_instances_left_from_a_service_ref_are_removed() -> None:
 def test_a_status_of_another_shape_is_treated_as_absent() -> None:
     assert status.parse({"health": "Healthy", "conditions": [{"type": "X"}]}) is None
     assert status.parse(None) is None
+
+
+def test_equal_statuses_and_common_spec_parts_are_one_object() -> None:
+    """Memory per registration: a converged fleet's equal statuses, and the health check,
+    damping settings and capabilities registrations have in common, are shared (frozen models)."""
+    from svcreg.core.contracts import spec_problem  # noqa: PLC0415
+    from svcreg.operator import status as status_mod  # noqa: PLC0415
+
+    raw = {
+        "health": "Healthy",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Healthy", "status": "True", "reason": "Probe", "message": "HTTP 200",
+             "lastTransitionTime": "2026-12-03T09:00:00Z"},
+        ],
+    }  # fmt: skip
+    assert status_mod.parse(raw) is status_mod.parse(dict(raw))
+    assert status_mod.parse(raw) is not status_mod.parse({**raw, "observedGeneration": 2})
+    specs = [
+        spec_problem(
+            {"endpoint": f"http://10.0.0.{i}:80", "capabilities": ["greet"], "healthCheck": {"path": "/hz"}}
+        )[0]
+        for i in (1, 2)
+    ]
+    a, b = specs
+    assert a is not None and b is not None and a.endpoint != b.endpoint
+    assert a.health_check is b.health_check and a.flap_damping is b.flap_damping
+    assert a.capabilities[0] is b.capabilities[0]

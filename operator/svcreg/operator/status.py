@@ -10,12 +10,14 @@ resource is what keeps a steady fleet at zero API writes. Pure: no clock, no I/O
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
 
 from svcreg.core.health import SERVED, Health
+from svcreg.core.interning import Interner
 from svcreg.core.model import Condition, InstanceStatus, ServiceRegistrationStatus
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -43,10 +45,18 @@ class Verdict:
     disagreement: str = ""
 
 
+_parsed: Interner[ServiceRegistrationStatus | None] = Interner()
+
+
 def parse(status: dict[str, Any] | None) -> ServiceRegistrationStatus | None:
-    """A watched object's status as the model; None when absent or not svcreg's shape."""
+    """A watched object's status as the model; None when absent or not svcreg's shape. Equal
+    statuses (most of a converged fleet's) are parsed once and shared: the model is frozen."""
     if not status:
         return None
+    return _parsed.get(json.dumps(status, sort_keys=True, separators=(",", ":")), lambda: _validate(status))
+
+
+def _validate(status: dict[str, Any]) -> ServiceRegistrationStatus | None:
     try:
         return ServiceRegistrationStatus.model_validate(status)
     except pydantic.ValidationError:
