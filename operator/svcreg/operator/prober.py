@@ -221,13 +221,23 @@ class Prober:
         self._unlink(key)
         self.tracked[key] = fresh
         self._replan(fresh, previous=tracked if same_object else None)
+        fresh.owned = self.owns(key)
+        if not fresh.owned:
+            fresh.last_probes.clear()
+        elif tracked is not None and same_object and not tracked.owned:
+            self._take_over(fresh)
         # At start-up (initial listing) spread first probes over one interval; a registration
         # created or changed while running is probed within a second.
         self._schedule(fresh, soon=event_type is not None)
 
     def _schedule(self, tracked: Tracked, *, soon: bool = False, delay: float | None = None) -> None:
         """Probe on the registration's interval; one without a health check is evaluated once
-        per change instead, as its verdict cannot change between them."""
+        per change instead, as its verdict cannot change between them. Only what this member
+        probes is scheduled: another member's registrations cost nothing here but their
+        bookkeeping."""
+        if not tracked.owned:
+            self.scheduler.unschedule(tracked.key)
+            return
         spec = tracked.spec
         interval = float(spec.health_check.interval_seconds) if spec else 3600.0
         self.scheduler.schedule(tracked.key, interval, soon=soon, repeat=_probed(tracked), delay=delay)
@@ -388,14 +398,21 @@ class Prober:
         all for registrations evaluated only on change (``type: none``), which no timer would
         bring back."""
         for tracked in self.tracked.values():
-            if self.owns(tracked.key) != tracked.owned:
-                self._schedule(tracked, soon=True)
+            owns = self.owns(tracked.key)
+            if owns and not tracked.owned:
+                self._take_over(tracked)
+                # Spread over one interval like a start-up; once-only evaluations at once.
+                self._schedule(tracked, soon=not _probed(tracked))
+            elif tracked.owned and not owns:
+                self._release(tracked)
 
     def _release(self, tracked: Tracked) -> None:
-        """Another member probes it now: forget what only the prober should say about it."""
+        """Another member probes it now: forget what only the prober should say about it, and
+        stop scheduling it."""
         tracked.owned = False
         tracked.last_probes.clear()
         self.writer.backoff.landed(tracked.key)
+        self.scheduler.unschedule(tracked.key)
 
     def _take_over(self, tracked: Tracked) -> None:
         """It is this process's to probe again: what it knew may be stale, so start from what
