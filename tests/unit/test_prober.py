@@ -448,3 +448,31 @@ async def test_what_changes_hands_is_evaluated_by_its_new_owner_at_once(web: Htt
     assert prober.tracked[("ns", "probed")].owned and prober.last_probes(("ns", "probed"))
     assert len(api.patches) == writes + 1  # conditions filled in once; health unchanged
     assert api.objects[("ns", "probed")]["status"]["health"] == "Healthy"
+
+
+async def test_a_lagging_watch_event_does_not_undo_what_was_written(web: HttpTarget) -> None:
+    """The watch may deliver the object as it was before this process's own write (the write's
+    answer came first): that older resourceVersion is ignored, so the next round does not write
+    again over a stale precondition (a 409, a retry, and a slower convergence)."""
+    api = RecordingApi()
+    prober = make(api)
+    created = registration("a", http_spec(web.port))
+    stale = copy.deepcopy(created)  # resourceVersion 1, status-less
+    add(api, prober, created)
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Healthy"
+    writes = len(api.patches)
+    prober.observe("ADDED", stale)
+    await prober.probe_now(("ns", "a"))
+    assert len(api.patches) == writes
+    assert (
+        prober.tracked[("ns", "a")].resource_version
+        == api.objects[("ns", "a")]["metadata"]["resourceVersion"]
+    )
+
+
+def test_resource_versions_compare_as_the_api_server_promises() -> None:
+    from svcreg.kube.resourceversion import compare  # noqa: PLC0415
+
+    assert compare("9", "10") == -1 and compare("10", "9") == 1 and compare("42", "42") == 0
+    assert compare("", "1") is None and compare("01", "1") is None and compare("a1", "2") is None

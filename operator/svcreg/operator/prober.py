@@ -25,6 +25,7 @@ from typing import Any
 from svcreg.core.contracts import spec_problem
 from svcreg.core.health import FAILED, SERVED, Health
 from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
+from svcreg.kube import resourceversion
 from svcreg.kube.api import KubeApi, now_rfc3339
 from svcreg.operator import damping as damping_mod
 from svcreg.operator import health as health_mod
@@ -178,6 +179,8 @@ class Prober:
         tracked = self.tracked.get(key)
         if tracked is not None and tracked.uid == metadata.get("uid") and tracked.generation == generation:
             version = str(metadata.get("resourceVersion") or "")
+            if resourceversion.older(version, tracked.resource_version):
+                return  # a lagging watch's view of what this process already wrote over
             if version != tracked.resource_version:
                 # The event of a write whose answer already set this version's status is not
                 # parsed again.
