@@ -115,6 +115,7 @@ async def run(settings: Settings) -> None:
         concurrency=settings.probe_concurrency,
         slow_concurrency=settings.probe_slow_concurrency,
         owns=membership.owns if membership is not None else (lambda key: True),
+        assigned=membership.assigned if membership is not None else None,
         identity=membership.identity if membership is not None else "",
         vantages=vantages,
     )

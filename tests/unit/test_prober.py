@@ -476,3 +476,25 @@ def test_resource_versions_compare_as_the_api_server_promises() -> None:
 
     assert compare("9", "10") == -1 and compare("10", "9") == 1 and compare("42", "42") == 0
     assert compare("", "1") is None and compare("01", "1") is None and compare("a1", "2") is None
+
+
+async def test_a_moment_of_not_acting_does_not_drop_the_share(web: HttpTarget) -> None:
+    """A member whose view of the group is briefly stale (a slow round under load) skips its
+    jobs but keeps them scheduled: when it acts again it probes and writes them, with no
+    membership change needed to bring them back."""
+    api = RecordingApi()
+    acting = False
+    runner = ProbeRunner(ProbePolicy(["127.0.0.0/8"]), HeartbeatStore())
+    prober = Prober(
+        api,  # type: ignore[arg-type]
+        runner,
+        owns=lambda key: acting,
+        assigned=lambda key: True,
+    )
+    add(api, prober, registration("a", http_spec(web.port)))
+    await prober.probe_now(("ns", "a"))
+    assert "status" not in api.objects[("ns", "a")]
+    assert prober.tracked[("ns", "a")].owned and prober.scheduler.next_due(("ns", "a")) is not None
+    acting = True
+    await prober.probe_now(("ns", "a"))
+    assert api.objects[("ns", "a")]["status"]["health"] == "Healthy"

@@ -122,11 +122,14 @@ class Membership:
             self._owners[key] = found
         return next((m for m in self._members if m.identity == found), None)
 
-    def owns(self, key: sharding.Key) -> bool:
-        if not self.acting():
-            return False
+    def assigned(self, key: sharding.Key) -> bool:
+        """Whether ``key`` is this member's share in its latest view, acting or not."""
         owner = self.owner(key)
         return owner is not None and owner.identity == self.identity
+
+    def owns(self, key: sharding.Key) -> bool:
+        """Whether this member probes and writes ``key`` now: assigned, and acting."""
+        return self.acting() and self.assigned(key)
 
     def vantages(self, key: sharding.Key, count: int) -> list[Member]:
         """Up to ``count`` other live members to confirm a failure of ``key``: the next ones in

@@ -138,6 +138,7 @@ class Prober:
         concurrency: int = 200,
         slow_concurrency: int = 1000,
         owns: Callable[[Key], bool] = lambda key: True,
+        assigned: Callable[[Key], bool] | None = None,
         identity: str = "",
         vantages: vantage_mod.Vantages | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -153,6 +154,10 @@ class Prober:
         # group, when not standalone): jobs of others' registrations are no-ops, so two
         # operators never both write one. ``identity`` names this process in lastProbes.
         self.owns = owns
+        # Whether a registration is this member's share in its latest view of the group, acting
+        # or not (settling, or its view briefly stale): scheduling follows it; probing and
+        # writing follow ``owns`` (assigned and acting).
+        self.assigned = assigned or owns
         self.identity = identity
         self.vantages = vantages
         self.endpoints = EndpointCache()
@@ -224,7 +229,7 @@ class Prober:
         self._unlink(key)
         self.tracked[key] = fresh
         self._replan(fresh, previous=tracked if same_object else None)
-        fresh.owned = self.owns(key)
+        fresh.owned = self.assigned(key)
         if not fresh.owned:
             fresh.last_probes.clear()
         elif tracked is not None and same_object and not tracked.owned:
@@ -315,9 +320,15 @@ class Prober:
         tracked = self.tracked.get(key) if isinstance(key, tuple) else None
         if tracked is None or tracked.deleting:
             return
-        if not self.owns(tracked.key):
+        if not self.assigned(tracked.key):
             if tracked.owned:
                 self._release(tracked)
+            return
+        if not self.owns(tracked.key):
+            # This member's, but not acting this moment (settling, or a stale view): skipped,
+            # kept scheduled; an evaluation that no timer repeats is tried again shortly.
+            if not _probed(tracked):
+                self._schedule(tracked, delay=1.0)
             return
         if not tracked.owned:
             self._take_over(tracked)
@@ -401,12 +412,12 @@ class Prober:
         all for registrations evaluated only on change (``type: none``), which no timer would
         bring back."""
         for tracked in self.tracked.values():
-            owns = self.owns(tracked.key)
-            if owns and not tracked.owned:
+            mine = self.assigned(tracked.key)
+            if mine and not tracked.owned:
                 self._take_over(tracked)
                 # Spread over one interval like a start-up; once-only evaluations at once.
                 self._schedule(tracked, soon=not _probed(tracked))
-            elif tracked.owned and not owns:
+            elif tracked.owned and not mine:
                 self._release(tracked)
 
     def _release(self, tracked: Tracked) -> None:
