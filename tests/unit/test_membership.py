@@ -125,8 +125,8 @@ async def test_a_member_acts_only_after_every_other_has_seen_it() -> None:
     assert api.leases["svcreg-prober-a"]["metadata"]["labels"] == {GROUP_LABEL: "svcreg"}
 
 
-async def test_a_silent_member_stops_before_the_others_take_its_share_over() -> None:
-    api, clock = LeaseApi(), Clock()
+async def settled_pair(api: LeaseApi, clock: Clock) -> tuple[Membership, Membership]:
+    """Two members that have seen each other and acted for a round."""
     a, b = member(api, clock, "a"), member(api, clock, "b")
     for _ in range(2):
         await a.round()
@@ -134,6 +134,12 @@ async def test_a_silent_member_stops_before_the_others_take_its_share_over() -> 
         clock.now += a.settle
     await a.round()
     await b.round()
+    return a, b
+
+
+async def test_a_silent_member_stops_before_the_others_take_its_share_over() -> None:
+    api, clock = LeaseApi(), Clock()
+    a, b = await settled_pair(api, clock)
     b_share = [k for k in KEYS if b.owns(k)]
     assert b_share
     # b stops renewing (a crash, a partition): b stops acting before anyone takes its share
@@ -160,11 +166,7 @@ async def test_a_member_that_cannot_reach_the_api_stops_acting() -> None:
 
 async def test_a_member_leaving_cleanly_hands_over_at_the_next_round() -> None:
     api, clock = LeaseApi(), Clock()
-    a, b = member(api, clock, "a"), member(api, clock, "b")
-    for _ in range(2):
-        await a.round()
-        await b.round()
-        clock.now += a.settle
+    a, b = await settled_pair(api, clock)
     await b._leave()
     assert "svcreg-prober-b" not in api.leases
     await a.round()
