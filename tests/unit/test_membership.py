@@ -195,8 +195,10 @@ def test_a_failure_counts_only_when_the_quorum_saw_it() -> None:
     assert held.message == (
         "a saw the endpoint fail (ConnectionRefused); b saw it pass: not Unhealthy until 2 members agree"
     )
-    # A member that did not answer does not confirm.
-    silent = decide(3, "a", {"x:80": "Timeout"}, {"b": {"x:80": False}, "c": None})
-    assert silent.held == {"x:80"} and "no answer from c" in silent.message
+    # A member that did not answer is not counted: the quorum is of those that answered.
+    assert decide(3, "a", {"x:80": "Timeout"}, {"b": {"x:80": False}, "c": None}).held == frozenset()
+    assert decide(2, "a", {"x:80": "Timeout"}, {"b": None}).held == frozenset()
+    mixed = decide(3, "a", {"x:80": "Timeout"}, {"b": {"x:80": True}, "c": {"x:80": False}})
+    assert mixed.held == {"x:80"} and "b saw it pass" in mixed.message
     # Capped at the members there are: alone, a member decides alone.
     assert decide(3, "a", {"": "Timeout"}, {}).held == frozenset()

@@ -154,7 +154,7 @@ class HealthCheck(_Model):
     degraded_latency_ms: Annotated[int, Field(ge=0, le=3600000)] = 0
     ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
     # Members of the prober group that must see a failure before it counts (capped at the
-    # group's size); the owner asks the others to probe at once. ttl checks have one vantage.
+    # members that answer); the owner asks the others to probe at once. ttl checks have one vantage.
     quorum: Annotated[int, Field(ge=1, le=5)] = 1
     tls: ProbeTls | None = None
 

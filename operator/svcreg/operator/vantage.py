@@ -6,7 +6,9 @@ to probe it at once, over HTTP between members, authenticated by the members' sh
 ServiceAccount. The failure counts when N members (the owner included) saw it; otherwise the
 owner keeps the instance's state, records a ``VantageDisagreement`` condition naming who saw
 what, and asks again next round. Nothing goes through the API server in steady state. The
-quorum is capped at the group's size: a lone member decides alone.
+quorum is capped at the members that answer: a lone member, or one whose peers cannot be
+reached, decides alone (its own network is the partition guard's concern), so a failure is
+never hidden because no one else could be asked.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def decide(
 ) -> Decision:
     """Which of ``failing`` (instance -> the reason this member saw) the quorum confirms.
     ``answers`` maps each member asked to what its probe saw (instance -> passed), or None when
-    it did not answer: a member that did not answer does not confirm."""
-    needed = min(quorum, 1 + len(answers))
+    it did not answer: a member that did not answer is not counted either way."""
+    answered = [m for m, seen in answers.items() if seen is not None]
+    needed = min(quorum, 1 + len(answered))
     held, notes = set(), []
     for iid, reason in sorted(failing.items()):
         saw_fail = [m for m, seen in answers.items() if seen is not None and seen.get(iid) is False]
@@ -48,13 +51,7 @@ def decide(
             continue
         held.add(iid)
         passed = sorted(m for m, seen in answers.items() if seen is not None and seen.get(iid) is True)
-        silent = sorted(m for m, seen in answers.items() if seen is None or iid not in seen)
-        what = f"{me} saw {iid or 'the endpoint'} fail ({reason})"
-        if passed:
-            what += f"; {', '.join(passed)} saw it pass"
-        if silent:
-            what += f"; no answer from {', '.join(silent)}"
-        notes.append(what)
+        notes.append(f"{me} saw {iid or 'the endpoint'} fail ({reason}); {', '.join(passed)} saw it pass")
     if not held:
         return Decision(frozenset(), "")
     return Decision(frozenset(held), "; ".join(notes) + f": not Unhealthy until {needed} members agree")
