@@ -137,8 +137,9 @@ def test_killing_the_operator_pod_loses_no_registration_and_makes_no_transition(
 
     wait_until(lambda: bool(replacement()), "the Deployment to run a Ready replacement", timeout=180)
     pod = replacement()
-    # The replacement takes the prober lease once the killed pod's expires, then probes every
-    # target at least twice (each 4 s): what it writes after that is its own verdict.
+    # The replacement joins the prober group and takes the share once the killed pod's Lease
+    # expires, then probes every target at least twice (each 4 s): what it writes after that is
+    # its own verdict.
     wait_until(
         lambda: _metric(pod, "svcreg_probes_total{") >= 2 * FLEET,
         "the replacement to probe the fleet twice",

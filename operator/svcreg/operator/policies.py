@@ -5,7 +5,7 @@ answers it in panic mode, written back to the policy as ``healthy``, ``total`` a
 What panic is, is decided where answers are built (the discovery index's ``panic_state``); the
 process assembly hands this writer a function that lists every policy's current state. The
 writer compares with what it last wrote and patches only what changed, so a steady service
-costs no writes. Only the process that may write (the prober Lease's holder) writes.
+costs no writes. Only the member of the prober group whose share a policy is writes it.
 """
 
 from __future__ import annotations
