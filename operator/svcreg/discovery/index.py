@@ -30,7 +30,7 @@ Key = tuple[str, str]
 HISTORY = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A registration as the index holds it: slim, immutable, its wire document built once.
 
@@ -166,7 +166,7 @@ class Selector(Filter, Protocol):
     def without_health(self) -> Selector: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     index: int
     kind: str  # registered | updated | deleted | health-changed

@@ -20,7 +20,7 @@ from svcreg.core.model import FlapDamping
 PENALTY = 1000.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Damping:
     penalty: float = 0.0
     at: float = 0.0  # when ``penalty`` was last worked out (seconds, any steady clock)

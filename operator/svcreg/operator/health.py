@@ -14,14 +14,14 @@ from svcreg.core.health import FAILED, SERVED, Health
 from svcreg.operator.probes.base import Outcome, Reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     success: int = 1
     failure: int = 3
     degraded_latency: float = 0.0  # seconds; 0 disables Degraded-by-latency
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HealthState:
     health: Health = Health.UNKNOWN
     reason: str = "AwaitingFirstProbe"

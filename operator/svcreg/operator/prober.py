@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     key: Key
     uid: str

@@ -13,7 +13,7 @@ from svcreg.operator.probes.base import GrpcConfig, HttpConfig, KindConfig, Targ
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The targets of one registration, keyed by instance id ("" for an endpoint)."""
 

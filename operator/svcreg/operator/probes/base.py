@@ -39,7 +39,7 @@ class Reason(enum.StrEnum):
     NO_HEALTH_CHECK = "NoHealthCheck"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpConfig:
     """What an http check sends and accepts."""
 
@@ -49,14 +49,14 @@ class HttpConfig:
     expected: tuple[tuple[int, int], ...] = ((200, 399),)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GrpcConfig:
     """The grpc.health.v1 service name to ask about ("" is the server as a whole)."""
 
     service: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TtlConfig:
     """Which registration's heartbeats count, and how long one lasts."""
 
@@ -68,7 +68,7 @@ class TtlConfig:
 KindConfig = HttpConfig | GrpcConfig | TtlConfig | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """One address to probe, with the settings of its kind in ``config``."""
 
@@ -100,7 +100,7 @@ class Target:
         return self.config if isinstance(self.config, TtlConfig) else TtlConfig()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     passed: bool
     reason: Reason
@@ -154,7 +154,7 @@ class Trust(Protocol):
     async def bundle(self, ref: tuple[str, str, str, str]) -> bytes: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """What probes share: the SSRF policy, the TLS context, the heartbeat store."""
 
