@@ -43,6 +43,7 @@ from svcreg.operator.probes.trust import TrustStore
 from svcreg.operator.probes.ttl import HeartbeatStore
 from svcreg.operator.vantage import VantageClient
 from svcreg.settings import Settings
+from svcreg.telemetry import memory
 from svcreg.telemetry.loopwatch import StallReporter, watch_gc, watch_lag
 from svcreg.telemetry.metrics import Metrics
 
@@ -57,6 +58,10 @@ async def _freeze_after_sync(index: Index) -> None:
     gc.collect()
     gc.freeze()
     logger.info("start-up state loaded; %d objects frozen out of garbage collection", gc.get_freeze_count())
+    # The listing's JSON is garbage now: give its pages back, then keep doing so as the first
+    # status writes and later churn leave more behind.
+    memory.trim()
+    await memory.trim_every(60.0)
 
 
 async def run(settings: Settings) -> None:
