@@ -93,7 +93,12 @@ class Group:
         return items
 
     def healthy(self) -> int:
-        return sum(1 for item in self.listed() if (item.get("status") or {}).get("health") == "Healthy")
+        """Healthy probed registrations (the ttl one's health follows the test's heartbeats)."""
+        return sum(
+            1
+            for item in self.listed()
+            if item["metadata"]["name"] != "beat" and (item.get("status") or {}).get("health") == "Healthy"
+        )
 
     def stop(self) -> None:
         for member in self.members:
