@@ -244,6 +244,9 @@ def test_helm_upgrade_to_tls_serves_https_to_in_cluster_callers(
                  "healthCheck": {"type": "none"}},
     }  # fmt: skip
     kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(registration))
+    # Right after a rolling upgrade the registration may belong to the departing pod's share
+    # until its Lease is gone: the consumer asks once it has been evaluated.
+    kubectl("wait", "-n", ns, "--for=condition=Ready", "svcreg/tls-check", "--timeout=100s")
     kubectl("apply", "-n", ns, "-f", "-", input=TLS_CONSUMER % {"image": image.IMAGE})
     wait_until(
         lambda: (
