@@ -158,7 +158,12 @@ def test_svcreg_dev_node_runs_the_demo_in_the_cluster(
         # The serviceRef example: both demo pods behind its Service are instances.
         wait_until(
             lambda: (
-                len(json.loads(kubectl("get", "svcreg", "web", "-o", "json"))["status"]["instances"]) == 2
+                len(
+                    (json.loads(kubectl("get", "svcreg", "web", "-o", "json")).get("status") or {}).get(
+                        "instances", []
+                    )
+                )
+                == 2
             ),
             "the serviceRef example's two instances",
         )
