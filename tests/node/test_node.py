@@ -77,7 +77,9 @@ def test_pods_run_and_a_service_answers_through_cluster_dns(kubectl: Kubectl) ->
         ),
         "both pods ready in the Service's EndpointSlice",
     )
-    # A client pod reaches the Service by its cluster DNS name, through kube-proxy's rules.
+    # A client pod reaches the Service by its cluster DNS name, through kube-proxy's rules. Like
+    # any client of a Service that has just appeared, it retries (the kubelet restarts it on
+    # failure, with backoff); what an earlier attempt printed is part of the failure message.
     kubectl(
         "run",
         "client",
@@ -85,15 +87,23 @@ def test_pods_run_and_a_service_answers_through_cluster_dns(kubectl: Kubectl) ->
         ns,
         f"--image={node.TOOLS_IMAGE}",
         "--image-pull-policy=Never",
-        "--restart=Never",
+        "--restart=OnFailure",
         "--",
         "get",
         f"http://web.{ns}.svc.cluster.local/",
     )
-    wait_until(
-        lambda: kubectl("get", "pod", "client", "-n", ns, "-o", "jsonpath={.status.phase}") == "Succeeded",
-        "the client pod to succeed",
-    )
+    phase = "jsonpath={.status.phase}"
+    try:
+        wait_until(
+            lambda: kubectl("get", "pod", "client", "-n", ns, "-o", phase) == "Succeeded",
+            "the client pod to succeed",
+            timeout=180,
+        )
+    except AssertionError as error:
+        shown = kubectl("get", "pod", "client", "-n", ns, "-o", "yaml", check=False, stderr=True)
+        earlier = kubectl("logs", "-n", ns, "client", "--previous", check=False, stderr=True)
+        events = kubectl("get", "events", "-n", ns, check=False, stderr=True)
+        raise AssertionError(f"{error}\n{shown}\nearlier attempt:\n{earlier}\nevents:\n{events}") from None
     # kubectl logs goes API server -> kubelet, at the node's InternalIP.
     answered = kubectl("logs", "-n", ns, "client").strip()
     assert answered in {p["metadata"]["name"] for p in pods}
