@@ -172,19 +172,25 @@ def http_target(tls_dir: Path | None = None, *, host: str = "127.0.0.1") -> Iter
 class AppTarget:
     """An aiohttp app in its own thread for client tests: /health is 200; /flaky answers 503
     ``fail_first`` times, then 200; /missing is 404; every answer names the target and each
-    path's calls are counted."""
+    path's calls are counted. ``failing[path] = n`` makes the next n calls to a path answer 503
+    (a negative n: every call)."""
 
     def __init__(self, name: str, fail_first: int = 0) -> None:
         from aiohttp import web  # noqa: PLC0415
 
         self.name, self.fail_first = name, fail_first
         self.calls: dict[str, int] = {}
+        self.failing: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         async def answer(request: web.Request) -> web.Response:
             path = request.path
             self.calls[path] = self.calls.get(path, 0) + 1
+            left = self.failing.get(path, 0)
+            if left:
+                self.failing[path] = left - 1 if left > 0 else left
+                return web.json_response({"target": self.name}, status=503)
             if path == "/missing":
                 return web.json_response({"target": self.name}, status=404)
             if path == "/flaky" and self.calls[path] <= self.fail_first:

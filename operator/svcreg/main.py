@@ -123,6 +123,7 @@ async def run(settings: Settings) -> None:
         assigned=membership.assigned if membership is not None else None,
         identity=membership.identity if membership is not None else "",
         vantages=vantages,
+        policies=index.policy_for,
     )
     metrics.prober_share.set_function(lambda: sum(1 for key in prober.tracked if prober.owns(key)))
     metrics.prober_members.set_function(lambda: len(membership.members()) if membership is not None else 1)
@@ -210,7 +211,9 @@ async def run(settings: Settings) -> None:
         )
         policies = asyncio.create_task(policy_watcher.run(), name="svcreg-policy-informer")
     else:
-        policy_writer = PolicyStatusWriter(api, prober.writer, lambda: policy_states(index), prober.owns)
+        policy_writer = PolicyStatusWriter(
+            api, prober.writer, lambda: policy_states(index, prober), prober.owns
+        )
         policies = asyncio.create_task(policy_writer.run(), name="svcreg-policy-status")
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")
@@ -324,10 +327,29 @@ async def _serve_admission(
     return runner, asyncio.create_task(tls.watch(), name="svcreg-admission-tls-reload")
 
 
-def policy_states(index: Index) -> list[PolicyState]:
-    """Every ServicePolicy's state as the index sees it (for the operator's status writer)."""
+def policy_states(index: Index, prober: Prober) -> list[PolicyState]:
+    """Every ServicePolicy's state: panic as the index sees it, the disruption budget and the
+    shadow check as the prober does (for the operator's status writer)."""
     states = []
     for (namespace, name), (uid, generation, service, threshold) in sorted(index.policy_meta.items()):
         served, total, panic = index.panic_state(namespace, service)
-        states.append(PolicyState(namespace, name, uid, generation, service, threshold, served, total, panic))
+        standing, shadow = prober.policy_summary(namespace, service)
+        found = index.policy_for(namespace, service)
+        budget = found[1].health_disruption_budget if found is not None else None
+        states.append(
+            PolicyState(
+                namespace,
+                name,
+                uid,
+                generation,
+                service,
+                threshold,
+                served,
+                total,
+                panic,
+                budget=standing,
+                window_seconds=budget.window_seconds if budget is not None else 0,
+                shadow=shadow,
+            )
+        )
     return states

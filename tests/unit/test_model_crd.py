@@ -104,6 +104,16 @@ def test_model_matches_crd(section: str, python_model: type[model.BaseModel]) ->
     assert problems == []
 
 
+POLICY = yaml.safe_load((kube.CRD_DIR / "servicepolicies.svcreg.io.yaml").read_text())
+
+
+def test_policy_model_matches_crd() -> None:
+    """The ServicePolicy spec (budget, shadow check) as the CRD and the model describe it."""
+    schema = POLICY["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    py_schema = model.ServicePolicySpec.model_json_schema(by_alias=True)
+    assert _compare("spec", schema, py_schema, py_schema.get("$defs", {})) == []
+
+
 def test_the_comparison_notices_drift() -> None:
     """The walker is not vacuous: a changed bound, default or field is reported."""
     spec = SCHEMA["properties"]["spec"]

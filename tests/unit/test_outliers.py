@@ -102,3 +102,21 @@ def test_discovery_leaves_an_ejected_instance_out_unless_health_any() -> None:
     assert index.candidates(served, None) == []
     assert [i.name for i in index.candidates(parse(MultiDict(health="any"), "services"), None)] == ["x"]
     assert "ejected as an outlier" in served.why_not(index.items[("a", "x")])[0]
+
+
+async def test_a_service_policy_sets_the_share_that_may_be_ejected() -> None:
+    """maxEjectedPercent 100: b, which the default 50% would keep in rotation, is ejected too."""
+    from svcreg.core.model import ServicePolicySpec  # noqa: PLC0415
+
+    with http_target() as web:
+        api = RecordingApi()
+        prober = make(api)
+        policy = ServicePolicySpec(service="pay", max_ejected_percent=100)
+        prober.policies = lambda namespace, service: ("pay", policy) if service == "pay" else None
+        for name in ("a", "b", "c"):
+            add(api, prober, registration(name, {**http_spec(web.port), "service": "pay"}))
+            await prober.probe_now(("ns", name))
+        for name in ("a", "b"):
+            for caller in ("sa:1", "sa:2", "sa:3"):
+                prober.report(("ns", name), caller, "5xx")
+        assert prober.outliers.ejected(("ns", "a")) and prober.outliers.ejected(("ns", "b"))

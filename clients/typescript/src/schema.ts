@@ -324,6 +324,8 @@ export interface paths {
                     tag?: string[];
                     /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
                     health?: string;
+                    /** @description true: only instances whose contract of each named capability passed when last checked (needs capability). */
+                    verified?: "true" | "false";
                     /** @description one: pick a single instance by weight. */
                     select?: "one";
                     /** @description The index of the answer you have; with wait, block until the index passes it. */
@@ -629,6 +631,8 @@ export interface paths {
                     version?: string;
                     /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
                     health?: string;
+                    /** @description true: only instances whose contract of each named capability passed when last checked (needs capability). */
+                    verified?: "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -1217,6 +1221,8 @@ export interface paths {
                     version?: string;
                     /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
                     health?: string;
+                    /** @description true: only instances whose contract of each named capability passed when last checked (needs capability). */
+                    verified?: "true" | "false";
                     /** @description one: pick a single matching instance by weight. */
                     select?: "one";
                     /** @description The index of the answer you have; with wait, block until the index passes it. */
@@ -1522,6 +1528,8 @@ export interface paths {
                     version?: string;
                     /** @description Health states to include (repeatable or comma-separated, any letter case); 'any' for all. Default Healthy and Degraded. */
                     health?: string;
+                    /** @description true: only instances whose contract of each named capability passed when last checked (needs capability). */
+                    verified?: "true" | "false";
                 };
                 header?: {
                     /** @description Resume after this event id; an id this server does not know gets a reset event. */
@@ -1629,6 +1637,8 @@ export interface components {
         };
         /** Capability */
         Capability: {
+            /** @default null */
+            contract: components["schemas"]["Contract"] | null;
             /**
              * Description
              * @default null
@@ -1735,6 +1745,12 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             /**
+             * Verified
+             * @description Whether its contract's answer validated against outputSchema when last checked (false until it has passed for this generation; absent: no contract)
+             * @default null
+             */
+            verified: boolean | null;
+            /**
              * Version
              * @default null
              */
@@ -1816,6 +1832,40 @@ export interface components {
             peersAsked: number;
             /** Windowseconds */
             windowSeconds: number;
+        };
+        /**
+         * Contract
+         * @description A request whose answer must validate against the capability's ``outputSchema``: the
+         *     prober sends it every ``intervalSeconds`` and records the result as the capability's
+         *     ContractVerified condition. ``body`` (any JSON) is sent as application/json.
+         */
+        Contract: {
+            /**
+             * Body
+             * @default null
+             */
+            body: unknown;
+            /**
+             * Intervalseconds
+             * @default 300
+             */
+            intervalSeconds: number;
+            /**
+             * Method
+             * @default GET
+             * @enum {string}
+             */
+            method: "GET" | "POST";
+            /**
+             * Path
+             * @default /
+             */
+            path: string;
+            /**
+             * Timeoutseconds
+             * @default 5
+             */
+            timeoutSeconds: number;
         };
         /**
          * ErrorAnswer
@@ -1932,7 +1982,11 @@ export interface components {
          * @enum {string}
          */
         Health: "Healthy" | "Degraded" | "Unhealthy" | "Unknown" | "Maintenance" | "Expired";
-        /** HealthCheck */
+        /**
+         * HealthCheck
+         * @description How an instance is probed. ``_where`` names the field in messages (a ServicePolicy's
+         *     shadow check has the same shape).
+         */
         HealthCheck: {
             /**
              * Degradedlatencyms

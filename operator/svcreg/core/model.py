@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -95,6 +95,37 @@ def _bounded_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
 BoundedSchema = Annotated[dict[str, Any] | None, AfterValidator(_bounded_schema)]
 
 
+def _request_path(value: str) -> str:
+    """An absolute path of printable ASCII: a space or line break would let a registration
+    smuggle a second request to whatever the target is."""
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    if not re.fullmatch(r"[!-~]*", value):
+        raise ValueError(
+            "must not contain spaces, control characters or non-ASCII characters (percent-encode them)"
+        )
+    return value
+
+
+class Contract(_Model):
+    """A request whose answer must validate against the capability's ``outputSchema``: the
+    prober sends it every ``intervalSeconds`` and records the result as the capability's
+    ContractVerified condition. ``body`` (any JSON) is sent as application/json."""
+
+    method: Literal["GET", "POST"] = "GET"
+    path: Annotated[str, Field(max_length=1024), AfterValidator(_request_path)] = "/"
+    body: Any = None
+    interval_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @field_validator("body")
+    @classmethod
+    def _bounded_body(cls, value: Any) -> Any:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"a contract body may be at most {MAX_SCHEMA_BYTES} bytes of JSON")
+        return value
+
+
 class Capability(_Model):
     name: DnsLabel
     version: SemVer | None = None
@@ -102,6 +133,15 @@ class Capability(_Model):
     # JSON Schema (2020-12) of what the capability takes and gives (checked by core/contracts.py)
     input_schema: BoundedSchema = None
     output_schema: BoundedSchema = None
+    contract: Contract | None = None
+
+    @model_validator(mode="after")
+    def _contract_needs_schema(self) -> Capability:
+        if self.contract is not None and self.output_schema is None:
+            raise ValueError(
+                f"capability {self.name}: a contract needs an outputSchema to check the answer against"
+            )
+        return self
 
 
 def _capability_shorthand(value: Any) -> Any:
@@ -138,6 +178,11 @@ class ProbeTls(_Model):
 
 
 class HealthCheck(_Model):
+    """How an instance is probed. ``_where`` names the field in messages (a ServicePolicy's
+    shadow check has the same shape)."""
+
+    _where: ClassVar[str] = "spec.healthCheck"
+
     type: CheckType | None = None
     path: Annotated[str, Field(max_length=1024)] = "/"
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -161,31 +206,26 @@ class HealthCheck(_Model):
     @field_validator("path")
     @classmethod
     def _path_absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("spec.healthCheck.path must start with '/'")
-        if not re.fullmatch(r"[!-~]*", value):
-            # A space or line break would let a registration smuggle a second request to
-            # whatever the target is; the CRD refuses the same.
-            raise ValueError(
-                "spec.healthCheck.path must not contain spaces, control characters or non-ASCII "
-                "characters (percent-encode them)"
-            )
-        return value
+        try:
+            return _request_path(value)  # the CRD refuses the same
+        except ValueError as error:
+            raise ValueError(f"{cls._where}.path {error}") from None
 
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key, header in value.items():
             if len(key) > 128 or not re.match(HEADER_NAME, key):
-                raise ValueError("spec.healthCheck.headers keys must be HTTP header names")
+                raise ValueError(f"{cls._where}.headers keys must be HTTP header names")
             if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", header):
-                raise ValueError("spec.healthCheck.headers values must not contain control characters")
+                raise ValueError(f"{cls._where}.headers values must not contain control characters")
         return value
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> HealthCheck:
         if self.timeout_seconds >= self.interval_seconds:
-            raise ValueError("spec.healthCheck.timeoutSeconds must be below spec.healthCheck.intervalSeconds")
+            where = type(self)._where
+            raise ValueError(f"{where}.timeoutSeconds must be below {where}.intervalSeconds")
         return self
 
     def expected_codes(self) -> list[tuple[int, int]]:
@@ -328,11 +368,19 @@ class InstanceStatus(_Model):
     target_ref: Annotated[str, Field(max_length=256)] | None = None
 
 
+class CapabilityStatus(_Model):
+    """What the prober found of one capability with a contract: its ContractVerified condition."""
+
+    name: Annotated[str, Field(max_length=63)]
+    conditions: Annotated[list[Condition], Field(max_length=4)] = Field(default_factory=list)
+
+
 class ServiceRegistrationStatus(_Model):
     health: Health | None = None
     observed_generation: int | None = None
-    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
+    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
     instances: Annotated[list[InstanceStatus], Field(max_length=1000)] = Field(default_factory=list)
+    capabilities: Annotated[list[CapabilityStatus], Field(max_length=64)] = Field(default_factory=list)
 
 
 class ObjectMeta(BaseModel):
@@ -374,3 +422,41 @@ class ServicePolicySpec(_Model):
 
     service: DnsLabel
     panic_threshold_percent: Annotated[int, Field(ge=0, le=100)] = 50
+    max_ejected_percent: Annotated[int, Field(ge=0, le=100)] = 50
+    health_disruption_budget: DisruptionBudget | None = None
+    shadow_health_check: ShadowHealthCheck | None = None
+
+
+PERCENT = r"^(100|[1-9]?[0-9])%$"
+
+
+class DisruptionBudget(_Model):
+    """At most ``maxUnhealthy`` instances of the service (a count, or a percentage of its
+    instances, rounded up) may turn Unhealthy on probe evidence within ``windowSeconds``; a
+    further one waits for confirmation (a re-probe, and the other members of the prober group
+    where there are any), at most ``maxHoldSeconds``."""
+
+    max_unhealthy: (
+        Annotated[int, Field(ge=0, le=100000)] | Annotated[str, Field(max_length=4, pattern=PERCENT)]
+    ) = 1
+    window_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    max_hold_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+
+    def allowed(self, instances: int) -> int:
+        """How many of ``instances`` may turn Unhealthy within the window."""
+        if isinstance(self.max_unhealthy, int):
+            return self.max_unhealthy
+        percent = int(self.max_unhealthy.rstrip("%"))
+        return -(-percent * instances // 100)  # rounded up, as a PodDisruptionBudget's maxUnavailable
+
+
+class ShadowHealthCheck(HealthCheck):
+    """A candidate health check run beside the real one: recorded, never acted on. Only kinds
+    that probe (not ttl or none)."""
+
+    _where: ClassVar[str] = "spec.shadowHealthCheck"
+
+    type: Literal["http", "tcp", "grpc"] | None = None
+
+
+ServicePolicySpec.model_rebuild()

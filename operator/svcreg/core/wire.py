@@ -37,6 +37,11 @@ class CapabilityView(_Answer):
     description: str | None = None
     input_schema: dict[str, Any] | None = Field(None, description="JSON Schema of what it takes")
     output_schema: dict[str, Any] | None = Field(None, description="JSON Schema of what it gives")
+    verified: bool | None = Field(
+        None,
+        description="Whether its contract's answer validated against outputSchema when last checked "
+        "(false until it has passed for this generation; absent: no contract)",
+    )
 
 
 class Address(_Answer):

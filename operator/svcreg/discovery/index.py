@@ -56,6 +56,7 @@ class Entry:
     observed_generation: int = 0  # status.observedGeneration: behind ``generation``, served Unknown
     damped: bool = False  # held out of rotation by flap damping (condition Flapping)
     ejected: bool = False  # ejected on its callers' reports (condition Ejected)
+    verified: frozenset[str] = frozenset()  # capabilities whose contract passed (ContractVerified)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -81,6 +82,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
     current = int(status.get("observedGeneration") or 0) >= generation
     health = _health(status.get("health")) if current else Health.UNKNOWN
     conditions = status.get("conditions") or []
+    verified = _verified(status) if current else frozenset()
     view = wire.Registration(
         namespace=metadata.get("namespace", ""),
         name=name,
@@ -97,6 +99,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
                 description=c.description,
                 input_schema=c.input_schema,
                 output_schema=c.output_schema,
+                verified=(c.name in verified) if c.contract is not None else None,
             )
             for c in spec.capabilities
         ],
@@ -135,7 +138,20 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         observed_generation=int(status.get("observedGeneration") or 0),
         damped=view.damped,
         ejected=view.ejected,
+        verified=verified,
         document=view.model_dump(mode="json", by_alias=True),
+    )
+
+
+def _verified(status: dict[str, Any]) -> frozenset[str]:
+    """The capabilities whose ContractVerified condition is True in a watched object's status."""
+    found = status.get("capabilities")
+    if not isinstance(found, list):
+        return frozenset()
+    return frozenset(
+        str(c.get("name"))
+        for c in found
+        if isinstance(c, dict) and _holds(c.get("conditions") or [], "ContractVerified")
     )
 
 
@@ -209,6 +225,9 @@ class Index:
         # (namespace, name) set it. Their changes move ``policy_version``, which answer caches
         # key on (they are not registration changes, so not in the history).
         self.policies: dict[Key, int] = {}
+        # (namespace, service) -> (policy name, spec): what the prober reads of a service's
+        # policy (its disruption budget and shadow check).
+        self.policy_specs: dict[Key, tuple[str, ServicePolicySpec]] = {}
         # (namespace, name) -> (uid, generation, service, threshold): which service each policy
         # governs, and what the policies' status is written from.
         self.policy_meta: dict[Key, tuple[str, int, str, int]] = {}
@@ -323,6 +342,7 @@ class Index:
         previous = self.policy_meta.pop(name, None)
         if previous is not None:
             self.policies.pop((name[0], previous[2]), None)
+            self.policy_specs.pop((name[0], previous[2]), None)
         if event_type != "DELETED":
             try:
                 spec = ServicePolicySpec.model_validate(body.get("spec") or {})
@@ -330,6 +350,7 @@ class Index:
                 spec = None
             if spec is not None:
                 self.policies[(name[0], spec.service)] = spec.panic_threshold_percent
+                self.policy_specs[(name[0], spec.service)] = (name[1], spec)
                 self.policy_meta[name] = (
                     str(metadata.get("uid", "")),
                     int(metadata.get("generation") or 0),
@@ -349,6 +370,10 @@ class Index:
             n for n in self.policy_meta if n not in listed and (namespace is None or n[0] == namespace)
         ]:
             self.observe_policy("DELETED", {"metadata": {"namespace": name[0], "name": name[1]}})
+
+    def policy_for(self, namespace: str, service: str) -> tuple[str, ServicePolicySpec] | None:
+        """The ServicePolicy of one logical service, as (its name, its spec), if it has one."""
+        return self.policy_specs.get((namespace, service))
 
     def panic_state(self, namespace: str, service: str) -> tuple[int, int, bool]:
         """(served, total, panic) of one logical service: its instances not in maintenance, how

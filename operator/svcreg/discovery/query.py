@@ -46,6 +46,8 @@ class Query:
     index: int | None = None
     wait: float | None = None
     select_one: bool = False
+    # verified=true: only instances whose contract of each named capability passed last time
+    verified: bool = False
     canonical: str = field(default="", compare=False)
 
     def without_health(self) -> Query:
@@ -78,6 +80,8 @@ class Query:
             if any(metadata.get(k) != v for k, v in self.meta):
                 return False
         if self.version is not None and not _matches(self.version, item.version):
+            return False
+        if self.verified and any(c not in item.verified for c in self.capabilities):
             return False
         if self.capability_version is not None and self.capability_for_version is not None:
             return _matches(self.capability_version, item.capability_version(self.capability_for_version))
@@ -116,6 +120,12 @@ class Query:
                 reasons.append(f"metadata {key} is {found}, not {value!r}")
         if self.version is not None and not _matches(self.version, item.version):
             reasons.append(f"version {item.version or '(none)'} is outside {self.version.expression}")
+        if self.verified:
+            reasons += [
+                f"capability {c} is not verified: its contract has not passed (see status.capabilities)"
+                for c in self.capabilities
+                if c in names and c not in item.verified
+            ]
         if self.capability_version is not None and self.capability_for_version is not None:
             own = item.capability_version(self.capability_for_version)
             if not _matches(self.capability_version, own):
@@ -173,13 +183,24 @@ def _range(parameter: str, value: str) -> semantic_version.SimpleSpec:
 
 
 ALLOWED = {
-    "services": {"service", "namespace", "capability", "tag", "version", "health", "select", "index", "wait"},
+    "services": {
+        "service",
+        "namespace",
+        "capability",
+        "tag",
+        "version",
+        "health",
+        "select",
+        "index",
+        "wait",
+        "verified",
+    },
     "catalog": {"namespace", "index", "wait"},
-    "explain": {"service", "namespace", "capability", "tag", "version", "health"},
+    "explain": {"service", "namespace", "capability", "tag", "version", "health", "verified"},
     "consumers": {"service", "capability", "scope"},
-    "capability": {"namespace", "version", "health", "select", "index", "wait", "tag"},
+    "capability": {"namespace", "version", "health", "select", "index", "wait", "tag", "verified"},
     "capabilities": {"namespace", "index", "wait"},
-    "watch": {"service", "namespace", "capability", "tag", "version", "health"},
+    "watch": {"service", "namespace", "capability", "tag", "version", "health", "verified"},
     "stats": {"namespace"},
     "one": set(),
 }
@@ -283,6 +304,15 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
         if _single(params, "select") != "one":
             raise BadParameter("select", "the only selection is select=one")
         fields["select_one"] = True
+    if "verified" in params:
+        raw = _single(params, "verified").lower()
+        if raw not in ("true", "false"):
+            raise BadParameter("verified", f"{raw!r} is not true or false")
+        if raw == "true" and not fields["capabilities"]:
+            raise BadParameter(
+                "verified", "needs a capability (capability=NAME): it says whose contract must have passed"
+            )
+        fields["verified"] = raw == "true"
     query = Query(meta=tuple(sorted(set(meta))), **fields)  # type: ignore[arg-type]
     return dataclasses.replace(query, canonical=canonical(query, route))
 
@@ -307,6 +337,7 @@ def canonical(query: Query, route: str) -> str:
         "any" if query.health is None else ",".join(sorted(query.health)),
         "&".join(f"{k}={v}" for k, v in query.meta),
         "one" if query.select_one else "",
+        "verified" if query.verified else "",
     )
     return json.dumps(parts, separators=(",", ":"))
 

@@ -1,6 +1,8 @@
 """ServicePolicy status: how many of its service's instances are served, and whether discovery
 answers it in panic mode, written back to the policy as ``healthy``, ``total`` and the condition
-``Panic``, with an Event when panic starts or ends.
+``Panic``, with an Event when panic starts or ends; the health disruption budget's standing
+(``budget``, condition ``BudgetExhausted`` and its Events) and the shadow check's summary
+(``shadow``).
 
 What panic is, is decided where answers are built (the discovery index's ``panic_state``); the
 process assembly hands this writer a function that lists every policy's current state. The
@@ -19,7 +21,9 @@ from typing import Any
 from svcreg.core import model
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi, now_rfc3339
+from svcreg.operator.budget import Standing
 from svcreg.operator.reconcile import EventSpec
+from svcreg.operator.shadow import Summary
 from svcreg.operator.writer import StatusWriter
 
 logger = logging.getLogger(__name__)
@@ -37,10 +41,38 @@ class PolicyState:
     served: int
     total: int
     panic: bool
+    budget: Standing | None = None
+    window_seconds: int = 0
+    shadow: Summary | None = None
+
+
+def _budget_condition(state: PolicyState) -> tuple[str, str, str]:
+    budget = state.budget
+    assert budget is not None
+    if budget.exhausted:
+        return (
+            "True",
+            "BudgetSpent",
+            f"{budget.spent} instance(s) turned Unhealthy within {state.window_seconds}s, the budget "
+            f"allows {budget.allowed}: further transitions wait for confirmation",
+        )
+    return (
+        "False",
+        "WithinBudget",
+        f"{budget.spent} of {budget.allowed} allowed within {state.window_seconds}s",
+    )
+
+
+def _transition_time(previous: dict[str, Any] | None, kind: str, status: str, now: str) -> str:
+    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == kind), None)
+    if old is None or old.get("status") != status:
+        return now
+    return str(old.get("lastTransitionTime", now))
 
 
 def desired(previous: dict[str, Any] | None, state: PolicyState, now: str) -> dict[str, Any]:
-    """The status to write (pure): lastTransitionTime moves only when Panic changes."""
+    """The status to write (pure): a condition's lastTransitionTime moves only when its status
+    changes."""
     status = "True" if state.panic else "False"
     if state.panic:
         reason = "BelowPanicThreshold"
@@ -51,23 +83,29 @@ def desired(previous: dict[str, Any] | None, state: PolicyState, now: str) -> di
     else:
         reason = "ThresholdDisabled" if state.threshold == 0 else "EnoughServed"
         message = f"panic below {state.threshold}% of instances served" if state.threshold else "panic is off"
-    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Panic"), None)
-    moved = old is None or old.get("status") != status
-    return {
+    rows = [("Panic", status, reason, message)]
+    if state.budget is not None:
+        rows.append(("BudgetExhausted", *_budget_condition(state)))
+    written: dict[str, Any] = {
         "observedGeneration": state.generation,
         "healthy": state.served,
         "total": state.total,
+        # Merge patch: null removes what a former spec had.
+        "budget": {"allowed": state.budget.allowed, "spent": state.budget.spent} if state.budget else None,
+        "shadow": state.shadow.as_status() if state.shadow is not None else None,
         "conditions": [
             {
-                "type": "Panic",
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now if moved else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
+                "type": kind,
+                "status": value,
+                "reason": why,
+                "message": text,
+                "lastTransitionTime": _transition_time(previous, kind, value, now),
                 "observedGeneration": state.generation,
             }
+            for kind, value, why, text in rows
         ],
     }
+    return written
 
 
 class PolicyStatusWriter:
@@ -105,7 +143,9 @@ class PolicyStatusWriter:
                 logger.warning("status of ServicePolicy %s/%s not written (will retry): %s", *key, error)
                 continue
             self._written[key] = (state, wanted)
-            was_panic = last is not None and last[0].uid == state.uid and last[0].panic
+            same = last is not None and last[0].uid == state.uid
+            await self._budget_event(state, last[0] if same and last is not None else None, wanted)
+            was_panic = same and last is not None and last[0].panic
             if state.panic != was_panic and (state.panic or last is not None):
                 event = (
                     EventSpec("Warning", "Panic", wanted["conditions"][0]["message"], action="Panic")
@@ -115,3 +155,23 @@ class PolicyStatusWriter:
                 await self.writer.post_event(key, state.uid, event, kind=model.POLICY_KIND)
         for gone in set(self._written) - seen:
             del self._written[gone]
+
+    async def _budget_event(
+        self, state: PolicyState, last: PolicyState | None, wanted: dict[str, Any]
+    ) -> None:
+        """An Event when the budget runs out, and when it is back (not on this process's first
+        write of a policy whose budget is not spent)."""
+        now = state.budget is not None and state.budget.exhausted
+        before = last is not None and last.budget is not None and last.budget.exhausted
+        if now == before or (not now and last is None):
+            return
+        message = next(
+            (c["message"] for c in wanted["conditions"] if c["type"] == "BudgetExhausted"),
+            "the policy no longer sets a health disruption budget",
+        )
+        event = (
+            EventSpec("Warning", "BudgetExhausted", message, action="Budget")
+            if now
+            else EventSpec("Normal", "BudgetRestored", message, action="Budget")
+        )
+        await self.writer.post_event((state.namespace, state.name), state.uid, event, kind=model.POLICY_KIND)

@@ -24,12 +24,19 @@ from typing import Any
 
 from svcreg.core.contracts import spec_problem
 from svcreg.core.health import FAILED, SERVED, Health
-from svcreg.core.model import ServiceRegistrationSpec, ServiceRegistrationStatus
+from svcreg.core.model import (
+    ServicePolicySpec,
+    ServiceRegistrationSpec,
+    ServiceRegistrationStatus,
+    ShadowHealthCheck,
+)
 from svcreg.kube import resourceversion
 from svcreg.kube.api import KubeApi, now_rfc3339
+from svcreg.operator import budget as budget_mod
 from svcreg.operator import damping as damping_mod
 from svcreg.operator import health as health_mod
-from svcreg.operator import reconcile
+from svcreg.operator import reconcile, verification
+from svcreg.operator import shadow as shadow_mod
 from svcreg.operator import status as status_mod
 from svcreg.operator import vantage as vantage_mod
 from svcreg.operator.endpoints import EndpointCache
@@ -77,6 +84,15 @@ class Tracked:
     owned: bool = True
     # Multi-vantage quorum: why a failure this member saw is not (yet) counted (vantage.py).
     disagreement: str = ""
+    # Verified capability contracts: capability -> (when checked, result) (verification.py).
+    contracts: verification.Checked = field(default_factory=dict)
+    # The service's shadow check (shadow.py): the check, its plan and per-target states.
+    shadow_check: ShadowHealthCheck | None = None
+    shadow_plan: Plan | None = None
+    shadow_basis: Plan | None = None  # the registration's plan the shadow plan was made beside
+    shadow_states: dict[str, HealthState] = field(default_factory=dict)
+    # Health disruption budget (budget.py): since when a transition waits for confirmation.
+    budget_held_since: float | None = None
     thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +157,7 @@ class Prober:
         assigned: Callable[[Key], bool] | None = None,
         identity: str = "",
         vantages: vantage_mod.Vantages | None = None,
+        policies: Callable[[str, str], tuple[str, ServicePolicySpec] | None] = lambda ns, service: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -160,9 +177,15 @@ class Prober:
         self.assigned = assigned or owns
         self.identity = identity
         self.vantages = vantages
+        # A service's ServicePolicy, as (name, spec): its disruption budget and shadow check.
+        self.policies = policies
+        self.contracts = verification.ContractChecker(runner.context, self.metrics, clock)
         self.endpoints = EndpointCache()
         self.tracked: dict[Key, Tracked] = {}
-        self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)  # by serviceRef
+        self._by_logical: dict[tuple[str, str], set[Key]] = defaultdict(set)  # by spec.service
+        self._shadow_disagreeing: set[Key] = set()
+        self.metrics.shadow_disagreeing.set_function(lambda: len(self._shadow_disagreeing))
         self._health_counts: Counter[Health] = Counter()
         self.scheduler = Scheduler(
             self._job,
@@ -228,6 +251,7 @@ class Prober:
             self._count(None, fresh.written_health)
         self._unlink(key)
         self.tracked[key] = fresh
+        self._by_logical[(key[0], _service(fresh))].add(key)
         self._replan(fresh, previous=tracked if same_object else None)
         fresh.owned = self.assigned(key)
         if not fresh.owned:
@@ -303,8 +327,21 @@ class Prober:
 
     def _unlink(self, key: Key) -> None:
         tracked = self.tracked.get(key)
-        if tracked is not None and tracked.plan.service_ref is not None:
+        if tracked is None:
+            return
+        if tracked.plan.service_ref is not None:
             self._by_service[tracked.plan.service_ref].discard(key)
+        logical = (key[0], _service(tracked))
+        members = self._by_logical.get(logical)
+        if members is not None:
+            members.discard(key)
+            if not members:
+                del self._by_logical[logical]
+        self._shadow_disagreeing.discard(key)
+
+    def service_members(self, namespace: str, service: str) -> list[Tracked]:
+        """Every registration of one logical service in one namespace, whoever probes it."""
+        return [self.tracked[k] for k in sorted(self._by_logical.get((namespace, service), ()))]
 
     # -- probe side -----------------------------------------------------------------------------
 
@@ -341,13 +378,23 @@ class Prober:
             else:
                 outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
                 results = [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)]
-            held = await self._confirm(tracked, results) if tracked.spec is not None else frozenset()
+            held = frozenset[str]()
+            if tracked.spec is not None:
+                held = await self._confirm(tracked, results)
+                held |= await self._hold_for_budget(tracked, results, held)
             self._apply(tracked, results, held)
+            if tracked.spec is not None and tracked.plan.accepted:
+                await self._probe_shadow(tracked)
+                await self.contracts.check_due(tracked.spec, tracked.key, tracked.plan, tracked.contracts)
             if self.tracked.get(tracked.key) is not tracked:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
         verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
-        if tracked.disagreement:
-            verdict = dataclasses.replace(verdict, disagreement=tracked.disagreement)
+        verdict = dataclasses.replace(
+            verdict,
+            disagreement=tracked.disagreement,
+            shadow=self._shadow_condition(tracked, verdict.health),
+            contracts=verification.rows(tracked.spec, tracked.contracts),
+        )
         verdict, damping = self._damp(tracked, verdict)
         if self.outliers.ejected(tracked.key):
             verdict = dataclasses.replace(
@@ -355,6 +402,10 @@ class Prober:
             )
         if await self._publish(tracked, verdict, damping):
             await self._maybe_deregister(tracked)
+        if not _probed(tracked) and self.tracked.get(tracked.key) is tracked:
+            wait = verification.next_due(tracked.spec, tracked.contracts, self._clock())
+            if wait is not None:  # no timer probes it: come back when a contract is due
+                self._schedule(tracked, delay=wait + 0.01)
         remaining = self.outliers.remaining(tracked.key)
         if remaining > 0 and self.tracked.get(tracked.key) is tracked:
             # Released on time, not at the next interval: run again when the ejection ends.
@@ -374,14 +425,7 @@ class Prober:
         if quorum <= 1 or self.vantages is None or spec.check_type() == "ttl":
             tracked.disagreement = ""
             return frozenset()
-        failing = {}
-        for iid, _, outcome in results:
-            if outcome is None or outcome.passed:
-                continue
-            state = tracked.states.get(iid, HealthState())
-            after = health_mod.step(state, outcome, tracked.thresholds)
-            if state.health not in FAILED and after.health in FAILED:
-                failing[iid] = str(outcome.reason)
+        failing = _turning_failed(tracked, results)
         if not failing:
             if all(o is None or o.passed for _, _, o in results):
                 tracked.disagreement = ""
@@ -395,6 +439,129 @@ class Prober:
             await self.writer.post_event(tracked.key, tracked.uid, event)
         tracked.disagreement = decision.message
         return decision.held
+
+    async def _hold_for_budget(
+        self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]], held: frozenset[str]
+    ) -> frozenset[str]:
+        """The instances whose turn to Unhealthy this round waits because their service's
+        health disruption budget is spent (budget.py): held on first sight and re-probed a
+        second later; written when the re-probe fails too and no other member sees it pass,
+        or once the hold has lasted ``maxHoldSeconds``."""
+        spec = tracked.spec
+        assert spec is not None
+        service = (tracked.key[0], _service(tracked))
+        found = self.policies(*service)
+        budget = found[1].health_disruption_budget if found is not None else None
+        if budget is None or spec.check_type() == "ttl":
+            tracked.budget_held_since = None
+            return frozenset()
+        failing = {
+            iid: reason
+            for iid, reason in _turning_failed(tracked, results, only_served=True).items()
+            if iid not in held and reason not in budget_mod.NOT_PROBE_EVIDENCE
+        }
+        if not failing:
+            if all(o is None or o.passed for _, _, o in results):
+                tracked.budget_held_since = None
+            return frozenset()
+        statuses = [t.status for t in self.service_members(*service)]
+        standing = budget_mod.standing(budget, statuses, time.time())
+        others = None
+        if standing.exhausted and tracked.budget_held_since is not None:
+            others = await self._others_saw_pass(tracked, failing)
+        decision = budget_mod.decide(
+            standing, tracked.budget_held_since, self._clock(), budget.max_hold_seconds, others
+        )
+        if decision.outcome != "within":
+            self.metrics.budget_holds.labels(decision.outcome).inc()
+        tracked.budget_held_since = decision.held_since
+        if decision.hold == budget_mod.Hold.WRITE:
+            return frozenset()
+        if decision.outcome == "held" and self.tracked.get(tracked.key) is tracked:
+            why = budget_mod.message(standing, budget.window_seconds)
+            text = f"turning Unhealthy waits for confirmation: {why}"
+            event = reconcile.EventSpec("Warning", "BudgetExhausted", text, action="Confirm")
+            await self.writer.post_event(tracked.key, tracked.uid, event)
+            self._schedule(tracked, delay=1.0)  # the re-probe that confirms or refutes it
+        return frozenset(failing)
+
+    async def _others_saw_pass(self, tracked: Tracked, failing: dict[str, str]) -> bool | None:
+        """Whether another member of the prober group, asked now, sees one of ``failing`` pass;
+        None when there is no other member or none answered."""
+        if self.vantages is None:
+            return None
+        asked = self.vantages.vantages(tracked.key, 2)
+        seen = await asyncio.gather(*(self.vantages.ask(member, tracked.key) for member in asked))
+        answers = [answer for answer in seen if answer is not None]
+        if not answers:
+            return None
+        return any(answer.get(iid) is True for answer in answers for iid in failing)
+
+    async def _probe_shadow(self, tracked: Tracked) -> None:
+        """Run the service's shadow check, if its policy has one, and step its own states."""
+        spec = tracked.spec
+        assert spec is not None
+        found = self.policies(tracked.key[0], _service(tracked))
+        check = found[1].shadow_health_check if found is not None else None
+        if check is None:
+            tracked.shadow_check, tracked.shadow_plan, tracked.shadow_states = None, None, {}
+            return
+        if check != tracked.shadow_check:
+            tracked.shadow_check, tracked.shadow_plan, tracked.shadow_states = check, None, {}
+        if tracked.shadow_plan is None or tracked.shadow_basis is not tracked.plan:
+            # New, or the addresses of a serviceRef changed: unchanged targets keep their state.
+            old = tracked.shadow_plan.targets if tracked.shadow_plan is not None else {}
+            tracked.shadow_plan = shadow_mod.shadow_plan(
+                spec, check, tracked.key, self.endpoints, tracked.created_at
+            )
+            tracked.shadow_basis = tracked.plan
+            tracked.shadow_states = {
+                iid: tracked.shadow_states[iid]
+                for iid, target in tracked.shadow_plan.targets.items()
+                if iid in tracked.shadow_states and old.get(iid) == target
+            }
+        targets = list(tracked.shadow_plan.targets.items())
+        outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
+        thresholds = shadow_mod.thresholds(check)
+        states = {}
+        for (iid, _), outcome in zip(targets, outcomes, strict=True):
+            state = tracked.shadow_states.get(iid, HealthState())
+            states[iid] = health_mod.step(state, outcome, thresholds) if outcome is not None else state
+        tracked.shadow_states = states
+
+    def _shadow_condition(
+        self, tracked: Tracked, real: Health
+    ) -> tuple[status_mod.ConditionStatus, str, str] | None:
+        """The ShadowHealthy condition of a registration, counted in metrics when it disagrees."""
+        if tracked.shadow_check is None:
+            self._shadow_disagreeing.discard(tracked.key)
+            return None
+        found = self.policies(tracked.key[0], _service(tracked))
+        name = found[0] if found is not None else "(gone)"
+        row = shadow_mod.condition(name, shadow_mod.aggregate(tracked.shadow_states.values()), real)
+        way = shadow_mod.direction(row[0], real)
+        if way is None:
+            self._shadow_disagreeing.discard(tracked.key)
+        else:
+            self.metrics.shadow_disagreements.labels(way).inc()
+            self._shadow_disagreeing.add(tracked.key)
+        return row
+
+    def policy_summary(
+        self, namespace: str, service: str
+    ) -> tuple[budget_mod.Standing | None, shadow_mod.Summary | None]:
+        """What a ServicePolicy's status says of its service beside panic: the disruption
+        budget's standing and the shadow check's summary, read from the written statuses."""
+        found = self.policies(namespace, service)
+        if found is None:
+            return None, None
+        members = self.service_members(namespace, service)
+        budget = found[1].health_disruption_budget
+        standing = budget_mod.standing(budget, [t.status for t in members], time.time()) if budget else None
+        summary = None
+        if found[1].shadow_health_check is not None:
+            summary = shadow_mod.summary((t.key[1], t.status) for t in members)
+        return standing, summary
 
     async def probe_for_peer(self, key: Key) -> dict[str, bool] | None:
         """Another member's question (quorum): what does this member's own probe of ``key`` see
@@ -425,6 +592,8 @@ class Prober:
         stop scheduling it."""
         tracked.owned = False
         tracked.last_probes.clear()
+        tracked.contracts.clear()
+        tracked.budget_held_since = None
         self.writer.backoff.landed(tracked.key)
         self.scheduler.unschedule(tracked.key)
 
@@ -455,14 +624,12 @@ class Prober:
             return False
         if not self.outliers.report(key, caller, outcome != "success"):
             return self.outliers.ejected(key)
-        service = tracked.spec.service_name(key[1]) if tracked.spec else key[1]
-        siblings = [
-            k for k, t in self.tracked.items()
-            if k[0] == key[0] and t.spec is not None and t.spec.service_name(k[1]) == service
-        ]  # fmt: skip
+        siblings = [t.key for t in self.service_members(key[0], _service(tracked)) if t.spec is not None]
         ejected = sum(1 for k in siblings if self.outliers.ejected(k))
         # As Envoy's max_ejection_percent: at least one instance may always be ejected.
-        allowed = max(1, int(self.outliers.settings.max_ejected_share * len(siblings)))
+        found = self.policies(key[0], _service(tracked))
+        share = found[1].max_ejected_percent / 100 if found else self.outliers.settings.max_ejected_share
+        allowed = max(1, int(share * len(siblings)))
         if ejected + 1 > allowed:
             self.metrics.ejections.labels("refused").inc()
             return False
@@ -627,6 +794,29 @@ class Prober:
             if health is not None:
                 self._health_counts[health] += delta
                 self.metrics.registrations.labels(str(health)).set(self._health_counts[health])
+
+
+def _turning_failed(
+    tracked: Tracked, results: list[tuple[str, str, Outcome | None]], *, only_served: bool = False
+) -> dict[str, str]:
+    """The instances this round's outcomes would turn Unhealthy (or Expired), with the reason
+    seen; ``only_served``: only those in rotation now (a disruption, not a first verdict)."""
+    failing = {}
+    for iid, _, outcome in results:
+        if outcome is None or outcome.passed:
+            continue
+        state = tracked.states.get(iid, HealthState())
+        if only_served and state.health not in SERVED:
+            continue
+        after = health_mod.step(state, outcome, tracked.thresholds)
+        if state.health not in FAILED and after.health in FAILED:
+            failing[iid] = str(outcome.reason)
+    return failing
+
+
+def _service(tracked: Tracked) -> str:
+    """The logical service of a tracked registration (its name when the spec is not valid)."""
+    return tracked.spec.service_name(tracked.key[1]) if tracked.spec is not None else tracked.key[1]
 
 
 def _probed(tracked: Tracked) -> bool:

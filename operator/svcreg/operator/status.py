@@ -18,7 +18,7 @@ import pydantic
 
 from svcreg.core.health import SERVED, Health
 from svcreg.core.interning import Interner
-from svcreg.core.model import Condition, InstanceStatus, ServiceRegistrationStatus
+from svcreg.core.model import CapabilityStatus, Condition, InstanceStatus, ServiceRegistrationStatus
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -43,6 +43,11 @@ class Verdict:
     ejected_message: str = ""
     # Multi-vantage quorum (see vantage.py): a failure the owner saw that other members did not.
     disagreement: str = ""
+    # A ServicePolicy's shadow health check (see shadow.py): (status, reason, message) of the
+    # ShadowHealthy condition, None when the service has no shadow check.
+    shadow: tuple[ConditionStatus, str, str] | None = None
+    # Verified capability contracts: (capability, passed, reason, message), by name.
+    contracts: tuple[tuple[str, bool, str, str], ...] = ()
 
 
 _parsed: Interner[ServiceRegistrationStatus | None] = Interner()
@@ -102,7 +107,6 @@ def desired(
 ) -> ServiceRegistrationStatus:
     """The full status to write, carrying lastTransitionTime over where status did not change."""
     old = {c.type: c for c in previous.conditions} if previous else {}
-    conditions = []
     rows = _conditions(verdict)
     if verdict.damped:
         rows.append(("Flapping", "True", "Flapping", verdict.damped_message))
@@ -116,34 +120,66 @@ def desired(
         rows.append(("VantageDisagreement", "True", "VantageDisagreement", verdict.disagreement))
     elif "VantageDisagreement" in old:
         rows.append(("VantageDisagreement", "False", "Agreed", "the members that probe it agree"))
-    for kind, status, reason, message in rows:
-        before = old.get(kind)
-        moved = before is None or before.status != status
-        conditions.append(
-            Condition(
-                type=kind,
-                status=status,
-                reason=reason,
-                message=message[:4096],
-                last_transition_time=now if moved or before is None else before.last_transition_time,
-                observed_generation=verdict.generation,
-            )
+    if verdict.shadow is not None:  # gone with the shadow check: it describes nothing then
+        rows.append(("ShadowHealthy", *verdict.shadow))
+    conditions = [_condition(old.get(row[0]), *row, generation=verdict.generation, now=now) for row in rows]
+    checked = {c.name: {k.type: k for k in c.conditions} for c in previous.capabilities} if previous else {}
+    capabilities = [
+        CapabilityStatus(
+            name=name,
+            conditions=[
+                _condition(
+                    checked.get(name, {}).get("ContractVerified"),
+                    "ContractVerified",
+                    "True" if passed else "False",
+                    reason,
+                    message,
+                    generation=verdict.generation,
+                    now=now,
+                )
+            ],
         )
+        for name, passed, reason, message in verdict.contracts
+    ]
     return ServiceRegistrationStatus(
         health=verdict.health,
         observed_generation=verdict.generation,
         conditions=conditions,
         instances=list(verdict.instances or ()),
+        capabilities=capabilities,
+    )
+
+
+def _condition(
+    before: Condition | None,
+    kind: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: str,
+) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status changes."""
+    moved = before is None or before.status != status
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message[:4096],
+        last_transition_time=now if moved or before is None else before.last_transition_time,
+        observed_generation=generation,
     )
 
 
 def to_patch(previous: ServiceRegistrationStatus | None, wanted: ServiceRegistrationStatus) -> dict[str, Any]:
     """``wanted`` as the body of a merge patch of ``status`` (which replaces lists whole)."""
     body: dict[str, Any] = wanted.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not wanted.instances:
-        body.pop("instances", None)
-        if previous is not None and previous.instances:
-            body["instances"] = None  # remove a list left from a former serviceRef
+    for name in ("instances", "capabilities"):
+        if not getattr(wanted, name):
+            body.pop(name, None)
+            if previous is not None and getattr(previous, name):
+                body[name] = None  # remove a list left from a former spec
     return body
 
 

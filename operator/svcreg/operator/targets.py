@@ -42,6 +42,18 @@ def _config(spec: ServiceRegistrationSpec, key: tuple[str, str], created_at: flo
     return None
 
 
+def _tls_parts(
+    spec: ServiceRegistrationSpec, key: tuple[str, str]
+) -> tuple[str | None, tuple[str, str, str, str] | None]:
+    """healthCheck.tls as (server name, CA bundle reference), the bundle always in the
+    registration's own namespace."""
+    probe_tls = spec.health_check.tls
+    if probe_tls is None:
+        return None, None
+    ref = probe_tls.ca_bundle_ref
+    return probe_tls.server_name, (key[0], ref.kind.lower(), ref.name, ref.key) if ref is not None else None
+
+
 def _target(
     spec: ServiceRegistrationSpec,
     key: tuple[str, str],
@@ -52,19 +64,15 @@ def _target(
     created_at: float | None = None,
 ) -> Target:
     check = spec.health_check
-    probe_tls = check.tls
-    ca = None
-    if probe_tls is not None and probe_tls.ca_bundle_ref is not None:
-        ref = probe_tls.ca_bundle_ref
-        ca = (key[0], ref.kind.lower(), ref.name, ref.key)  # always the registration's own namespace
+    server_name, ca = _tls_parts(spec, key)
     return Target(
         kind=spec.check_type(),
         host=host,
         port=check.port or port,
         timeout=check.timeout_seconds,
-        tls=tls or probe_tls is not None,
+        tls=tls or check.tls is not None,
         config=_config(spec, key, created_at),
-        server_name=probe_tls.server_name if probe_tls is not None else None,
+        server_name=server_name,
         ca=ca,
     )
 
@@ -103,3 +111,25 @@ def plan(
         targets[instance] = _target(spec, key, address.ip, address.port)
         by_id[instance] = address
     return Plan(targets=targets, addresses=by_id, service_ref=ref)
+
+
+def contract_targets(
+    spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, timeout: float
+) -> dict[str, Target] | None:
+    """Where capability contracts are sent: the endpoint itself (not a health check's own
+    port), or each ready address of a serviceRef; TLS as healthCheck.tls says. None when the
+    endpoint does not speak HTTP (grpc://, tcp://)."""
+    server_name, ca = _tls_parts(spec, key)
+    if spec.endpoint is not None:
+        parts = urlsplit(spec.endpoint)
+        if parts.scheme not in _DEFAULT_PORTS:
+            return None
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        tls = parts.scheme == "https" or spec.health_check.tls is not None
+        host = parts.hostname or ""
+        return {"": Target("http", host, port, timeout, tls=tls, server_name=server_name, ca=ca)}
+    tls = spec.health_check.tls is not None
+    return {
+        iid: Target("http", address.ip, address.port, timeout, tls=tls, server_name=server_name, ca=ca)
+        for iid, address in sorted(plan.addresses.items())
+    }

@@ -169,6 +169,32 @@ class Metrics:
             "Registrations held out of rotation by flap damping (condition Flapping turned True).",
             registry=r,
         )
+        self.contract_checks = Counter(
+            "svcreg_contract_checks_total",
+            "Capability contract checks (verified contracts), by result: passed or failed.",
+            ["result"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "svcreg_shadow_disagreements_total",
+            "Probe rounds in which a ServicePolicy's shadow health check decided otherwise than the "
+            "real one: would_pull (the real check serves it) or would_admit (the real check does not).",
+            ["direction"],
+            registry=r,
+        )
+        self.shadow_disagreeing = Gauge(
+            "svcreg_shadow_disagreeing",
+            "Registrations on which the shadow health check disagrees with the real one now.",
+            registry=r,
+        )
+        self.budget_holds = Counter(
+            "svcreg_budget_holds_total",
+            "Unhealthy transitions past a service's health disruption budget, by outcome: held "
+            "(waiting for confirmation), confirmed, refuted (the re-probe or another member saw "
+            "it pass) or expired (written after maxHoldSeconds).",
+            ["outcome"],
+            registry=r,
+        )
         self.held_transitions = Counter(
             "svcreg_held_transitions_total",
             "Failures not applied because a partition was suspected.",

@@ -82,6 +82,12 @@ _FILTERS = [
     _param("version", "Semantic version range, e.g. >=1.2,<2.", _RANGE_SCHEMA),
     _HEALTH_P,
 ]
+_VERIFIED = _param(
+    "verified",
+    "true: only instances whose contract of each named capability passed when last checked "
+    "(needs capability).",
+    {"enum": ["true", "false"]},
+)
 _REF = "#/components/schemas/{model}"
 
 
@@ -209,6 +215,7 @@ def document() -> dict[str, Any]:
                 "(repeatable; all must match), e.g. meta.environment=production.",
                 [
                     *_FILTERS,
+                    _VERIFIED,
                     _param("select", "one: pick a single matching instance by weight.", {"enum": ["one"]}),
                     _INDEX,
                     _WAIT,
@@ -219,7 +226,7 @@ def document() -> dict[str, Any]:
             "/v1/explain": _get(
                 "Why each candidate instance is or is not in the answer to the same query: every filter it "
                 "fails, stale status, weight 0, the last probes; unreadable namespaces are counted only.",
-                _FILTERS,
+                [*_FILTERS, _VERIFIED],
                 wire.ExplainAnswer,
                 etag=False,
             ),
@@ -274,6 +281,7 @@ def document() -> dict[str, Any]:
                         ),
                         _TAG_P,
                         _HEALTH_P,
+                        _VERIFIED,
                         _param("select", "one: pick a single instance by weight.", {"enum": ["one"]}),
                         _INDEX,
                         _WAIT,
@@ -296,6 +304,7 @@ def document() -> dict[str, Any]:
                     "each event's data is a WatchEvent.",
                     "parameters": [
                         *_FILTERS,
+                        _VERIFIED,
                         _param(
                             "Last-Event-ID",
                             "Resume after this event id; an id this server does not know gets a reset event.",
