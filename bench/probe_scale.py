@@ -47,6 +47,8 @@ import httpx
 
 from bench import engines
 from bench.common import (
+    bucket_quantile,
+    buckets,
     cpu_seconds,
     create_all,
     free_port,
@@ -67,21 +69,11 @@ NAMESPACE = "svcreg-bench"
 
 def lag_quantiles(before: dict[str, Any], after: dict[str, Any], quantiles: tuple[float, ...]) -> list[str]:
     """Quantiles of the lag histogram between two scrapes (of one process, or of several
-    concatenated: buckets of the same bound are summed)."""
-
-    def buckets(sample: dict[str, Any]) -> dict[float, float]:
-        summed: dict[float, float] = {}
-        for labels, v in sample.get("svcreg_scheduler_lag_seconds_bucket", []):
-            summed[float(labels["le"])] = summed.get(float(labels["le"]), 0.0) + v
-        return summed
-
-    b0, b1 = buckets(before), buckets(after)
-    bounds = sorted(b1)
-    counts = [b1[b] - b0.get(b, 0) for b in bounds]
+    concatenated: buckets of the same bound are summed by ``buckets``)."""
+    cumulative = buckets(before, after, "svcreg_scheduler_lag_seconds")
     answers = []
     for q in quantiles:
-        needed = q * counts[-1]
-        bound = next((b for b, c in zip(bounds, counts, strict=True) if c >= needed), float("inf"))
+        bound = bucket_quantile(cumulative, q)
         answers.append("> 30 s" if bound == float("inf") else f"<= {bound * 1000:g} ms")
     return answers
 
