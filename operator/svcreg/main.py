@@ -8,9 +8,11 @@ nothing probes or writes. This is the one module that knows both the operator an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import signal
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -228,6 +230,11 @@ async def run(settings: Settings) -> None:
     if settings.report_stalls:
         stalls = StallReporter(asyncio.get_running_loop(), settings.report_stalls)
         stalls.start()
+    stop = asyncio.Event()
+    leaving = asyncio.create_task(
+        _leave_on_signal(started, stop, membership) if not settings.discovery_only else asyncio.sleep(0),
+        name="svcreg-leave-on-signal",
+    )
     try:
         if settings.discovery_only:
             await informer
@@ -246,12 +253,16 @@ async def run(settings: Settings) -> None:
                     scan_namespaces=settings.namespace_globs,
                 ),
                 ready_flag=started,
+                stop_flag=stop,
             )
     finally:
         if stalls is not None:
             stalls.stop()
         unwatch_gc()
-        tasks = (informer, policies, freezer, lag, guarding, electing, reloading, admission_reloading)
+        tasks = (
+            *(informer, policies, freezer, lag, guarding, electing, reloading, admission_reloading),
+            leaving,
+        )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -261,6 +272,27 @@ async def run(settings: Settings) -> None:
         if admission_runner is not None:
             await admission_runner.cleanup()
         await api.close()
+
+
+async def _leave_on_signal(
+    started: asyncio.Event, stop: asyncio.Event, membership: Membership | None
+) -> None:
+    """SIGTERM or SIGINT, once Kopf has started: leave the prober group first (stop probing,
+    delete this member's Lease, so the others take its share within a renewal instead of after
+    Kopf's shutdown), then tell Kopf to stop. Replaces the handlers Kopf installed."""
+    await started.wait()
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(number, signalled.set)
+    await signalled.wait()
+    logger.info("stopping: leaving the prober group first")
+    try:
+        if membership is not None:
+            await membership.leave()
+    finally:
+        stop.set()
 
 
 def _membership(api: KubeApi, settings: Settings) -> Membership:

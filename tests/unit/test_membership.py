@@ -202,3 +202,20 @@ def test_a_failure_counts_only_when_the_quorum_saw_it() -> None:
     assert mixed.held == {"x:80"} and "b saw it pass" in mixed.message
     # Capped at the members there are: alone, a member decides alone.
     assert decide(3, "a", {"": "Timeout"}, {}).held == frozenset()
+
+
+async def test_leaving_stops_acting_at_once_and_hands_the_share_over_at_the_next_round() -> None:
+    """A member that shuts down leaves at the start: it stops acting, its Lease is deleted and
+    never renewed again, and the other member has everything after one round."""
+    api, clock = LeaseApi(), Clock()
+    a, b = await settled_pair(api, clock)
+    changes: list[bool] = []
+    b.on_change = lambda: changes.append(b.acting())
+    assert any(b.owns(k) for k in KEYS)
+    await b.leave()
+    assert not b.acting() and not any(b.owns(k) for k in KEYS) and changes == [False]
+    assert "svcreg-prober-b" not in api.leases
+    await b.round()  # a round still scheduled does not bring it back
+    assert "svcreg-prober-b" not in api.leases
+    await a.round()
+    assert all(a.owns(k) for k in KEYS)

@@ -96,6 +96,7 @@ class Membership:
         self._members: tuple[Member, ...] = ()
         self._owners: dict[sharding.Key, str | None] = {}
         self._acting = False
+        self._leaving = False
 
     @property
     def path(self) -> str:
@@ -162,7 +163,19 @@ class Membership:
             self._publish()
             await self._leave()
 
+    async def leave(self) -> None:
+        """Leave the group now, at the start of a shutdown rather than at its end: stop acting
+        at once (nothing more is probed or written here), delete this member's Lease so the
+        others take its share at their next round, and never renew it again."""
+        self._leaving = True
+        self._ok_at = None
+        self._publish()
+        await self._leave()
+        self._lease = None
+
     async def round(self) -> None:
+        if self._leaving:
+            return
         await self._renew()
         listing = (
             await self.api.call("GET", self.path, params={"labelSelector": f"{GROUP_LABEL}={self.group}"})
