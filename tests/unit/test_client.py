@@ -34,7 +34,12 @@ def instance(name: str, weight: int = 100, **extra: object) -> Registration:
 
 def test_query_params_spell_filters_as_the_api_does() -> None:
     params = client.query_params(
-        service="orders", capability=["a", "b"], tag="api", version=">=1.2,<2", meta={"env": "prod"}
+        service="orders",
+        capability=["a", "b"],
+        tag="api",
+        version=">=1.2,<2",
+        meta={"env": "prod"},
+        verified=True,
     )
     assert list(params.multi_items()) == [
         ("service", "orders"),
@@ -43,6 +48,7 @@ def test_query_params_spell_filters_as_the_api_does() -> None:
         ("capability", "b"),
         ("tag", "api"),
         ("meta.env", "prod"),
+        ("verified", "true"),
     ]
 
 

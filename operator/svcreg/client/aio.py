@@ -87,9 +87,13 @@ class AsyncDiscoveryClient:
         version: str | None = None,
         tag: str | Sequence[str] | None = None,
         health: str | None = None,
+        verified: bool | None = None,
     ) -> wire.CapabilityAnswer:
-        """Served instances providing ``name``; ``version`` is a semver range on the capability."""
-        params = calls.query_params(namespace=namespace, version=version, tag=tag, health=health)
+        """Served instances providing ``name``; ``version`` is a semver range on the capability;
+        ``verified=True``: only those whose contract of it passed."""
+        params = calls.query_params(
+            namespace=namespace, version=version, tag=tag, health=health, verified=verified
+        )
         return await self._send(calls.capability(name, params))
 
     async def explain(self, **filters: Unpack[calls.Filters]) -> wire.ExplainAnswer:

@@ -58,6 +58,7 @@ class Filters(TypedDict, total=False):
     version: str | None
     health: str | None
     meta: Mapping[str, str] | None
+    verified: bool | None  # with capability: only instances whose contract of it passed
 
 
 def query_params(
@@ -69,6 +70,7 @@ def query_params(
     version: str | None = None,
     health: str | None = None,
     meta: Mapping[str, str] | None = None,
+    verified: bool | None = None,
 ) -> httpx.QueryParams:
     """Filters as the API spells them; repeatable ones accept a string or a list."""
     params: list[tuple[str, str | int | float | bool | None]] = []
@@ -84,6 +86,8 @@ def query_params(
         if values is not None:
             params.extend((key, v) for v in ([values] if isinstance(values, str) else values))
     params.extend((f"meta.{k}", v) for k, v in (meta or {}).items())
+    if verified is not None:
+        params.append(("verified", "true" if verified else "false"))
     return httpx.QueryParams(params)
 
 
