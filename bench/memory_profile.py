@@ -32,7 +32,7 @@ from svcreg.devtools import kubectl as kube
 from svcreg.devtools.controlplane import cluster, progress
 
 
-async def profile(registrations: int, settle: float, top: int) -> None:
+async def profile(registrations: int, settle: float, top: int, frames: int) -> None:
     from svcreg.main import run  # noqa: PLC0415 - imported after tracemalloc starts
     from svcreg.settings import Settings  # noqa: PLC0415
 
@@ -70,6 +70,12 @@ async def profile(registrations: int, settle: float, top: int) -> None:
             where = frame.filename.split("site-packages/")[-1].split("operator/")[-1]
             line = f":{frame.lineno}" if group == "lineno" else ""
             print(f"  {stat.size / 2**20:7.1f} MiB {stat.count:>9} blocks  {where}{line}")
+    if frames > 1:
+        print("\nthe five largest holders, with who allocated them:")
+        for stat in snapshot.statistics("traceback")[:5]:
+            print(f"  {stat.size / 2**20:7.1f} MiB {stat.count:>9} blocks")
+            for frame in stat.traceback.format(most_recent_first=True)[: frames * 2]:
+                print(f"      {frame}")
     operator.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await operator
@@ -83,6 +89,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=30.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--ports", type=int, default=20)
+    parser.add_argument(
+        "--frames", type=int, default=1, help="stack frames kept per allocation (over 1: tracebacks too)"
+    )
     args = parser.parse_args()
     control_plane = cluster.up(report=progress.stderr_reporter)
     os.environ["KUBECONFIG"] = control_plane.kubeconfig
@@ -103,8 +112,8 @@ def main() -> int:
     try:
         asyncio.run(cleanup())
         asyncio.run(setup(args.registrations, ports, victim_port, 10))
-        tracemalloc.start(1)
-        asyncio.run(profile(args.registrations + 1, args.settle, args.top))
+        tracemalloc.start(args.frames)
+        asyncio.run(profile(args.registrations + 1, args.settle, args.top, args.frames))
     finally:
         tracemalloc.stop()
         targets.terminate()

@@ -93,3 +93,6 @@ def test_equal_statuses_and_common_spec_parts_are_one_object() -> None:
     assert a is not None and b is not None and a.endpoint != b.endpoint
     assert a.health_check is b.health_check and a.flap_damping is b.flap_damping
     assert a.capabilities[0] is b.capabilities[0]
+    assert a.model_fields_set is b.model_fields_set  # one set of given field names for both
+    assert b.model_copy(update={"weight": 5}).model_fields_set is not b.model_fields_set
+    assert "weight" not in b.model_fields_set  # a changed copy never writes the shared set

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic
 
-from svcreg.core.interning import shared
+from svcreg.core.interning import shared, shared_fields_set
 from svcreg.core.model import ServiceRegistrationSpec
 
 
@@ -54,12 +54,14 @@ def spec_problem(raw: dict[str, Any]) -> tuple[ServiceRegistrationSpec | None, s
         return None, f"{problem[0]}: {problem[1]}"[:1000]
     # Kept for as long as the registration exists: the parts most registrations have in
     # common (a health check, damping settings, capabilities) are one object for all of them.
-    return spec.model_copy(
-        update={
-            "health_check": shared(spec.health_check),
-            "flap_damping": shared(spec.flap_damping),
-            "capabilities": [shared(c) for c in spec.capabilities],
-        }
+    return shared_fields_set(
+        spec.model_copy(
+            update={
+                "health_check": shared(spec.health_check),
+                "flap_damping": shared(spec.flap_damping),
+                "capabilities": [shared(c) for c in spec.capabilities],
+            }
+        )
     ), None
 
 

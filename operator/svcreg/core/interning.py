@@ -38,6 +38,19 @@ class Interner(Generic[T]):
 _models: Interner[BaseModel] = Interner()
 
 
+_fields_sets: Interner[set[str]] = Interner(limit=256)
+
+
+def shared_fields_set(model: M) -> M:
+    """``model`` with its set of explicitly given field names (pydantic's
+    ``model_fields_set``, one set of a few hundred bytes per instance) shared with every model
+    that gave the same names. Safe because the model is frozen: pydantic copies the set when it
+    makes a changed copy, and never writes it otherwise."""
+    names = model.__pydantic_fields_set__
+    object.__setattr__(model, "__pydantic_fields_set__", _fields_sets.get(frozenset(names), lambda: names))
+    return model
+
+
 def shared(model: M) -> M:
     """An equal model that may be shared (``model`` itself the first time it is seen)."""
     found = _models.get((type(model), model.model_dump_json()), lambda: model)

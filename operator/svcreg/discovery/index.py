@@ -28,6 +28,8 @@ from svcreg.discovery.routing import Filter, Router
 
 Key = tuple[str, str]
 HISTORY = 10_000
+_NO_DOCUMENT: dict[str, Any] = {}  # shared and never written: what a superseded entry keeps
+_NONE: frozenset[str] = frozenset()  # one empty set for every entry without tags (216 bytes each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class Entry:
     observed_generation: int = 0  # status.observedGeneration: behind ``generation``, served Unknown
     damped: bool = False  # held out of rotation by flap damping (condition Flapping)
     ejected: bool = False  # ejected on its callers' reports (condition Ejected)
-    verified: frozenset[str] = frozenset()  # capabilities whose contract passed (ContractVerified)
+    verified: frozenset[str] = _NONE  # capabilities whose contract passed (ContractVerified)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -82,7 +84,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
     current = int(status.get("observedGeneration") or 0) >= generation
     health = _health(status.get("health")) if current else Health.UNKNOWN
     conditions = status.get("conditions") or []
-    verified = _verified(status) if current else frozenset()
+    verified = _verified(status) if current else _NONE
     view = wire.Registration(
         namespace=metadata.get("namespace", ""),
         name=name,
@@ -126,7 +128,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         version=spec.version,
         endpoint=spec.endpoint,
         capabilities=tuple((c.name, c.version, c.description) for c in spec.capabilities),
-        tags=frozenset(spec.tags),
+        tags=frozenset(spec.tags) if spec.tags else _NONE,
         metadata=tuple(sorted(spec.metadata.items())),
         weight=spec.weight,
         maintenance=spec.maintenance,
@@ -146,8 +148,8 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
 def _verified(status: dict[str, Any]) -> frozenset[str]:
     """The capabilities whose ContractVerified condition is True in a watched object's status."""
     found = status.get("capabilities")
-    if not isinstance(found, list):
-        return frozenset()
+    if not isinstance(found, list) or not found:
+        return _NONE
     return frozenset(
         str(c.get("name"))
         for c in found
@@ -329,6 +331,11 @@ class Index:
 
     def _record(self, kind: str, item: Entry, previous: Entry | None = None) -> Change:
         self.index += 1
+        if previous is not None:
+            # What a change needs of the version before it is its filterable fields and health
+            # (routing, departures, previousHealth), never its document: the history keeps
+            # ten thousand of these, so the superseded documents are let go.
+            previous = replace(previous, document=_NO_DOCUMENT)
         change = Change(self.index, kind, item, previous, at=self._clock())
         self.counts[kind] += 1
         self.history.append(change)
