@@ -42,6 +42,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Kopf holds each object's events for batch_window (0.1 s by default) to keep only the
     # freshest. The observers are cheap and idempotent, so that wait only delays discovery.
     settings.batching.batch_window = 0.01
+    # Kopf keeps a worker task per object for idle_timeout (5 s by default) after its last
+    # event: at start-up that is one task, queue and event per registration, all alive at once,
+    # and the heap they leave behind stays. Events per object are seconds apart, so a worker
+    # that waits half a second is as good and the burst is a tenth.
+    settings.queueing.idle_timeout = 0.5
     memo.prober_task = asyncio.create_task(memo.prober.run(), name="svcreg-prober")
 
 
