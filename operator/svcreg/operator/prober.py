@@ -389,12 +389,12 @@ class Prober:
             if self.tracked.get(tracked.key) is not tracked:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
         verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
-        verdict = dataclasses.replace(
-            verdict,
-            disagreement=tracked.disagreement,
-            shadow=self._shadow_condition(tracked, verdict.health),
-            contracts=verification.rows(tracked.spec, tracked.contracts),
-        )
+        shadow = self._shadow_condition(tracked, verdict.health)
+        contracts = verification.rows(tracked.spec, tracked.contracts)
+        if tracked.disagreement or shadow is not None or contracts:  # most jobs have none
+            verdict = dataclasses.replace(
+                verdict, disagreement=tracked.disagreement, shadow=shadow, contracts=contracts
+            )
         verdict, damping = self._damp(tracked, verdict)
         if self.outliers.ejected(tracked.key):
             verdict = dataclasses.replace(

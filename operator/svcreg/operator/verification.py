@@ -50,6 +50,8 @@ def next_due(spec: ServiceRegistrationSpec | None, checked: Checked, now: float)
 def rows(spec: ServiceRegistrationSpec | None, checked: Checked) -> tuple[tuple[str, bool, str, str], ...]:
     """What status says of each checked contract, by capability name (pure): the input of the
     ContractVerified conditions."""
+    if not checked:
+        return ()
     names = {c.name for c in contracted(spec)}
     return tuple(
         (name, result.passed, result.reason, result.message)
@@ -65,15 +67,12 @@ class ContractChecker:
 
     async def check_due(
         self, spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, checked: Checked
-    ) -> bool:
-        """Check every contract of ``spec`` that is due and record it in ``checked``; True when
-        any was checked."""
-        capabilities = due(spec, checked, self.clock())
-        for capability in capabilities:
+    ) -> None:
+        """Check every contract of ``spec`` that is due and record it in ``checked``."""
+        for capability in due(spec, checked, self.clock()):
             result = await self._check(spec, key, plan, capability)
             self.metrics.contract_checks.labels("passed" if result.passed else "failed").inc()
             checked[capability.name] = (self.clock(), result)
-        return bool(capabilities)
 
     async def _check(
         self, spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, capability: Capability
