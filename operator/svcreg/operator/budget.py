@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from svcreg.core.model import DisruptionBudget, ServiceRegistrationStatus
+from svcreg.operator.status import condition
 
 # Turning Unhealthy for these reasons is not a probe's evidence about a live target.
 NOT_PROBE_EVIDENCE = frozenset(
@@ -47,7 +48,7 @@ def spent(statuses: Iterable[ServiceRegistrationStatus | None], now: float, wind
     ``window`` seconds before ``now`` (wall-clock seconds) and are still so."""
     count = 0
     for status in statuses:
-        healthy = next((c for c in status.conditions if c.type == "Healthy"), None) if status else None
+        healthy = condition(status, "Healthy")
         if healthy is None or healthy.status != "False" or healthy.reason in NOT_PROBE_EVIDENCE:
             continue
         since = _seconds(healthy.last_transition_time)

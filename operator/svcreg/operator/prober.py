@@ -115,7 +115,7 @@ def _resumed_states(tracked: Tracked) -> dict[str, HealthState]:
     thresholds = tracked.thresholds
     if status is None:
         return {iid: HealthState() for iid in tracked.plan.targets}
-    healthy = next((c for c in status.conditions if c.type == "Healthy"), None)
+    healthy = status_mod.condition(status, "Healthy")
     reason = healthy.reason if healthy else "AwaitingFirstProbe"
     message = healthy.message if healthy else "not probed yet"
     if tracked.plan.service_ref is None or tracked.spec is None or tracked.spec.check_type() == "ttl":

@@ -20,6 +20,7 @@ from svcreg.core.model import (
     ServiceRegistrationStatus,
     ShadowHealthCheck,
 )
+from svcreg.operator import status as status_mod
 from svcreg.operator.endpoints import EndpointCache
 from svcreg.operator.health import HealthState, Thresholds
 from svcreg.operator.status import ConditionStatus
@@ -115,7 +116,7 @@ def summary(registrations: Iterable[tuple[str, ServiceRegistrationStatus | None]
     agree = pull = admit = 0
     disagreeing = []
     for name, status in sorted(registrations, key=lambda r: r[0]):
-        shadow = next((c for c in status.conditions if c.type == "ShadowHealthy"), None) if status else None
+        shadow = status_mod.condition(status, "ShadowHealthy")
         if shadow is None or status is None:
             continue
         way = direction(shadow.status, status.health)

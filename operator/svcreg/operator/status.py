@@ -188,14 +188,18 @@ def differs(previous: ServiceRegistrationStatus | None, wanted: ServiceRegistrat
     return previous != wanted
 
 
+def condition(status: ServiceRegistrationStatus | None, kind: str) -> Condition | None:
+    """The condition ``kind`` of ``status``, if it has one."""
+    return next((c for c in status.conditions if c.type == kind), None) if status is not None else None
+
+
 def health_since(status: ServiceRegistrationStatus | None) -> str | None:
     """When the Healthy condition last changed, i.e. since when the current health holds."""
-    for condition in status.conditions if status else ():
-        if condition.type == "Healthy":
-            return condition.last_transition_time
-    return None
+    healthy = condition(status, "Healthy")
+    return healthy.last_transition_time if healthy is not None else None
 
 
 def holds(status: ServiceRegistrationStatus | None, kind: str) -> bool:
     """Whether the condition ``kind`` is True on ``status``."""
-    return status is not None and any(c.type == kind and c.status == "True" for c in status.conditions)
+    found = condition(status, kind)
+    return found is not None and found.status == "True"
