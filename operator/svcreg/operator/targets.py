@@ -77,6 +77,13 @@ def _target(
     )
 
 
+def _endpoint(endpoint: str) -> tuple[str, str, int]:
+    """An endpoint URL as (scheme, host, port), the port defaulted by scheme (0 when it has
+    none: the model requires one for grpc:// and tcp://)."""
+    parts = urlsplit(endpoint)
+    return parts.scheme, parts.hostname or "", parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+
+
 def plan(
     spec: ServiceRegistrationSpec,
     key: tuple[str, str],
@@ -86,12 +93,9 @@ def plan(
     """What to probe for ``spec``; ``created_at`` (wall-clock seconds) starts a ttl's grace."""
     namespace, _ = key
     if spec.endpoint is not None:
-        parts = urlsplit(spec.endpoint)
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
-        host = parts.hostname or ""
-        return Plan(
-            targets={"": _target(spec, key, host, port, tls=parts.scheme == "https", created_at=created_at)}
-        )
+        scheme, host, port = _endpoint(spec.endpoint)
+        target = _target(spec, key, host, port, tls=scheme == "https", created_at=created_at)
+        return Plan(targets={"": target})
     assert spec.service_ref is not None
     ref = (namespace, spec.service_ref.name)
     if spec.check_type() == "ttl":
@@ -121,12 +125,10 @@ def contract_targets(
     endpoint does not speak HTTP (grpc://, tcp://)."""
     server_name, ca = _tls_parts(spec, key)
     if spec.endpoint is not None:
-        parts = urlsplit(spec.endpoint)
-        if parts.scheme not in _DEFAULT_PORTS:
+        scheme, host, port = _endpoint(spec.endpoint)
+        if scheme not in _DEFAULT_PORTS:
             return None
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-        tls = parts.scheme == "https" or spec.health_check.tls is not None
-        host = parts.hostname or ""
+        tls = scheme == "https" or spec.health_check.tls is not None
         return {"": Target("http", host, port, timeout, tls=tls, server_name=server_name, ca=ca)}
     tls = spec.health_check.tls is not None
     return {
