@@ -366,8 +366,6 @@ def policy_states(index: Index, prober: Prober) -> list[PolicyState]:
     for (namespace, name), (uid, generation, service, threshold) in sorted(index.policy_meta.items()):
         served, total, panic = index.panic_state(namespace, service)
         standing, shadow = prober.policy_summary(namespace, service)
-        found = index.policy_for(namespace, service)
-        budget = found[1].health_disruption_budget if found is not None else None
         states.append(
             PolicyState(
                 namespace,
@@ -380,7 +378,6 @@ def policy_states(index: Index, prober: Prober) -> list[PolicyState]:
                 total,
                 panic,
                 budget=standing,
-                window_seconds=budget.window_seconds if budget is not None else 0,
                 shadow=shadow,
             )
         )

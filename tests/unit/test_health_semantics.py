@@ -157,7 +157,7 @@ def test_status_carries_shadow_and_contract_conditions_and_moves_their_time_only
 
 def test_policy_status_has_the_budget_condition_when_a_budget_is_set() -> None:
     spent = PolicyState(
-        "a", "p", "u", 1, "pay", 0, 2, 3, False, budget=budget.Standing(1, 1), window_seconds=300,
+        "a", "p", "u", 1, "pay", 0, 2, 3, False, budget=budget.Standing(1, 1, window=300),
         shadow=shadow.Summary(agree=2),
     )  # fmt: skip
     written = desired(None, spent, "t1")
@@ -288,7 +288,7 @@ async def test_the_prober_holds_a_transition_past_the_budget_until_a_re_probe_co
         assert api.objects[("ns", "b")]["status"]["health"] == "Unhealthy"
         assert prober.metrics.budget_holds.labels("confirmed")._value.get() == 1
         standing, _ = prober.policy_summary("ns", "pay")
-        assert standing == budget.Standing(allowed=1, spent=2)
+        assert standing == budget.Standing(allowed=1, spent=2, window=300)
 
 
 async def test_the_prober_records_a_shadow_check_and_never_acts_on_it() -> None:

@@ -59,10 +59,12 @@ def spent(statuses: Iterable[ServiceRegistrationStatus | None], now: float, wind
 
 @dataclass(frozen=True)
 class Standing:
-    """A service's budget now: how many may turn Unhealthy in the window, and how many have."""
+    """A service's budget now: how many may turn Unhealthy in the window (of ``window``
+    seconds), and how many have."""
 
     allowed: int
     spent: int
+    window: int = 0
 
     @property
     def exhausted(self) -> bool:
@@ -72,7 +74,8 @@ class Standing:
 def standing(
     budget: DisruptionBudget, statuses: list[ServiceRegistrationStatus | None], now: float
 ) -> Standing:
-    return Standing(budget.allowed(len(statuses)), spent(statuses, now, budget.window_seconds))
+    window = budget.window_seconds
+    return Standing(budget.allowed(len(statuses)), spent(statuses, now, window), window)
 
 
 class Hold(enum.Enum):
@@ -110,8 +113,8 @@ def decide(
     return Decision(Hold.WRITE, "confirmed", None)
 
 
-def message(standing: Standing, window: int) -> str:
+def message(standing: Standing) -> str:
     return (
-        f"{standing.spent} instance(s) turned Unhealthy within {window}s, the budget allows "
+        f"{standing.spent} instance(s) turned Unhealthy within {standing.window}s, the budget allows "
         f"{standing.allowed}: further transitions wait for confirmation"
     )

@@ -22,6 +22,7 @@ from svcreg.core import model
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi, now_rfc3339
 from svcreg.operator.budget import Standing
+from svcreg.operator.budget import message as budget_message
 from svcreg.operator.reconcile import EventSpec
 from svcreg.operator.shadow import Summary
 from svcreg.operator.writer import StatusWriter
@@ -42,7 +43,6 @@ class PolicyState:
     total: int
     panic: bool
     budget: Standing | None = None
-    window_seconds: int = 0
     shadow: Summary | None = None
 
 
@@ -50,17 +50,8 @@ def _budget_condition(state: PolicyState) -> tuple[str, str, str]:
     budget = state.budget
     assert budget is not None
     if budget.exhausted:
-        return (
-            "True",
-            "BudgetSpent",
-            f"{budget.spent} instance(s) turned Unhealthy within {state.window_seconds}s, the budget "
-            f"allows {budget.allowed}: further transitions wait for confirmation",
-        )
-    return (
-        "False",
-        "WithinBudget",
-        f"{budget.spent} of {budget.allowed} allowed within {state.window_seconds}s",
-    )
+        return "True", "BudgetSpent", budget_message(budget)
+    return "False", "WithinBudget", f"{budget.spent} of {budget.allowed} allowed within {budget.window}s"
 
 
 def _transition_time(previous: dict[str, Any] | None, kind: str, status: str, now: str) -> str:

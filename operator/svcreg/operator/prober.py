@@ -478,7 +478,7 @@ class Prober:
         if decision.hold == budget_mod.Hold.WRITE:
             return frozenset()
         if decision.outcome == "held" and self.tracked.get(tracked.key) is tracked:
-            why = budget_mod.message(standing, budget.window_seconds)
+            why = budget_mod.message(standing)
             text = f"turning Unhealthy waits for confirmation: {why}"
             event = reconcile.EventSpec("Warning", "BudgetExhausted", text, action="Confirm")
             await self.writer.post_event(tracked.key, tracked.uid, event)
