@@ -24,6 +24,7 @@ from svcreg.core import model
 from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
+from svcreg.discovery.http.front import Front
 from svcreg.discovery.http.peers import Peers
 from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
@@ -181,10 +182,18 @@ async def run(settings: Settings) -> None:
     tls = None
     if settings.tls_cert_file and settings.tls_key_file:
         tls = ServingTls(settings.tls_cert_file, settings.tls_key_file)
-    site = web.TCPSite(
-        web_runner, host=settings.host, port=settings.port, ssl_context=tls.context if tls else None
+    # Repeated lookups are answered by the front on the connection; everything else, and every
+    # connection after its first request the front declines, by aiohttp (discovery/http/front.py).
+    assert web_runner.server is not None
+    front = Front(discovery, web_runner.server) if settings.fast_lookups else None
+    listener = await asyncio.get_running_loop().create_server(
+        front.protocol if front is not None else web_runner.server,
+        host=settings.host,
+        port=settings.port,
+        ssl=tls.context if tls else None,
+        backlog=128,
+        reuse_address=True,
     )
-    await site.start()
     reloading = asyncio.create_task(
         tls.watch() if tls is not None else asyncio.sleep(0), name="svcreg-tls-reload"
     )
@@ -266,6 +275,9 @@ async def run(settings: Settings) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        listener.close()
+        if front is not None:
+            front.close()
         await web_runner.cleanup()
         if vantages is not None:
             await vantages.close()

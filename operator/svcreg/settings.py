@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     no_registration_api: bool = Field(
         False, description="turn off PUT/DELETE /v1/registrations (HTTP self-registration)"
     )
+    no_fast_lookups: bool = Field(
+        False,
+        description="answer every request through aiohttp: turns off the front that answers repeated "
+        "lookups from memory on the connection (it is also off with --access-log)",
+    )
     rate_limit: float = Field(
         500.0,
         ge=0,
@@ -249,6 +254,10 @@ class Settings(BaseSettings):
     @property
     def registration_api(self) -> bool:
         return not self.no_registration_api
+
+    @property
+    def fast_lookups(self) -> bool:
+        return not self.no_fast_lookups and not self.access_log
 
     @property
     def report_stalls(self) -> float | None:

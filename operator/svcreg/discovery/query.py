@@ -226,6 +226,11 @@ def parse_cached(
     return query
 
 
+def remembered(query_string: str, route: str, capability: str | None = None) -> Query | None:
+    """The query ``parse_cached`` has already parsed for this query string, or None."""
+    return _PARSED.get((route, capability, query_string))
+
+
 def parse(params: MultiMapping[str], route: str, capability: str | None = None) -> Query:
     """Parse the query string of ``route``; raise BadParameter naming the first bad parameter."""
     allowed = ALLOWED[route]

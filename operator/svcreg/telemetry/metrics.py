@@ -218,6 +218,19 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300),
         )
+        self.front_answers = LoopCounter(
+            "svcreg_front_answers",
+            "Discovery lookups the front answered on the connection, from memory (also counted in "
+            "svcreg_http_requests_total).",
+            [],
+            registry=r,
+        )
+        self.front_handovers = LoopCounter(
+            "svcreg_front_handovers",
+            "Connections the front handed to aiohttp at a request it does not answer itself.",
+            [],
+            registry=r,
+        )
         self.auth_cache = LoopCounter(
             "svcreg_auth_cache_lookups",
             "TokenReview/SubjectAccessReview cache lookups.",

@@ -10,8 +10,19 @@ from __future__ import annotations
 import collections
 from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 from multidict import CIMultiDict
+
+
+class Wire(NamedTuple):
+    """An answer's status line and headers as aiohttp writes them (``svcreg.discovery.http.front``
+    adds ``Date``, ``Server`` and any ``X-Request-Id``)."""
+
+    head: bytes  # "HTTP/1.1 200 OK" and the answer's headers
+    not_modified: bytes  # "HTTP/1.1 304 Not Modified" and the same headers but Content-Type
+    length: bytes  # the Content-Length line
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,19 @@ class Answer:
     body: bytes
     etag: str
     headers: CIMultiDict[str]
+
+    @cached_property
+    def wire(self) -> Wire:
+        """Encoded on first use and kept with the answer (the cache bounds both)."""
+        lines = [f"{name}: {value}\r\n" for name, value in self.headers.items()]
+        unchanged = [
+            f"{name}: {value}\r\n" for name, value in self.headers.items() if name.lower() != "content-type"
+        ]
+        return Wire(
+            f"HTTP/1.1 200 OK\r\n{''.join(lines)}".encode(),
+            f"HTTP/1.1 304 Not Modified\r\n{''.join(unchanged)}".encode(),
+            f"Content-Length: {len(self.body)}\r\n".encode(),
+        )
 
 
 class AnswerCache:

@@ -196,15 +196,9 @@ class Authorizer:
         hash and one lookup per request however many namespaces it may read.
         """
         token, key = _bearer(authorization)
-        memo = self._readers.get(key)
-        if (
-            memo is not None
-            and memo.namespaces_version == namespaces_version
-            and self._clock() < memo.fresh_until
-        ):
-            self.tokens.count_hits(1)
-            self.reviews.count_hits(memo.reviews)
-            return memo.identity, memo.readable
+        remembered = self._remembered(key, namespaces_version)
+        if remembered is not None:
+            return remembered
         identity = await self._identity(token, key, client)
         readable = await self.readable(identity, namespaces)
         consulted = [(identity, "list", "", None)]
@@ -215,6 +209,47 @@ class Authorizer:
             del self._readers[next(iter(self._readers))]  # the oldest; only good tokens are here
         self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, len(consulted))
         return identity, readable
+
+    def remembered_reader(
+        self, authorization: str | None, namespaces_version: int
+    ) -> tuple[Identity, frozenset[str] | None] | None:
+        """What ``reader`` would answer from its memo, without any review; None when it would
+        have to look (an unknown, malformed or missing token, or a memo past its freshness)."""
+        try:
+            _, key = _bearer(authorization)
+        except AuthError:
+            return None
+        return self._remembered(key, namespaces_version)
+
+    def remembered_lister(self, authorization: str | None, namespace: str) -> Identity | None:
+        """The caller, when its cached reviews say it may list registrations in ``namespace``
+        (what ``identify`` then ``require`` would find, without looking); None when either
+        would have to look, or refuses."""
+        try:
+            token, key = _bearer(authorization)
+        except AuthError:
+            return None
+        identity = self.tokens.peek(key, self._review_token, token)
+        if not isinstance(identity, Identity):
+            return None  # MISSING, or a rejection message
+        access = (identity, "list", namespace, None)
+        if self.reviews.peek(access, self._review_access, *access) is not True:
+            return None
+        return identity
+
+    def _remembered(
+        self, key: bytes, namespaces_version: int
+    ) -> tuple[Identity, frozenset[str] | None] | None:
+        memo = self._readers.get(key)
+        if (
+            memo is not None
+            and memo.namespaces_version == namespaces_version
+            and self._clock() < memo.fresh_until
+        ):
+            self.tokens.count_hits(1)
+            self.reviews.count_hits(memo.reviews)
+            return memo.identity, memo.readable
+        return None
 
     async def _identity(self, token: str, key: bytes, client: str | None = None) -> Identity:
         result: Identity | str = self.tokens.peek(key, self._review_token, token)

@@ -293,6 +293,43 @@ async def _long_poll(
     return readable
 
 
+def answer_for(
+    discovery: Discovery,
+    query: query_mod.Query,
+    readable: frozenset[str] | None,
+    build: Callable[[], Any],
+) -> Answer:
+    """The rendered answer to ``query`` for a caller who may read ``readable``: from the cache
+    while the index and policies are unchanged, else built once and remembered."""
+    index = discovery.index
+    key = (query.canonical, readable, index.index, index.policy_version)
+    cached = discovery.answers.get(key)
+    if cached is None:
+        payload = build()
+        content = dumps(payload)
+        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+        body = dumps({"index": index.index, **payload})
+        # The headers are built once per answer too: a repeated lookup only copies them.
+        headers = CIMultiDict(
+            {
+                "ETag": etag,
+                "X-Svcreg-Index": str(index.index),
+                "Cache-Control": "no-cache",
+                "Content-Type": "application/json",
+            }
+        )
+        cached = Answer(body, etag, headers)
+        discovery.answers.put(key, cached)
+    return cached
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (the caller holds this answer already)."""
+    if not if_none_match:
+        return False
+    return etag in [t.strip() for t in if_none_match.split(",")]
+
+
 def _answer(
     request: web.Request,
     query: query_mod.Query,
@@ -300,32 +337,14 @@ def _answer(
     build: Callable[[], Any],
 ) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
-    key = (query.canonical, readable, discovery.index.index, discovery.index.policy_version)
-    cached = discovery.answers.get(key)
-    if cached is None:
-        payload = build()
-        content = dumps(payload)
-        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-        body = dumps({"index": discovery.index.index, **payload})
-        # The headers are built once per answer too: a repeated lookup only copies them.
-        headers = CIMultiDict(
-            {
-                "ETag": etag,
-                "X-Svcreg-Index": str(discovery.index.index),
-                "Cache-Control": "no-cache",
-                "Content-Type": "application/json",
-            }
-        )
-        cached = Answer(body, etag, headers)
-        discovery.answers.put(key, cached)
+    cached = answer_for(discovery, query, readable, build)
     body, etag, headers = cached.body, cached.etag, cached.headers
     stale = discovery.index.staleness()
     if stale is not None:
         # Old data is never served silently: the answer says since when the watch is down.
         headers = headers.copy()
         headers["X-Svcreg-Stale-Seconds"] = f"{stale:.0f}"
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+    if not_modified(request.headers.get("If-None-Match"), etag):
         unchanged = headers.copy()
         del unchanged["Content-Type"]
         return web.Response(status=304, headers=unchanged)
@@ -335,9 +354,12 @@ def _answer(
 def _note_consumer(request: web.Request, query: query_mod.Query) -> None:
     """Remember who asked for which service or capability (for GET /v1/consumers)."""
     caller = request.get(CALLER)
-    if caller is None:
-        return
-    log = request.app[DISCOVERY_KEY].consumer_log
+    if caller is not None:
+        note_consumer(request.app[DISCOVERY_KEY], caller, query)
+
+
+def note_consumer(discovery: Discovery, caller: str, query: query_mod.Query) -> None:
+    log = discovery.consumer_log
     if query.service:
         log.record(caller, ("service", query.service))
     for capability in query.capabilities:
@@ -363,12 +385,13 @@ async def services(request: web.Request) -> web.Response:
         index = request.app[DISCOVERY_KEY].index
         return _selected(index, query, readable, "no served instance with weight above 0 matches")
     query, readable, index = await _listing(request, "services")
+    return _answer(request, query, readable, lambda: services_payload(index, query, readable))
 
-    def build() -> dict[str, Any]:
-        items = render(index.candidates(query, readable))
-        return {"count": len(items), "items": items}
 
-    return _answer(request, query, readable, build)
+def services_payload(index: Index, query: query_mod.Query, readable: frozenset[str] | None) -> dict[str, Any]:
+    """The body of ``GET /v1/services`` (before ``index`` is added)."""
+    items = render(index.candidates(query, readable))
+    return {"count": len(items), "items": items}
 
 
 async def catalog(request: web.Request) -> web.Response:
@@ -545,12 +568,15 @@ async def capability(request: web.Request) -> web.Response:
         missing = f"no instance with weight above 0 provides capability {name!r}"
         return _selected(index, query, readable, missing, capability=name)
     readable = await _long_poll(request, query, readable)
+    return _answer(request, query, readable, lambda: capability_payload(index, query, readable, name))
 
-    def build() -> dict[str, Any]:
-        items = render(index.candidates(query, readable))
-        return {"capability": name, "count": len(items), "items": items}
 
-    return _answer(request, query, readable, build)
+def capability_payload(
+    index: Index, query: query_mod.Query, readable: frozenset[str] | None, name: str
+) -> dict[str, Any]:
+    """The body of ``GET /v1/capabilities/{name}`` (before ``index`` is added)."""
+    items = render(index.candidates(query, readable))
+    return {"capability": name, "count": len(items), "items": items}
 
 
 async def stats(request: web.Request) -> web.Response:

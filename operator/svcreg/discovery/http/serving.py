@@ -29,7 +29,7 @@ access = logging.getLogger("svcreg.access")
 CALLER = web.RequestKey("caller", str)  # the authenticated caller's username, for the access log
 # An incoming X-Request-Id is echoed and logged only when it is a plain token (no spaces or
 # control characters to forge log lines with); otherwise a fresh one is made.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMATCHED = "unmatched"  # the route label of answers to paths no route serves
@@ -109,7 +109,7 @@ class Serving:
             if origins:
                 add_cors(request, response, origins)
             request_id = request.headers.get("X-Request-Id")
-            if request_id is not None and not _REQUEST_ID.match(request_id):
+            if request_id is not None and not REQUEST_ID.match(request_id):
                 request_id = None
             if request_id is None and log_requests:
                 request_id = uuid.uuid4().hex

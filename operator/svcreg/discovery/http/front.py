@@ -1,0 +1,351 @@
+"""The front: repeated discovery lookups answered on the connection, everything else by aiohttp.
+
+Every connection starts with a ``FrontProtocol``. While the caller sends plain lookups
+(``GET /v1/services`` or ``GET /v1/capabilities/{name}``, across the namespaces it may read or
+in one), answered from the reviews the authorizer holds and the index's ``Answer`` cache, the
+front writes each answer straight to the transport: no request or response objects, no task
+per request. That is most of a steady consumer's traffic, and it is
+where aiohttp's own per-request machinery cost two thirds of the CPU (docs/performance.md).
+
+The first request it cannot answer so, for any reason, hands the connection over to aiohttp
+for good: the transport is given an aiohttp ``RequestHandler`` and the unanswered bytes, so
+aiohttp parses, authenticates and answers from there exactly as it would have from the start.
+The front therefore never answers anything differently from aiohttp; it only declines more:
+
+- anything but ``GET`` over HTTP/1.1 with a head made only of well-formed header lines (no
+  folding, no control characters, no ``Content-Length``, ``Transfer-Encoding``, ``Upgrade``,
+  ``Expect``, ``Origin``, or ``Connection`` other than keep-alive, and no repeated
+  ``Authorization``, ``If-None-Match`` or ``X-Request-Id``), so nothing it reads can be read
+  otherwise by aiohttp (no request smuggling between the two);
+- a path other than the two routes, or a target with percent-escapes or ``+``; a query string
+  that does not parse (aiohttp answers the 400), long polls and ``select=one``;
+- a token the reviews refuse (a first request, or one past its reader memo's freshness, is
+  reviewed by the front as aiohttp's path would, with nothing after it read meanwhile; a refusal
+  is answered by aiohttp from the cached review), or a caller over its request rate (429 there);
+- a stale index (the answer must carry ``X-Svcreg-Stale-Seconds``).
+
+Answers carry the same status, headers (with ``Date`` and ``Server``) and body as aiohttp's,
+and are counted in the same request metrics. Bounds: a head larger than ``MAX_HEAD`` is handed
+over (aiohttp refuses it); pipelined requests are answered in order, and while the transport's
+write buffer is over its high-water mark the front stops reading; a connection idle for
+``KEEPALIVE_SECONDS`` (aiohttp's own keep-alive timeout) is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+
+from aiohttp.http import SERVER_SOFTWARE
+from yarl import URL
+
+from svcreg.core.errors import BadParameter
+from svcreg.discovery import query as query_mod
+from svcreg.discovery.http import discovery as routes
+from svcreg.discovery.http.serving import REQUEST_ID
+
+MAX_HEAD = 8190  # bytes of request head the front waits for before handing over (aiohttp's line limit)
+KEEPALIVE_SECONDS = 75.0  # aiohttp's keep-alive timeout: an idle connection is closed after it
+SWEEP_SECONDS = 5.0
+
+# The whole head: request line, then header lines of a token name and visible-ASCII value.
+_HEAD = re.compile(
+    rb"GET [!-~]+ HTTP/1\.1(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*",
+)
+_DECLINED = frozenset(
+    {"content-length", "transfer-encoding", "upgrade", "expect", "origin", "access-control-request-method"}
+)
+_SINGLE = frozenset({"authorization", "if-none-match", "x-request-id"})
+SERVICES_ROUTE = "/v1/services"
+CAPABILITY_PREFIX = "/v1/capabilities/"
+CAPABILITY_ROUTE = "/v1/capabilities/{name}"
+
+
+def request_head(head: bytes) -> tuple[str, dict[str, str]] | None:
+    """The target and headers (lower-case names) of a request head the front may answer, or
+    None to hand it to aiohttp. ``head`` ends before the blank line."""
+    if not _HEAD.fullmatch(head):
+        return None
+    lines = head.decode("ascii").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.lower()
+        if name in _DECLINED or (name in _SINGLE and name in headers):
+            return None
+        headers[name] = value.strip(" \t")
+    connection = headers.get("connection")
+    if connection is not None and connection.lower() != "keep-alive":
+        return None
+    return lines[0][4:-9], headers
+
+
+class Front:
+    """What every connection's ``FrontProtocol`` shares: the lookups it may answer and the
+    aiohttp server it hands connections to."""
+
+    def __init__(
+        self,
+        discovery: routes.Discovery,
+        handler: Callable[[], asyncio.Protocol],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.discovery = discovery
+        self.handler = handler  # makes aiohttp's protocol for one connection (web.Server())
+        self.clock = clock
+        self.connections: set[FrontProtocol] = set()
+        self._date = (0, b"")
+        self._sweeping: asyncio.Task[None] | None = None
+        self._observe = discovery.metrics.observe_request
+        self._answered = discovery.metrics.front_answers
+        self._handovers = discovery.metrics.front_handovers
+
+    async def review(self, review: Review, client: str | None) -> bool:
+        """Work out what the token may read as aiohttp's path would (the reviews, cached and
+        bounded per client there too); whether the memo now holds it. A refusal is left for
+        aiohttp to answer: its reviews are cached, so asking again costs nothing."""
+        index, auth = self.discovery.index, self.discovery.auth
+        try:
+            if review.namespace:
+                identity = await auth.identify(review.authorization, client)
+                await auth.require(identity, "list", review.namespace)
+            else:
+                await auth.reader(
+                    review.authorization, index.by_namespace.keys(), index.namespaces_version, client
+                )
+        except Exception:  # whatever it was, aiohttp's path answers it
+            return False
+        return True
+
+    def protocol(self) -> FrontProtocol:
+        """A new connection's protocol (the factory ``loop.create_server`` takes)."""
+        if self._sweeping is None:
+            self._sweeping = asyncio.get_running_loop().create_task(self._sweep(), name="svcreg-front-sweep")
+        return FrontProtocol(self)
+
+    def close(self) -> None:
+        """Close every connection the front still holds (aiohttp closes its own)."""
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+        for connection in list(self.connections):
+            connection.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.close_idle()
+
+    def close_idle(self) -> int:
+        """Close the connections that sent nothing for ``KEEPALIVE_SECONDS``; how many."""
+        idle_since = self.clock() - KEEPALIVE_SECONDS
+        idle = [c for c in self.connections if c.last_request < idle_since]
+        for connection in idle:
+            connection.close()
+        return len(idle)
+
+    def _date_lines(self) -> bytes:
+        now = int(time.time())
+        if self._date[0] != now:
+            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+            self._date = (now, f"Date: {stamp}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n".encode())
+        return self._date[1]
+
+    def answer(self, head: bytes) -> bytes | Review | None:
+        """The whole HTTP answer to one request head; a ``Review`` when the caller's token must
+        be reviewed first (then ask again); None when aiohttp must answer it."""
+        started = time.perf_counter()
+        parsed = request_head(head)
+        if parsed is None:
+            return None
+        target, headers = parsed
+        if "%" in target or "#" in target:
+            return None
+        path, _, query_string = target.partition("?")
+        capability: str | None = None
+        if path == SERVICES_ROUTE:
+            route, label = "services", SERVICES_ROUTE
+        elif path.startswith(CAPABILITY_PREFIX) and "/" not in path[len(CAPABILITY_PREFIX) :]:
+            capability = path[len(CAPABILITY_PREFIX) :]
+            route, label = "capability", CAPABILITY_ROUTE
+            if not capability:
+                return None
+        else:
+            return None
+        query = query_mod.remembered(query_string, route, capability)
+        if query is None:
+            # First sight of this query string: parsed as aiohttp's path parses it (yarl), and
+            # remembered there. "+" decodes to a space in aiohttp's key: left to aiohttp.
+            if "+" in query_string or len(query_string) > query_mod.MAX_QUERY_LENGTH:
+                return None
+            try:
+                query = query_mod.parse_cached(query_string, URL(target).query, route, capability)
+            except BadParameter:
+                return None  # a 400 naming the parameter, there
+        if query.select_one or (query.index is not None and query.wait):
+            return None
+        discovery = self.discovery
+        index = discovery.index
+        if index.staleness() is not None:
+            return None
+        authorization = headers.get("authorization")
+        if not authorization:
+            return None  # 401 there
+        readable: frozenset[str] | None
+        if query.namespace:
+            lister = discovery.auth.remembered_lister(authorization, query.namespace)
+            if lister is None:
+                return Review(authorization, query.namespace)
+            identity, readable = lister, frozenset({query.namespace})
+        else:
+            caller = discovery.auth.remembered_reader(authorization, index.namespaces_version)
+            if caller is None:
+                return Review(authorization)
+            identity, readable = caller
+            if readable is not None and not readable:
+                return None  # 403 there
+        if discovery.rates is not None and discovery.rates.take(identity.username):
+            return None  # 429 there (nothing was spent)
+        routes.note_consumer(discovery, identity.username, query)
+        if capability is None:
+            cached = routes.answer_for(
+                discovery, query, readable, lambda: routes.services_payload(index, query, readable)
+            )
+        else:
+            name = capability
+            cached = routes.answer_for(
+                discovery, query, readable, lambda: routes.capability_payload(index, query, readable, name)
+            )
+        wire = cached.wire
+        request_id = headers.get("x-request-id")
+        extra = (
+            b""
+            if request_id is None or not REQUEST_ID.match(request_id)
+            else b"X-Request-Id: %s\r\n" % request_id.encode()
+        )
+        if routes.not_modified(headers.get("if-none-match"), cached.etag):
+            status, answer = 304, wire.not_modified + extra + self._date_lines()
+        else:
+            status, answer = 200, b"".join((wire.head, extra, wire.length, self._date_lines(), cached.body))
+        self._observe(label, "GET", status, time.perf_counter() - started)
+        self._answered.inc(())
+        return answer
+
+
+class Review:
+    """What ``Front.answer`` asks for when the reader memo holds nothing fresh for a token:
+    review it (``Front.review``), then ask again."""
+
+    __slots__ = ("authorization", "namespace")
+
+    def __init__(self, authorization: str, namespace: str | None = None) -> None:
+        self.authorization = authorization
+        self.namespace = namespace  # the query's namespace: only its list review is needed
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One connection: answered by the front until its first request the front declines."""
+
+    def __init__(self, front: Front) -> None:
+        self._front = front
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._writing_paused = False
+        self._reviewing: asyncio.Task[None] | None = None
+        self.last_request = front.clock()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._front.connections.discard(self)
+        self._transport = None
+        if self._reviewing is not None:
+            self._reviewing.cancel()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer = self._buffer + data if self._buffer else data
+        self.last_request = self._front.clock()
+        if self._reviewing is None:
+            self._serve()
+
+    def eof_received(self) -> bool:
+        return False  # the caller is done sending: close, as aiohttp does
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._transport is not None and self._reviewing is None:
+            self._transport.resume_reading()
+            self._serve()
+
+    def _serve(self) -> None:
+        """Answer every complete request in the buffer, in order, until one is declined (the
+        connection goes to aiohttp with it and everything after it) or writing must wait."""
+        buffer, start = self._buffer, 0
+        transport = self._transport
+        while not self._writing_paused and transport is not None:
+            end = buffer.find(b"\r\n\r\n", start)
+            if end < 0:
+                if len(buffer) - start > MAX_HEAD:
+                    self._hand_over(buffer[start:])
+                    return
+                break
+            answer = self._front.answer(buffer[start:end])
+            if answer is None:
+                self._hand_over(buffer[start:])
+                return
+            if isinstance(answer, Review):
+                # Reviewed off the hot path; nothing after this request is read or answered
+                # until it is (answers stay in order).
+                self._buffer = buffer[start:]
+                self._reviewing = asyncio.get_running_loop().create_task(self._review(answer))
+                transport.pause_reading()
+                return
+            transport.write(answer)
+            start = end + 4
+        self._buffer = buffer[start:] if start else buffer
+
+    async def _review(self, review: Review) -> None:
+        transport = self._transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        known = await self._front.review(review, peer[0] if isinstance(peer, tuple) else None)
+        self._reviewing = None
+        if self._transport is None:
+            return  # the caller left meanwhile
+        if not self._writing_paused:
+            self._transport.resume_reading()
+        end = self._buffer.find(b"\r\n\r\n")
+        answer = self._front.answer(self._buffer[:end]) if known else None
+        if not isinstance(answer, bytes):
+            self._hand_over(self._buffer)  # refused, or changed again meanwhile: aiohttp answers
+            return
+        self._transport.write(answer)
+        self._buffer = self._buffer[end + 4 :]
+        self._serve()
+
+    def _hand_over(self, pending: bytes) -> None:
+        """Give the connection to aiohttp, with the bytes it has not answered."""
+        transport = self._transport
+        assert transport is not None
+        self._front.connections.discard(self)
+        self._front._handovers.inc(())
+        self._transport = None
+        self._buffer = b""
+        transport.resume_reading()  # aiohttp reads on its own terms from here
+        handler = self._front.handler()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if pending:
+            handler.data_received(pending)
