@@ -88,5 +88,5 @@ def test_discovery_serves_a_damped_instance_only_to_health_any_and_says_why() ->
     assert [i.name for i in index.candidates(served, None)] == ["y"]
     assert [i.name for i in index.candidates(parse(MultiDict(health="any"), "services"), None)] == ["x", "y"]
     entry = index.items[("a", "x")]
-    assert entry.damped and entry.document["damped"] is True
+    assert entry.damped and entry.view["damped"] is True
     assert served.why_not(entry) == ["held out of rotation by flap damping: it flapped (health=any shows it)"]

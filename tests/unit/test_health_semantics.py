@@ -243,7 +243,7 @@ def test_verified_true_answers_only_instances_whose_contract_passed() -> None:
     assert len([i for i in index.candidates(everyone, None) if everyone.matches(i)]) == 2
     broken = index.items[("a", "broken")]
     assert any("not verified" in r for r in query.why_not(broken))
-    assert broken.document["capabilities"][0]["verified"] is False
+    assert broken.view["capabilities"][0]["verified"] is False
     with pytest.raises(BadParameter, match="needs a capability"):
         parse(MultiDict(verified="true"), "services")
     with pytest.raises(BadParameter, match="not true or false"):

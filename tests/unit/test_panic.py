@@ -44,14 +44,12 @@ def test_below_the_threshold_every_instance_but_maintenance_is_served_marked_pan
     index.observe_policy("ADDED", policy("p", "pay"))  # default threshold 50%
     answer = index.candidates(SERVED, None)
     assert [i.name for i in answer] == ["bad-0", "bad-1", "bad-2", "ok-0"]
-    assert all(i.document["panic"] for i in answer) and index.panic_answers == 1
+    assert all(i.panic and i.view["panic"] for i in answer) and index.panic_answers == 1
     assert index.panic_state("a", "pay") == (1, 4, True)
     # Another service, another namespace, and health=any are untouched.
     assert index.candidates(parse(MultiDict(service="cart"), "services"), None) == []
     assert index.candidates(SERVED, frozenset({"elsewhere"})) == []
-    assert not any(
-        i.document.get("panic") for i in index.candidates(parse(MultiDict(health="any"), "services"), None)
-    )
+    assert not any(i.panic for i in index.candidates(parse(MultiDict(health="any"), "services"), None))
 
 
 def test_at_or_above_the_threshold_and_without_a_policy_there_is_no_panic() -> None:

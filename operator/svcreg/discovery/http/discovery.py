@@ -306,9 +306,10 @@ def answer_for(
     cached = discovery.answers.get(key)
     if cached is None:
         payload = build()
-        content = dumps(payload)
+        content = payload if isinstance(payload, bytes) else dumps(payload)
         etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-        body = dumps({"index": index.index, **payload})
+        # {"index": N, ...the payload's members}: the payload is a non-empty JSON object.
+        body = b'{"index":%d,%s' % (index.index, content[1:])
         # The headers are built once per answer too: a repeated lookup only copies them.
         headers = CIMultiDict(
             {
@@ -388,10 +389,10 @@ async def services(request: web.Request) -> web.Response:
     return _answer(request, query, readable, lambda: services_payload(index, query, readable))
 
 
-def services_payload(index: Index, query: query_mod.Query, readable: frozenset[str] | None) -> dict[str, Any]:
+def services_payload(index: Index, query: query_mod.Query, readable: frozenset[str] | None) -> bytes:
     """The body of ``GET /v1/services`` (before ``index`` is added)."""
-    items = render(index.candidates(query, readable))
-    return {"count": len(items), "items": items}
+    items = index.candidates(query, readable)
+    return b'{"count":%d,"items":%s}' % (len(items), render(items))
 
 
 async def catalog(request: web.Request) -> web.Response:
@@ -500,7 +501,7 @@ async def one_service(request: web.Request) -> web.Response:
     item = discovery.index.items.get((namespace, name))
     if item is None:
         return error_response(404, "NotFound", f"no registration {namespace}/{name}")
-    answer: dict[str, Any] = {"index": discovery.index.index, **item.document}
+    answer: dict[str, Any] = {"index": discovery.index.index, **item.view}
     probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
     owner = discovery.owner_of(request, (namespace, name))
     if probes is None and owner is not None:
@@ -554,8 +555,10 @@ def _selected(
     chosen = pick(index.candidates(query, readable))
     if chosen is None:
         return error_response(404, "NoEntry", missing)
-    body = {"index": index.index, **extra, "selected": chosen.document}
-    return web.Response(body=dumps(body), content_type="application/json")
+    head = dumps({"index": index.index, **extra})
+    return web.Response(
+        body=head[:-1] + b',"selected":' + chosen.document + b"}", content_type="application/json"
+    )
 
 
 async def capability(request: web.Request) -> web.Response:
@@ -573,10 +576,10 @@ async def capability(request: web.Request) -> web.Response:
 
 def capability_payload(
     index: Index, query: query_mod.Query, readable: frozenset[str] | None, name: str
-) -> dict[str, Any]:
+) -> bytes:
     """The body of ``GET /v1/capabilities/{name}`` (before ``index`` is added)."""
-    items = render(index.candidates(query, readable))
-    return {"capability": name, "count": len(items), "items": items}
+    items = index.candidates(query, readable)
+    return b'{"capability":%s,"count":%d,"items":%s}' % (dumps(name), len(items), render(items))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -611,16 +614,19 @@ async def stats(request: web.Request) -> web.Response:
 def _event(change: Change, kind: str) -> bytes:
     encoded = change.encoded.get(kind)
     if encoded is None:
-        event: dict[str, Any] = {
-            "type": kind,
-            "index": change.index,
-            "registration": change.instance.document,
-        }
-        if change.previous is not None:
-            # Before and after: a health change reads as previousHealth -> registration.health.
-            event["previousHealth"] = change.previous.health
-        data = json.dumps(event)
-        encoded = change.encoded[kind] = f"id: {change.index}\nevent: {kind}\ndata: {data}\n\n".encode()
+        # Before and after: a health change reads as previousHealth -> registration.health.
+        previous = b"" if change.previous is None else b',"previousHealth":' + dumps(change.previous.health)
+        data = b'{"type":%s,"index":%d,"registration":%s%s}' % (
+            dumps(kind),
+            change.index,
+            change.instance.document,
+            previous,
+        )
+        encoded = change.encoded[kind] = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+            change.index,
+            kind.encode(),
+            data,
+        )
     return encoded
 
 
