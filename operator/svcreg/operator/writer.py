@@ -10,11 +10,18 @@ Contracts:
 - ``write_status`` reports whether the write landed. The caller remembers a verdict only
   then; a write that failed (a 5xx, a 409, a 429, no answer within the deadline) is retried
   with backoff (``RetryBackoff``) until it lands or the object is gone.
-- Events are best effort: a failed Event is counted and logged, never retried.
+- Events are best effort: a failed Event is counted and logged, never retried. At most
+  ``inline_events`` are posted at once by their callers; beyond that an Event waits in a
+  bounded queue for one background poster and its caller goes on at once, so a burst of
+  transitions (ten thousand new registrations turning Healthy) spends the API server's write
+  capacity on status first, and a full queue drops Events (counted), never status writes.
+  This is how client-go's event broadcaster behaves under pressure too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +61,27 @@ class WriteOutcome:
     FAILED = "error"
 
 
+INLINE_EVENTS = 8  # Events posted at once by their callers
+QUEUED_EVENTS = 5_000  # Events waiting for the background poster; more are dropped (counted)
+_Posting = tuple[Key, str, EventSpec, str | None]
+
+
 class StatusWriter:
-    def __init__(self, api: KubeApi, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        metrics: Metrics,
+        *,
+        inline_events: int = INLINE_EVENTS,
+        queued_events: int = QUEUED_EVENTS,
+    ) -> None:
         self.api = api
         self.metrics = metrics
         self.backoff = RetryBackoff()
+        self._inline, self._queue_bound = inline_events, queued_events
+        self._posting = 0
+        self._queued: collections.deque[_Posting] = collections.deque()
+        self._poster: asyncio.Task[None] | None = None
 
     async def write_status(
         self,
@@ -90,6 +113,35 @@ class StatusWriter:
         return WriteOutcome.LANDED, stored
 
     async def post_event(self, key: Key, uid: str, event: EventSpec, kind: str | None = None) -> None:
+        """Post ``event`` about the object ``key``/``uid`` now, or queue it when
+        ``inline_events`` are being posted already (see the module's contract)."""
+        if self._posting < self._inline:
+            self._posting += 1
+            try:
+                await self._post(key, uid, event, kind)
+            finally:
+                self._posting -= 1
+            return
+        if len(self._queued) >= self._queue_bound:
+            self.metrics.events_dropped.inc()
+            return
+        self._queued.append((key, uid, event, kind))
+        if self._poster is None or self._poster.done():
+            self._poster = asyncio.get_running_loop().create_task(self._drain(), name="svcreg-event-poster")
+
+    def events_waiting(self) -> int:
+        return len(self._queued)
+
+    async def events_posted(self) -> None:
+        """Return once the background poster has posted every queued Event."""
+        if self._poster is not None:
+            await self._poster
+
+    async def _drain(self) -> None:
+        while self._queued:
+            await self._post(*self._queued.popleft())
+
+    async def _post(self, key: Key, uid: str, event: EventSpec, kind: str | None) -> None:
         namespace, name = key
         about = {"kind": kind} if kind else {}
         try:

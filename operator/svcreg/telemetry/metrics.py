@@ -136,6 +136,12 @@ class Metrics:
         self.events = Counter(
             "svcreg_events_total", "Kubernetes Events posted, by type.", ["type"], registry=r
         )
+        self.events_dropped = Counter(
+            "svcreg_events_dropped_total",
+            "Kubernetes Events not posted because the queue of Events waiting was full (a burst of "
+            "transitions: status writes go first).",
+            registry=r,
+        )
         self.partition_suspected = Gauge(
             "svcreg_partition_suspected",
             "1 while the prober suspects its own network and holds health.",

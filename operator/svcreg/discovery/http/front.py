@@ -34,6 +34,7 @@ write buffer is over its high-water mark the front stops reading; a connection i
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from svcreg.discovery import query as query_mod
 from svcreg.discovery.http import discovery as routes
 from svcreg.discovery.http.serving import REQUEST_ID
 
+logger = logging.getLogger(__name__)
 MAX_HEAD = 8190  # bytes of request head the front waits for before handing over (aiohttp's line limit)
 KEEPALIVE_SECONDS = 75.0  # aiohttp's keep-alive timeout: an idle connection is closed after it
 SWEEP_SECONDS = 5.0
@@ -318,6 +320,13 @@ class FrontProtocol(asyncio.Protocol):
         self._buffer = buffer[start:] if start else buffer
 
     async def _review(self, review: Review) -> None:
+        try:
+            await self._answer_reviewed(review)
+        except Exception:  # a fault of svcreg's, not the caller's: logged, the connection closed
+            logger.exception("the front failed to answer a reviewed request")
+            self.close()
+
+    async def _answer_reviewed(self, review: Review) -> None:
         transport = self._transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         known = await self._front.review(review, peer[0] if isinstance(peer, tuple) else None)
