@@ -16,6 +16,8 @@ Rows:
                       answers per second over the server's own CPU-seconds per second.
                       svcreg: GET /v1/services?service=svc-7 with a ServiceAccount token;
                       Eureka: GET /eureka/apps/APP-7 with Accept: application/json.
+                      Also measured, as the same-run anchor of svcreg's front: a replica with
+                      --no-fast-lookups (every request through aiohttp), printed under the table.
   p50 / p99           open loop at --rate (1,000/s), from each request's scheduled start.
   change propagation  100 new instances, one every 300 ms: from the create call returning to
                       the instance being served to a consumer that follows changes as each
@@ -390,11 +392,21 @@ def main() -> int:
     kube.install_crd(env)
     token = asyncio.run(setup_svcreg(args.instances))
     logs = Path(tempfile.mkdtemp(prefix="svcreg-peers-"))
-    port, replica_port = free_port(), free_port()
+    port, replica_port, anchor_port = free_port(), free_port(), free_port()
     common = ("--namespace", NAMESPACE, "--probe-allow", "127.0.0.0/8")
     operator = start_svcreg(env, logs / "operator.log", "--standalone", "--port", str(port), *common)
     replica = start_svcreg(
         env, logs / "replica.log", "--discovery-only", "--port", str(replica_port), *common
+    )
+    # The same-run anchor for svcreg's front: a replica that serves every request through aiohttp.
+    anchor = start_svcreg(
+        env,
+        logs / "replica-no-front.log",
+        "--discovery-only",
+        "--no-fast-lookups",
+        "--port",
+        str(anchor_port),
+        *common,
     )
     server = eureka_peer.Eureka(logs / "eureka.log")
     try:
@@ -409,18 +421,24 @@ def main() -> int:
         took = wait(all_healthy, "every registration Healthy", 900, operator)
         log(f"svcreg: all {args.instances} Healthy {took:.0f}s after start; logs in {logs}")
         svcreg_url, replica_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{replica_port}"
+        anchor_url = f"http://127.0.0.1:{anchor_port}"
         reader = {"Authorization": f"Bearer {token}"}
 
         def serves_svc7(url: str) -> bool:
             answer = httpx.get(url + "/v1/services", params={"service": "svc-7"}, headers=reader, timeout=30)
             return answer.status_code == 200 and len(answer.json()["items"]) >= args.instances // SERVICES
 
-        for url in (svcreg_url, replica_url):
+        for url in (svcreg_url, replica_url, anchor_url):
             wait(lambda url=url: serves_svc7(url), f"{url} to serve svc-7", 300, operator)
         lookups: dict[str, tuple[str, int, dict[str, Any]]] = {
             "operator": (svcreg_url + "/v1/services?service=svc-7", operator.pid, {"token": token}),
             "replica": (replica_url + "/v1/services?service=svc-7", replica.pid, {"token": token}),
             "eureka": (server.lookup_url("app-7"), server.pid, {"headers": {"Accept": "application/json"}}),
+            "replica without the front": (
+                anchor_url + "/v1/services?service=svc-7",
+                anchor.pid,
+                {"token": token},
+            ),
         }
         log(f"eureka: warming for {args.warm:.0f}s")
         vegeta.attack(lookups["eureka"][0], seconds=args.warm, headers={"Accept": "application/json"})
@@ -431,6 +449,7 @@ def main() -> int:
         opened = {
             key: vegeta.attack(url, seconds=args.seconds, rate=args.rate, **options)
             for key, (url, pid, options) in lookups.items()
+            if key in ("operator", "replica", "eureka")
         }
         rss = {
             "operator": rss_mib(operator.pid),
@@ -517,14 +536,18 @@ def main() -> int:
             f"RSS replica/Eureka {rss['replica'] / rss['eureka']:.2f}, "
             f"operator/Eureka {rss['operator'] / rss['eureka']:.2f}"
         )
-        for key in keys:
-            print(
-                f"{key} rounds, lookups/s per core: " + ", ".join(f"{r['per_core']:.0f}" for r in closed[key])
-            )
+        for key, rounds in closed.items():
+            print(f"{key} rounds, lookups/s per core: " + ", ".join(f"{r['per_core']:.0f}" for r in rounds))
+        bare = rows["replica without the front"]
+        print(
+            "anchor: a replica with --no-fast-lookups (every request through aiohttp): "
+            f"{bare['per_core']:.0f} lookups/s per core, {bare['cpu_us']:.0f} us per lookup; "
+            f"the front's replica/anchor {per_core['replica'] / bare['per_core']:.2f}"
+        )
         return 0
     finally:
         server.stop()
-        for process in (operator, replica):
+        for process in (operator, replica, anchor):
             process.send_signal(signal.SIGTERM)
             process.wait(60)
 
