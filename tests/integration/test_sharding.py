@@ -38,6 +38,7 @@ class Group:
     def __init__(self, k8s: Kube, control_plane: Cluster, tmp_path: Path, namespace: str) -> None:
         self.k8s, self.control_plane, self.tmp_path, self.namespace = k8s, control_plane, tmp_path, namespace
         self.members: list[OperatorProcess] = []
+        self.last_shares: list[float] = []
         k8s.create_service_account(namespace, "reader")
         k8s.grant(namespace, "reader", ["get", "list", "watch", "heartbeat"])
         self.headers = {"Authorization": f"Bearer {k8s.token(namespace, 'reader', [AUDIENCE])}"}
@@ -78,8 +79,15 @@ class Group:
 
     def settled(self, count: int = COUNT + 1) -> bool:
         """Every live member probes a share, and the shares add up to every registration."""
-        shares = self.shares()
+        shares = self.last_shares = self.shares()
         return all(s > 0 for s in shares) and sum(shares) == count
+
+    def wait_settled(self, count: int, what: str, timeout: float = 90) -> None:
+        """``settled``, waited for; a timeout says what the shares were."""
+        try:
+            self.members[0].wait_until(lambda: self.settled(count), what, timeout)
+        except AssertionError as error:
+            raise AssertionError(f"shares of {count}: {self.last_shares}\n{error}") from None
 
     def prober_of(self, name: str, via: OperatorProcess) -> str | None:
         answer = httpx.get(f"{via.url}/v1/services/{self.namespace}/{name}", headers=self.headers, timeout=10)
@@ -230,7 +238,7 @@ def test_quorum_keeps_an_instance_healthy_until_two_members_see_it_fail(
         for _ in range(3):
             group.add(kubeconfig=kubeconfig)
         first = group.members[0]
-        first.wait_until(lambda: group.settled(count), "three members to share the registrations", 90)
+        group.wait_settled(count, "three members to share the registrations")
         first.wait_until(lambda: group.healthy() == count, "every registration to be Healthy", 90)
 
         # One member's path goes bad: replaced by one whose probes of the targets all fail.
