@@ -211,15 +211,16 @@ class Front:
         if discovery.rates is not None and discovery.rates.take(identity.username):
             return None  # 429 there (nothing was spent)
         routes.note_consumer(discovery, identity.username, query)
-        if capability is None:
-            cached = routes.answer_for(
-                discovery, query, readable, lambda: routes.services_payload(index, query, readable)
-            )
-        else:
-            name = capability
-            cached = routes.answer_for(
-                discovery, query, readable, lambda: routes.capability_payload(index, query, readable, name)
-            )
+        cached = routes.answer_for(
+            discovery,
+            query,
+            readable,
+            lambda: (
+                routes.services_payload(index, query, readable)
+                if capability is None
+                else routes.capability_payload(index, query, readable, capability)
+            ),
+        )
         wire = cached.wire
         request_id = headers.get("x-request-id")
         extra = (
