@@ -173,7 +173,7 @@ class AppTarget:
     """An aiohttp app in its own thread for client tests: /health is 200; /flaky answers 503
     ``fail_first`` times, then 200; /missing is 404; every answer names the target and each
     path's calls are counted. ``failing[path] = n`` makes the next n calls to a path answer 503
-    (a negative n: every call)."""
+    (a negative n: every call); ``bodies[path]`` is a JSON document a path answers instead."""
 
     def __init__(self, name: str, fail_first: int = 0) -> None:
         from aiohttp import web  # noqa: PLC0415
@@ -181,6 +181,7 @@ class AppTarget:
         self.name, self.fail_first = name, fail_first
         self.calls: dict[str, int] = {}
         self.failing: dict[str, int] = {}
+        self.bodies: dict[str, object] = {}
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -191,6 +192,8 @@ class AppTarget:
             if left:
                 self.failing[path] = left - 1 if left > 0 else left
                 return web.json_response({"target": self.name}, status=503)
+            if path in self.bodies:
+                return web.json_response(self.bodies[path])
             if path == "/missing":
                 return web.json_response({"target": self.name}, status=404)
             if path == "/flaky" and self.calls[path] <= self.fail_first:

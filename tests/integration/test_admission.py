@@ -70,3 +70,21 @@ def test_an_invalid_capability_schema_is_refused_at_apply_naming_the_field(k8s: 
     assert _apply(k8s, admitted, "good", {"type": "object", "minProperties": -2}).returncode != 0
     stored = k8s.get_registration(admitted, "good")
     assert stored["spec"]["capabilities"][0]["inputSchema"]["required"] == ["text"]
+
+
+def test_a_reference_that_does_not_resolve_is_refused_at_apply_naming_the_field(
+    k8s: Kube, admitted: str
+) -> None:
+    """An ``outputSchema`` whose ``$ref`` points nowhere (or off the schema, where jsonschema
+    would fetch it) would break every contract check: refused at apply instead."""
+    for name, reference in (("dangling", "#/$defs/missing"), ("remote", "http://169.254.169.254/latest")):
+        spec = {
+            "endpoint": "http://10.0.0.9:8080",
+            "capabilities": [
+                {"name": "analyse", "outputSchema": {"$ref": reference}, "contract": {"path": "/analyse"}}
+            ],
+        }
+        refused = k8s.apply(registration(name, spec), admitted, check=False)
+        assert refused.returncode != 0, name
+        assert "spec.capabilities[0].outputSchema" in refused.stderr, refused.stderr
+        assert "$ref" in refused.stderr, refused.stderr

@@ -25,7 +25,7 @@ from svcreg.discovery.query import parse
 from svcreg.operator import budget, shadow, status, verification
 from svcreg.operator.health import HealthState
 from svcreg.operator.policies import PolicyState, desired
-from svcreg.operator.probes.contract import Verification, judge
+from svcreg.operator.probes.judge import Verification, judge
 from tests.unit.test_discovery_units import body
 
 # -- the disruption budget -----------------------------------------------------------------------
@@ -191,7 +191,7 @@ CONTRACT = Contract(path="/ask")
     ],
 )
 def test_a_contract_answer_is_judged_against_the_output_schema(code: int, answer: bytes, reason: str) -> None:
-    found = judge(code, answer, SCHEMA, CONTRACT)
+    found = judge(code, answer, SCHEMA, f"{CONTRACT.method} {CONTRACT.path}")
     assert (found.passed, found.reason) == (reason == "ContractKept", reason)
 
 

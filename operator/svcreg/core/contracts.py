@@ -15,9 +15,14 @@ import pydantic
 from svcreg.core.interning import shared, shared_fields_set
 from svcreg.core.model import ServiceRegistrationSpec
 
+_REFERENCES = ("$ref", "$dynamicRef")
+
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
-    """Why ``schema`` is not a valid JSON Schema (2020-12), or None when it is."""
+    """Why ``schema`` is not a valid JSON Schema (2020-12) that svcreg can apply, or None when it
+    is. Beyond the meta-schema: every ``$ref`` must point inside the schema itself and resolve
+    there (jsonschema would otherwise fetch a remote one with urllib, past the SSRF policy, or
+    fail on every check), and ``$id`` is refused (it would move what a reference means)."""
     from jsonschema import Draft202012Validator  # noqa: PLC0415 - the operator extra only
     from jsonschema.exceptions import SchemaError  # noqa: PLC0415
 
@@ -26,7 +31,41 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     except SchemaError as error:
         where = "/".join(str(p) for p in error.path)
         return f"{error.message}" + (f" (at {where})" if where else "")
+    return reference_problem(schema)
+
+
+def reference_problem(schema: dict[str, Any]) -> str | None:
+    """The first reference of ``schema`` that does not resolve inside it, in words; None."""
+    from referencing import Registry  # noqa: PLC0415 - jsonschema's own dependency
+    from referencing.exceptions import Unresolvable  # noqa: PLC0415
+    from referencing.jsonschema import DRAFT202012  # noqa: PLC0415
+
+    resolver = Registry().with_resource("urn:svcreg:schema", DRAFT202012.create_resource(schema))
+    lookup = resolver.resolver("urn:svcreg:schema")
+    for where, keyword, value in _keywords(schema, ""):
+        if keyword == "$id":
+            return f"$id is not supported in a capability schema (at {where or '/'})"
+        if not isinstance(value, str) or not value.startswith("#"):
+            return f"{keyword} {str(value)[:200]!r} must point inside the schema (#/...) (at {where or '/'})"
+        try:
+            lookup.lookup(value)
+        except Unresolvable:
+            return f"{keyword} {value[:200]!r} does not resolve inside the schema (at {where or '/'})"
     return None
+
+
+def _keywords(node: Any, where: str) -> list[tuple[str, str, Any]]:
+    """Every ``$id``, ``$ref`` and ``$dynamicRef`` under ``node`` with its JSON pointer."""
+    found: list[tuple[str, str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _REFERENCES or key == "$id":
+                found.append((where, key, value))
+            found += _keywords(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            found += _keywords(value, f"{where}/{number}")
+    return found
 
 
 def contract_problem(spec: ServiceRegistrationSpec) -> tuple[str, str] | None:

@@ -347,7 +347,10 @@ class Prober:
 
     async def run(self) -> None:
         """The scheduler loop, until cancelled."""
-        await self.scheduler.run()
+        try:
+            await self.scheduler.run()
+        finally:
+            self.contracts.close()
 
     async def probe_now(self, key: Key) -> None:
         """Run one probe job immediately (tests and benchmarks)."""

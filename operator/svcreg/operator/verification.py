@@ -11,15 +11,17 @@ serves the registration as a whole.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from svcreg.core.model import Capability, ServiceRegistrationSpec
 from svcreg.operator.probes import contract as contract_mod
 from svcreg.operator.probes.base import Context
-from svcreg.operator.probes.contract import Verification
+from svcreg.operator.probes.judge import Judge, Verification
 from svcreg.operator.targets import Plan, contract_targets
 from svcreg.telemetry.metrics import Metrics
 
+logger = logging.getLogger(__name__)
 ADDRESS_CONCURRENCY = 16
 Checked = dict[str, tuple[float, Verification]]  # capability -> (when, monotonic; result)
 
@@ -64,13 +66,25 @@ class ContractChecker:
     def __init__(self, context: Context, metrics: Metrics, clock: Callable[[], float]) -> None:
         self.context, self.metrics, self.clock = context, metrics, clock
         self._slots = asyncio.Semaphore(ADDRESS_CONCURRENCY)
+        # Answers are judged against their schema in worker processes, never on the event loop.
+        self.judge = Judge()
+
+    def close(self) -> None:
+        self.judge.close()
 
     async def check_due(
         self, spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, checked: Checked
     ) -> None:
-        """Check every contract of ``spec`` that is due and record it in ``checked``."""
+        """Check every contract of ``spec`` that is due and record it in ``checked``. A contract
+        that cannot be checked at all is recorded as failed (``ContractError``): it never
+        raises into the probe job, whose health check goes on."""
         for capability in due(spec, checked, self.clock()):
-            result = await self._check(spec, key, plan, capability)
+            try:
+                result = await self._check(spec, key, plan, capability)
+            except Exception as error:
+                logger.exception("checking the contract of %s/%s %s failed", *key, capability.name)
+                said = f"the contract could not be checked ({type(error).__name__})"
+                result = Verification(False, "ContractError", said)
             self.metrics.contract_checks.labels("passed" if result.passed else "failed").inc()
             checked[capability.name] = (self.clock(), result)
 
@@ -87,7 +101,9 @@ class ContractChecker:
 
         async def one(iid: str) -> tuple[str, Verification]:
             async with self._slots:
-                return iid, await contract_mod.verify(targets[iid], contract, schema, self.context)
+                return iid, await contract_mod.verify(
+                    targets[iid], contract, schema, self.context, judge=self.judge, namespace=key[0]
+                )
 
         results = await asyncio.gather(*(one(iid) for iid in targets))
         failed = [(iid, r) for iid, r in results if not r.passed]
