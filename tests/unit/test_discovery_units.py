@@ -16,7 +16,7 @@ from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
 from svcreg.discovery.http.discovery import pick
 from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.index import Index
-from svcreg.discovery.query import parse, parse_cached
+from svcreg.discovery.query import parse, remember, remembered
 from svcreg.kube.api import Response
 
 
@@ -152,14 +152,16 @@ def test_bad_queries_name_the_parameter(params: list[tuple[str, str]], parameter
 
 def test_parsed_queries_are_remembered_but_bad_ones_are_not() -> None:
     good = MultiDict([("tag", "a"), ("health", "any")])
-    first = parse_cached("tag=a&health=any", good, "capability", capability="x")
-    assert parse_cached("tag=a&health=any", good, "capability", capability="x") is first
-    assert parse_cached("tag=a&health=any", good, "capability", capability="y") is not first
+    first = parse(good, "capability", capability="x")
+    remember("tag=a&health=any", "capability", "x", first)
+    assert remembered("tag=a&health=any", "capability", "x") is first
+    assert remembered("tag=a&health=any", "capability", "y") is None
     bad = MultiDict([("health", "sometimes")])
     for _ in range(2):  # raised both times: a refusal is never remembered as an answer
         with pytest.raises(BadParameter) as refused:
-            parse_cached("health=sometimes", bad, "capability", capability="x")
+            parse(bad, "capability", capability="x")
         assert refused.value.parameter == "health"
+    assert remembered("health=sometimes", "capability", "x") is None
 
 
 def test_durations_and_health_any() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -48,7 +47,7 @@ class Query:
     select_one: bool = False
     # verified=true: only instances whose contract of each named capability passed last time
     verified: bool = False
-    canonical: str = field(default="", compare=False)
+    canonical: tuple[object, ...] = field(default=(), compare=False)
 
     def without_health(self) -> Query:
         """The same query with every health accepted (for a service in panic mode)."""
@@ -210,25 +209,23 @@ _PARSED: dict[tuple[str, str | None, str], Query] = {}
 _PARSED_LIMIT = 1024
 
 
-def parse_cached(
-    query_string: str, params: MultiMapping[str], route: str, capability: str | None = None
-) -> Query:
-    """``parse``, remembered by the raw query string: callers repeat the same few queries, and a
-    Query is immutable. Only good queries are kept (a bad one raises before it is stored), and
-    at most ``_PARSED_LIMIT`` of them, the oldest dropped first."""
-    key = (route, capability, query_string)
-    query = _PARSED.get(key)
-    if query is None:
-        query = parse(params, route, capability)
-        if len(_PARSED) >= _PARSED_LIMIT:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[key] = query
-    return query
+def remember(raw_query_string: str, route: str, capability: str | None, query: Query) -> None:
+    """Keep ``query`` as what ``raw_query_string`` means on ``route``: callers repeat the same
+    few queries, and a Query is immutable. Keyed by the raw (still percent-encoded) query
+    string, so ``%26`` and ``%2526`` are two keys, and called only once the caller is
+    authenticated, so requests without a valid token cannot churn it. At most
+    ``_PARSED_LIMIT`` entries, the oldest dropped first."""
+    key = (route, capability, raw_query_string)
+    if key in _PARSED:
+        return
+    if len(_PARSED) >= _PARSED_LIMIT:
+        del _PARSED[next(iter(_PARSED))]
+    _PARSED[key] = query
 
 
-def remembered(query_string: str, route: str, capability: str | None = None) -> Query | None:
-    """The query ``parse_cached`` has already parsed for this query string, or None."""
-    return _PARSED.get((route, capability, query_string))
+def remembered(raw_query_string: str, route: str, capability: str | None = None) -> Query | None:
+    """The query ``remember`` kept for this raw query string, or None."""
+    return _PARSED.get((route, capability, raw_query_string))
 
 
 def parse(params: MultiMapping[str], route: str, capability: str | None = None) -> Query:
@@ -322,29 +319,32 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
     return dataclasses.replace(query, canonical=canonical(query, route))
 
 
-def canonical(query: Query, route: str) -> str:
-    """One spelling per meaning, built from the parsed query (never the raw string), so
-    equivalent queries (``health=any``, ``health=any,``, ``tag=b&tag=a`` and ``tag=a&tag=b``)
-    share one cached answer. ``index`` and ``wait`` are left out: they say when, not what."""
+Canonical = tuple[object, ...]
 
-    def spec(value: semantic_version.SimpleSpec | None) -> str:
-        return "" if value is None else str(value.clause)
 
-    parts = (
+def canonical(query: Query, route: str) -> Canonical:
+    """One key per meaning, built from the parsed query (never the raw string), so equivalent
+    queries (``health=any``, ``health=any,``, ``tag=b&tag=a`` and ``tag=a&tag=b``) share one
+    cached answer. A structure, not a joined string: no value a caller chooses can make two
+    different queries one key. ``index`` and ``wait`` are left out: they say when, not what."""
+
+    def spec(value: semantic_version.SimpleSpec | None) -> str | None:
+        return None if value is None else str(value.clause)
+
+    return (
         route,
-        query.service or "",
-        query.service_glob or "",
-        query.namespace or "",
-        ",".join(sorted(set(query.capabilities))),
-        ",".join(sorted(set(query.tags))),
+        query.service,
+        query.service_glob,
+        query.namespace,
+        tuple(sorted(set(query.capabilities))),
+        tuple(sorted(set(query.tags))),
         spec(query.version),
         spec(query.capability_version),
-        "any" if query.health is None else ",".join(sorted(query.health)),
-        "&".join(f"{k}={v}" for k, v in query.meta),
-        "one" if query.select_one else "",
-        "verified" if query.verified else "",
+        None if query.health is None else tuple(sorted(query.health)),
+        query.meta,
+        query.select_one,
+        query.verified,
     )
-    return json.dumps(parts, separators=(",", ":"))
 
 
 def _single(params: MultiMapping[str], name: str) -> str:

@@ -235,11 +235,29 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# A query parsed for this request and not yet remembered: kept once the caller is authenticated.
+_UNREMEMBERED = web.RequestKey("unremembered_query", tuple)
+
+
 def _query(request: web.Request, route: str, capability: str | None = None) -> query_mod.Query:
-    """The request's query, bounded in length and parsed (remembered per query string)."""
-    if len(request.query_string) > query_mod.MAX_QUERY_LENGTH:
+    """The request's query, bounded in length and parsed: from the parsed-query memo when this
+    raw query string was seen before, else parsed here and remembered by ``_caller`` once the
+    caller is authenticated."""
+    raw = request.rel_url.raw_query_string
+    if len(raw) > query_mod.MAX_QUERY_LENGTH:
         raise BadParameter("query", f"longer than {query_mod.MAX_QUERY_LENGTH} characters")
-    return query_mod.parse_cached(request.query_string, request.query, route, capability)
+    query = query_mod.remembered(raw, route, capability)
+    if query is None:
+        query = query_mod.parse(request.query, route, capability)
+        request[_UNREMEMBERED] = (raw, route, capability, query)
+    return query
+
+
+def _remember_query(request: web.Request) -> None:
+    """Remember the query ``_query`` parsed, now that the caller is authenticated."""
+    parsed = request.pop(_UNREMEMBERED, None)
+    if parsed is not None:
+        query_mod.remember(*parsed)
 
 
 async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identity, frozenset[str] | None]:
@@ -248,6 +266,7 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     authorization = request.headers.get("Authorization")
     if query.namespace:
         identity = await discovery.auth.identify(authorization, request.remote)
+        _remember_query(request)
         discovery.admit(request, identity)
         await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
@@ -255,6 +274,7 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
     identity, readable = await discovery.auth.reader(
         authorization, index.by_namespace.keys(), index.namespaces_version, request.remote
     )
+    _remember_query(request)
     discovery.admit(request, identity)
     if readable is not None and not readable:
         raise AuthError(

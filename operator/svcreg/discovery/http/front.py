@@ -177,13 +177,14 @@ class Front:
         else:
             return None
         query = query_mod.remembered(query_string, route, capability)
+        parsed_here = query is None
         if query is None:
             # First sight of this query string: parsed as aiohttp's path parses it (yarl), and
-            # remembered there. "+" decodes to a space in aiohttp's key: left to aiohttp.
+            # remembered once the caller is known (below). "+" is left to aiohttp.
             if "+" in query_string or len(query_string) > query_mod.MAX_QUERY_LENGTH:
                 return None
             try:
-                query = query_mod.parse_cached(query_string, URL(target).query, route, capability)
+                query = query_mod.parse(URL(target).query, route, capability)
             except BadParameter:
                 return None  # a 400 naming the parameter, there
         if query.select_one or (query.index is not None and query.wait):
@@ -208,6 +209,8 @@ class Front:
             identity, readable = caller
             if readable is not None and not readable:
                 return None  # 403 there
+        if parsed_here:  # the caller's reviews hold: it is authenticated
+            query_mod.remember(query_string, route, capability, query)
         if discovery.rates is not None and discovery.rates.take(identity.username):
             return None  # 429 there (nothing was spent)
         routes.note_consumer(discovery, identity.username, query)
