@@ -4,21 +4,34 @@ behaviour that fails without its fix. Costs are counted (API calls, slots), neve
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import json as _json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
 from svcreg.discovery.http.app import build_app
-from svcreg.discovery.http.auth import Authorizer
+from svcreg.discovery.http.auth import (
+    CREDENTIAL_ID,
+    DENIALS_RECHECKED,
+    REVIEWS_PER_USER,
+    AuthError,
+    Authorizer,
+)
+from svcreg.discovery.http.cache import RefreshAheadCache
 from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.http.front import Front
+from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.index import Index
 from svcreg.discovery.query import Query, canonical, parse
+from svcreg.kube.api import Response
 from svcreg.telemetry.metrics import Metrics
 from tests.unit.test_discovery_units import FakeApi, body
 
@@ -136,3 +149,185 @@ async def test_the_query_memo_is_keyed_by_the_raw_query_and_filled_only_after_au
             "meta.region=eu%2526tier": (("region", "eu%26tier"),),
             "meta.region=eu%26tier": (("region", "eu&tier"),),
         }
+
+
+# -- findings 2, 7, 8, 10: what a caller costs the API server ------------------------------------
+
+
+def jwt(subject: str, jti: str, ok: bool = True) -> str:
+    """A token shaped like a ServiceAccount JWT; TokensApi accepts it when ``ok``."""
+    payload = base64.urlsafe_b64encode(json.dumps({"sub": subject, "jti": jti, "ok": ok}).encode())
+    return f"eyJhbGciOiJSUzI1NiJ9.{payload.decode().rstrip('=')}.signature"
+
+
+class TokensApi(FakeApi):
+    """TokenReview accepts ``jwt(..., ok=True)`` tokens as their subject, each with its own
+    credential id (as the API server does); list is granted in ``granted``. ``gate``, when set,
+    holds every SubjectAccessReview until it is opened."""
+
+    def __init__(self, granted: set[str]) -> None:
+        super().__init__()
+        self.granted = granted
+        self.gate: asyncio.Event | None = None
+        self.in_flight = self.most_in_flight = 0
+
+    async def request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Response:
+        kind = path.rsplit("/", 1)[-1]
+        self.calls.append(kind)
+        if kind == "tokenreviews":
+            token = json["spec"]["token"]
+            claims = _claims(token)
+            if not claims.get("ok"):
+                return Response(201, b'{"status": {"authenticated": false, "error": "invalid bearer token"}}')
+            user = {
+                "username": claims["sub"],
+                "uid": "u-1",
+                "groups": ["system:serviceaccounts"],
+                "extra": {CREDENTIAL_ID: [f"JTI={claims['jti']}"]},
+            }
+            return Response(201, _json.dumps({"status": {"authenticated": True, "user": user}}).encode())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            namespace = json["spec"]["resourceAttributes"].get("namespace", "")
+            allowed = namespace in self.granted
+            return Response(201, _json.dumps({"status": {"allowed": allowed}}).encode())
+        finally:
+            self.in_flight -= 1
+
+
+def _claims(token: str) -> dict[str, Any]:
+    try:
+        payload = token.split(".")[1]
+        found: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return found
+    except (IndexError, ValueError):
+        return {}
+
+
+async def _settle() -> None:
+    for _ in range(20):  # let background refreshes run
+        await asyncio.sleep(0)
+
+
+async def _steady_reviews(namespaces: int) -> int:
+    """SubjectAccessReviews a steady caller that may read 1 of ``namespaces`` costs in ten
+    minutes of one request a second, after its first."""
+    api = TokensApi({"ns0"})
+    clock = [0.0]
+    auth = Authorizer(api, clock=lambda: clock[0])  # type: ignore[arg-type]
+    names = [f"ns{n}" for n in range(namespaces)]
+    token = f"Bearer {jwt('system:serviceaccount:a:r', 'one')}"
+    assert (await auth.reader(token, names, 1))[1] == frozenset({"ns0"})
+    first = api.calls.count("subjectaccessreviews")
+    for second in range(1, 601):
+        clock[0] = float(second)
+        assert (await auth.reader(token, names, 1))[1] == frozenset({"ns0"})
+        await _settle()
+    return api.calls.count("subjectaccessreviews") - first
+
+
+async def test_a_steady_readers_reviews_do_not_grow_with_the_namespaces_it_may_not_read() -> None:
+    medium, large = await _steady_reviews(101), await _steady_reviews(1001)
+    # Before: each denial lived 5 s and bounded the memo, so 201 namespaces cost ~50 reviews a
+    # second. Now 1,000 denied namespaces cost what 100 do: the rechecks are bounded per rebuild.
+    assert large <= medium + DENIALS_RECHECKED
+    assert large < 1000  # fewer than asking each denied namespace once again in ten minutes
+
+
+async def test_a_grant_in_a_denied_namespace_is_noticed_within_the_bounded_rechecks() -> None:
+    api = TokensApi({"ns0"})
+    clock = [0.0]
+    auth = Authorizer(api, clock=lambda: clock[0])  # type: ignore[arg-type]
+    names = [f"ns{n}" for n in range(41)]
+    token = f"Bearer {jwt('system:serviceaccount:a:r', 'one')}"
+    await auth.reader(token, names, 1)
+    api.granted.add("ns40")
+    seen = set()
+    for second in range(1, 600):
+        clock[0] = float(second)
+        seen = set((await auth.reader(token, names, 1))[1] or ())
+        await _settle()
+        if "ns40" in seen:
+            break
+    assert "ns40" in seen
+
+
+async def test_the_rate_is_charged_before_the_reviews_of_fresh_tokens() -> None:
+    """20 fresh tokens of one ServiceAccount at a rate of 1/s (a burst of 2): 18 are refused
+    before any access review, and the two admitted share one set of reviews (by principal, not
+    by token)."""
+    api = TokensApi({"ns0"})
+    auth = Authorizer(api, clock=lambda: 0.0)  # type: ignore[arg-type]
+    rates = TokenBuckets(1.0, 2.0, clock=lambda: 0.0)
+
+    def admit(identity: Any) -> None:
+        if rates.take(identity.username):
+            raise AuthError(429, "TooManyRequests", "over its rate")
+
+    names = [f"ns{n}" for n in range(201)]
+    refused = 0
+    for n in range(20):
+        try:
+            await auth.reader(f"Bearer {jwt('system:serviceaccount:a:r', str(n))}", names, 1, admit=admit)
+        except AuthError as error:
+            assert error.status == 429
+            refused += 1
+    assert refused == 18
+    assert api.calls.count("tokenreviews") == 20
+    assert api.calls.count("subjectaccessreviews") == 1 + 201  # was 20 x 202
+
+
+async def test_one_users_reviews_in_flight_are_bounded_whatever_its_tokens() -> None:
+    api = TokensApi({"ns0"})
+    api.gate = asyncio.Event()
+    auth = Authorizer(api, clock=lambda: 0.0)  # type: ignore[arg-type]
+    names = [f"ns{n}" for n in range(100)]
+    readers = [
+        asyncio.create_task(auth.reader(f"Bearer {jwt('system:serviceaccount:a:r', str(n))}", names, 1))
+        for n in range(5)
+    ]
+    await _settle()
+    api.gate.set()
+    await asyncio.gather(*readers)
+    assert api.most_in_flight <= REVIEWS_PER_USER
+
+
+async def test_bogus_tokens_from_an_address_never_lock_out_the_next_valid_token() -> None:
+    api = TokensApi({""})
+    auth = Authorizer(api, clock=lambda: 0.0)  # type: ignore[arg-type]
+    limited = 0
+    for n in range(150):
+        try:
+            await auth.identify(f"Bearer {jwt('system:serviceaccount:evil:x', str(n), ok=False)}", "10.1.1.1")
+        except AuthError as error:
+            limited += error.status == 429
+    assert limited == 50  # its budget (a burst of 100) is spent: the flood is bounded
+    # An honest caller behind the same address, with a token never seen before, is reviewed.
+    honest = await auth.identify(f"Bearer {jwt('system:serviceaccount:a:r', 'fresh')}", "10.1.1.1")
+    assert honest.username == "system:serviceaccount:a:r"
+
+
+async def test_a_caller_that_hangs_up_during_a_shared_review_does_not_fail_the_others() -> None:
+    gate = asyncio.Event()
+    computed = 0
+
+    async def review(_: str) -> tuple[bool, float]:
+        nonlocal computed
+        computed += 1
+        await gate.wait()
+        return True, 60.0
+
+    cache = RefreshAheadCache(lambda: 0.0)
+    leaving = asyncio.create_task(cache.get("key", review, "x"))
+    staying = asyncio.create_task(cache.get("key", review, "x"))
+    await _settle()
+    leaving.cancel()
+    await _settle()
+    gate.set()
+    assert await staying is True
+    assert computed == 1
+    with pytest.raises(asyncio.CancelledError):
+        await leaving

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from svcreg.core.slots import KeyedSlots
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
 from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.kube.api import KubeApi
@@ -38,6 +40,14 @@ logger = logging.getLogger(__name__)
 POSITIVE_TTL = 60.0
 NEGATIVE_TTL = 5.0
 MAX_TOKEN_LENGTH = 16384
+# The user extra each ServiceAccount token carries of its own (its JWT id): no RBAC rule reads it.
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+# Namespaces whose list review a reader was denied are not asked again for this long, and a
+# reader's rebuild re-asks at most DENIALS_RECHECKED of those past it (the oldest first): a
+# steady caller's reviews do not grow with the namespaces it cannot read.
+DENIAL_KEPT = POSITIVE_TTL
+DENIALS_RECHECKED = 16
+REVIEWS_PER_USER = 16  # SubjectAccessReviews in flight at once for one user, all its tokens together
 REVIEW_DEADLINE = 10.0  # seconds; a review that takes longer answers the caller 503
 STALE_ON_OUTAGE = 300.0  # seconds past its lifetime a review answers while none can be made
 
@@ -67,6 +77,19 @@ class Identity:
     def __hash__(self) -> int:
         return self._hash  # type: ignore[attr-defined,no-any-return]
 
+    @property
+    def principal(self) -> tuple[str, str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+        """Who this is for authorization, the key of its cached SubjectAccessReviews: the
+        identity without the token's own credential id, which every token of one
+        ServiceAccount carries differently and RBAC never reads, so a caller's fresh tokens
+        share one set of reviews instead of each costing a review per namespace."""
+        return (
+            self.username,
+            self.uid,
+            self.groups,
+            tuple((k, v) for k, v in self.extra if k != CREDENTIAL_ID),
+        )
+
     def subject(self) -> dict[str, Any]:
         return {
             "user": self.username,
@@ -83,13 +106,22 @@ def token_expiry(authorization: str | None) -> float | None:
     return _token_expiry(authorization.partition(" ")[2].strip())
 
 
-def _token_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying (only to bound the cache lifetime)."""
+def _claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without verifying ({} when it is not one): never trusted, only
+    used to bound caches and budgets."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
-    except (IndexError, ValueError, KeyError, TypeError):
+    except (IndexError, ValueError, TypeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying (only to bound the cache lifetime)."""
+    try:
+        return float(_claims(token)["exp"])
+    except (KeyError, ValueError, TypeError):
         return None
 
 
@@ -171,8 +203,14 @@ class Authorizer:
             unavailable=_review_unavailable,
         )
         self._readers: dict[bytes, _Reader] = {}
-        # Rejected tokens per client address: 20 a second, bursts of 100.
+        # Rejected tokens per client address and the subject the token claims: 20 a second,
+        # bursts of 100. A flood of bogus tokens spends its own bucket; an honest caller behind
+        # the same address (a node, a gateway) presents a token of another subject, or one
+        # already reviewed, and is never refused for it.
         self.review_budget = TokenBuckets(rate=20.0, burst=100.0, clock=clock)
+        # Per principal: the namespaces its list review was denied in, and when each was asked.
+        self._denials: collections.OrderedDict[Any, dict[str, float]] = collections.OrderedDict()
+        self._user_reviews = KeyedSlots(REVIEWS_PER_USER)
 
     async def identify(self, authorization: str | None, client: str | None = None) -> Identity:
         """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise, and
@@ -185,29 +223,38 @@ class Authorizer:
         namespaces: Collection[str],
         namespaces_version: int,
         client: str | None = None,
+        admit: Callable[[Identity], None] | None = None,
     ) -> tuple[Identity, frozenset[str] | None]:
-        """``identify`` then ``readable``, remembered per token while every review behind the
-        answer is fresh.
+        """``identify``, ``admit`` (the caller's rate: it may refuse), then ``readable``,
+        remembered per token while every grant behind the answer is fresh.
 
-        The answer is kept until the earliest refresh point (or expiry) of the reviews it was
-        built from, and only while the set of namespaces is the one it was worked out over
-        (``namespaces_version``). So it is never served past any review's lifetime, the
-        refresh-ahead of those reviews still starts on time, and a steady caller costs one
-        hash and one lookup per request however many namespaces it may read.
+        The answer is kept until the earliest refresh point (or expiry) of the token's review
+        and the grants it was built from, and only while the set of namespaces is the one it
+        was worked out over (``namespaces_version``). So no grant is served past its lifetime,
+        their refresh-ahead still starts on time, and a steady caller costs one hash and one
+        lookup per request however many namespaces it may read. Denials do not shorten it (see
+        ``readable``). ``admit`` runs before any access review, so a caller over its rate costs
+        none.
         """
         token, key = _bearer(authorization)
         remembered = self._remembered(key, namespaces_version)
         if remembered is not None:
+            if admit is not None:
+                admit(remembered[0])
             return remembered
         identity = await self._identity(token, key, client)
+        if admit is not None:
+            admit(identity)
         readable = await self.readable(identity, namespaces)
-        consulted = [(identity, "list", "", None)]
+        consulted = [_access(identity, "list", "")] if readable is None else []
         if readable is not None:
-            consulted += [(identity, "list", namespace, None) for namespace in namespaces]
-        fresh_until = min(self.tokens.fresh_until(key), *(self.reviews.fresh_until(k) for k in consulted))
+            consulted += [_access(identity, "list", namespace) for namespace in readable]
+        fresh_until = min([self.tokens.fresh_until(key), *(self.reviews.fresh_until(k) for k in consulted)])
         if len(self._readers) >= 50_000:
             del self._readers[next(iter(self._readers))]  # the oldest; only good tokens are here
-        self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, len(consulted))
+        # The memo stands for the cluster-wide lookup and one per namespace, denied ones included.
+        lookups = 1 + (len(namespaces) if readable is not None else 0)
+        self._readers[key] = _Reader(identity, readable, namespaces_version, fresh_until, lookups)
         return identity, readable
 
     def remembered_reader(
@@ -232,8 +279,12 @@ class Authorizer:
         identity = self.tokens.peek(key, self._review_token, token)
         if not isinstance(identity, Identity):
             return None  # MISSING, or a rejection message
-        access = (identity, "list", namespace, None)
-        if self.reviews.peek(access, self._review_access, *access) is not True:
+        if (
+            self.reviews.peek(
+                _access(identity, "list", namespace), self._review_access, identity, "list", namespace, None
+            )
+            is not True
+        ):
             return None
         return identity
 
@@ -257,7 +308,8 @@ class Authorizer:
             # A rejected token costs a review through the shared API connection pool: each
             # address may cost a bounded number of those (failures spend its budget, good tokens
             # never do), so a flood of bogus tokens cannot crowd out everyone's reviews.
-            wait = self.review_budget.wait(client) if client is not None else 0.0
+            budget = (client, claimed_subject(token))
+            wait = self.review_budget.wait(budget) if client is not None else 0.0
             if wait:
                 raise AuthError(
                     429,
@@ -275,7 +327,7 @@ class Authorizer:
                     raise AuthError(401, "Unauthenticated", "token rejected: expired") from None
                 raise
             if isinstance(result, str) and client is not None:
-                self.review_budget.take(client)
+                self.review_budget.take(budget)
         if isinstance(result, str):
             raise AuthError(401, "Unauthenticated", result)
         return result
@@ -316,10 +368,11 @@ class Authorizer:
     async def allowed(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> bool:
         """Whether RBAC lets ``identity`` do ``verb`` on serviceregistrations in ``namespace``
         ("" asks cluster-wide)."""
-        key = (identity, verb, namespace, name)
-        allowed: bool = self.reviews.peek(key, self._review_access, *key)
+        key = _access(identity, verb, namespace, name)
+        allowed: bool = self.reviews.peek(key, self._review_access, identity, verb, namespace, name)
         if allowed is MISSING:
-            allowed = await self.reviews.get(key, self._review_access, *key)
+            async with self._user_reviews.hold(identity.username):
+                allowed = await self.reviews.get(key, self._review_access, identity, verb, namespace, name)
         return allowed
 
     async def require(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> None:
@@ -349,27 +402,67 @@ class Authorizer:
 
     async def readable(self, identity: Identity, namespaces: Iterable[str]) -> frozenset[str] | None:
         """Namespaces among ``namespaces`` the caller may list registrations in; None means all
-        (a cluster-wide grant)."""
+        (a cluster-wide grant).
+
+        Cached answers are read synchronously; only namespaces without one are reviewed, at most
+        ``REVIEWS_PER_USER`` at a time for one user whatever its tokens. A namespace denied
+        within ``DENIAL_KEPT`` is not asked again; of those denied longer ago, at most
+        ``DENIALS_RECHECKED`` are asked again per call (the oldest first) and the others stay
+        denied. So a caller's reviews do not grow with the namespaces it may not read, and a
+        grant in one of them is noticed within ``DENIAL_KEPT`` plus one call per
+        ``DENIALS_RECHECKED`` denied namespaces (a query naming the namespace asks at once).
+        """
         if await self.allowed(identity, "list", ""):
             return None
-        # Cached answers are read synchronously; only namespaces without one are reviewed, 16
-        # at a time, so a steady caller costs dictionary lookups and no task per namespace.
+        now = self._clock()
+        denied = self._denied(identity)
         readable: set[str] = set()
         unknown: list[str] = []
+        stale: list[tuple[float, str]] = []
         for namespace in namespaces:
-            key = (identity, "list", namespace, None)
-            found = self.reviews.peek(key, self._review_access, *key)
+            found = self.reviews.peek(
+                _access(identity, "list", namespace), self._review_access, identity, "list", namespace, None
+            )
             if found is MISSING:
-                unknown.append(namespace)
+                asked = denied.get(namespace)
+                if asked is None:
+                    unknown.append(namespace)
+                elif now - asked >= DENIAL_KEPT:
+                    stale.append((asked, namespace))
             elif found:
                 readable.add(namespace)
+            else:
+                denied[namespace] = denied.get(namespace, now)
+        unknown += [namespace for _, namespace in sorted(stale)[:DENIALS_RECHECKED]]
         if unknown:
-            limit = asyncio.Semaphore(16)
-
-            async def check(namespace: str) -> bool:
-                async with limit:
-                    return await self.allowed(identity, "list", namespace)
-
-            answers = await asyncio.gather(*(check(ns) for ns in unknown))
-            readable.update(ns for ns, ok in zip(unknown, answers, strict=True) if ok)
+            answers = await asyncio.gather(*(self.allowed(identity, "list", ns) for ns in unknown))
+            for namespace, ok in zip(unknown, answers, strict=True):
+                if ok:
+                    readable.add(namespace)
+                    denied.pop(namespace, None)
+                else:
+                    denied[namespace] = self._clock()
         return frozenset(readable)
+
+    def _denied(self, identity: Identity) -> dict[str, float]:
+        """The namespaces ``identity`` was denied in (most recently used principals kept)."""
+        principal = identity.principal
+        denied = self._denials.pop(principal, None)
+        if denied is None:
+            denied = {}
+        self._denials[principal] = denied
+        while len(self._denials) > 10_000:
+            self._denials.popitem(last=False)
+        return denied
+
+
+def _access(identity: Identity, verb: str, namespace: str, name: str | None = None) -> tuple[Any, ...]:
+    """The key of one SubjectAccessReview in the cache: by principal, not by token."""
+    return identity.principal, verb, namespace, name
+
+
+def claimed_subject(token: str) -> str | None:
+    """The ``sub`` a JWT claims, unverified (at most 256 characters), or None: only to keep one
+    subject's rejected tokens from spending another's review budget."""
+    subject = _claims(token).get("sub")
+    return subject[:256] if isinstance(subject, str) else None

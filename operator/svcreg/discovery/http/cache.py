@@ -30,7 +30,8 @@ class RefreshAheadCache:
     - A hit in the last quarter of an entry's lifetime starts one recomputation in the
       background and still answers from the entry, so a caller that keeps calling never waits
       once its first computation has landed; nothing is served past its own lifetime.
-    - Concurrent misses for one key share one computation.
+    - Concurrent misses for one key share one computation, which runs in a task of its own: a
+      caller that gives up cancels only its own wait.
     - Bounded: at most ``max_entries`` positive and ``max_negative`` negative entries (as
       ``is_negative`` tells them apart), each set evicting its least recently stored first.
       Negative answers (a bad token, a denied review) live apart, so a flood of them can never
@@ -68,8 +69,7 @@ class RefreshAheadCache:
         # key -> (expires, refresh after, value, stale until); insertion order is eviction order
         self._values: collections.OrderedDict[Any, Entry] = collections.OrderedDict()
         self._negative: collections.OrderedDict[Any, Entry] = collections.OrderedDict()
-        self._inflight: dict[Any, asyncio.Future[Any]] = {}
-        self._refreshing: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[Any, asyncio.Task[Any]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -116,9 +116,7 @@ class RefreshAheadCache:
         if cached[1] <= now and key not in self._inflight:
             store = self._values if key in self._values else self._negative
             store[key] = (cached[0], now + self.RETRY_AFTER, cached[2], cached[3])
-            task = asyncio.get_running_loop().create_task(self._refresh(key, compute, args))
-            self._refreshing.add(task)
-            task.add_done_callback(self._refreshing.discard)
+            self._start(key, compute, args)
         return cached[2]
 
     async def get(self, key: Any, compute: Compute, *args: Any) -> Any:
@@ -128,38 +126,36 @@ class RefreshAheadCache:
         pending = self._inflight.get(key)
         if pending is not None:
             self._count(True)
-            return await asyncio.shield(pending)
-        self._count(False)
-        return await self._compute(key, compute, args)
+        else:
+            self._count(False)
+            pending = self._start(key, compute, args)
+        # Shielded: a caller that gives up (hangs up, times out) cancels its own wait only,
+        # never the computation the other callers of this key share.
+        return await asyncio.shield(pending)
 
-    async def _refresh(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> None:
-        try:
-            await self._compute(key, compute, args)
-        except Exception as error:  # the entry stays until it expires; a miss then reports it
-            logger.debug("background review refresh failed: %s", error)
+    def _start(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> asyncio.Task[Any]:
+        """Compute ``key`` in a task of its own, shared by every caller until it is done."""
+        task = asyncio.get_running_loop().create_task(self._compute(key, compute, args))
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return task
+
+    def _finished(self, key: Any, task: asyncio.Task[Any]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:  # retrieved: waiters got it
+            logger.debug("review failed: %s", task.exception())
 
     async def _compute(self, key: Any, compute: Compute, args: tuple[Any, ...]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
         try:
             value, ttl, *limit = await compute(*args)
-            self._store(key, value, ttl, *limit)
-            future.set_result(value)
-            return value
         except Exception as error:
             stale = self._stale_value(key, error)
             if stale is MISSING:
-                future.set_exception(error)
-                future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
                 raise
-            future.set_result(stale)
             return stale
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters get it, nobody logs it as unhandled
-            raise
-        finally:
-            del self._inflight[key]
+        self._store(key, value, ttl, *limit)
+        return value
 
     def _stale_value(self, key: Any, error: BaseException) -> Any:
         """The expired value to answer with while ``error`` says the source is unavailable, kept

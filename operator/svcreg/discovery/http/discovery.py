@@ -132,6 +132,10 @@ class Discovery:
         """Note who is calling (for the access log) and spend one of its requests: 429 with
         Retry-After once the identity has used its rate, whoever else is calling."""
         request[CALLER] = identity.username
+        self.admit_identity(identity)
+
+    def admit_identity(self, identity: Identity) -> None:
+        """Spend one of ``identity``'s requests, or AuthError(429) with Retry-After."""
         if self.rates is not None:
             wait = self.rates.take(identity.username)
             if wait:
@@ -271,11 +275,14 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
         await discovery.auth.require(identity, "list", query.namespace)
         return identity, frozenset({query.namespace})
     index = discovery.index
+
+    def admit(identity: Identity) -> None:  # before any access review: over its rate costs none
+        _remember_query(request)
+        discovery.admit(request, identity)
+
     identity, readable = await discovery.auth.reader(
-        authorization, index.by_namespace.keys(), index.namespaces_version, request.remote
+        authorization, index.by_namespace.keys(), index.namespaces_version, request.remote, admit=admit
     )
-    _remember_query(request)
-    discovery.admit(request, identity)
     if readable is not None and not readable:
         raise AuthError(
             403,

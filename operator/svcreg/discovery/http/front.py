@@ -45,6 +45,7 @@ from yarl import URL
 from svcreg.core.errors import BadParameter
 from svcreg.discovery import query as query_mod
 from svcreg.discovery.http import discovery as routes
+from svcreg.discovery.http.auth import Identity
 from svcreg.discovery.http.serving import REQUEST_ID
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,18 @@ class Front:
         bounded per client there too); whether the memo now holds it. A refusal is left for
         aiohttp to answer: its reviews are cached, so asking again costs nothing."""
         index, auth = self.discovery.index, self.discovery.auth
+
+        def admit(identity: Identity) -> None:  # charged before any access review, as there
+            self.discovery.admit_identity(identity)
+
         try:
             if review.namespace:
                 identity = await auth.identify(review.authorization, client)
+                admit(identity)
                 await auth.require(identity, "list", review.namespace)
             else:
                 await auth.reader(
-                    review.authorization, index.by_namespace.keys(), index.namespaces_version, client
+                    review.authorization, index.by_namespace.keys(), index.namespaces_version, client, admit
                 )
         except Exception:  # whatever it was, aiohttp's path answers it
             return False
@@ -155,9 +161,10 @@ class Front:
             self._date = (now, f"Date: {stamp}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n".encode())
         return self._date[1]
 
-    def answer(self, head: bytes) -> bytes | Review | None:
+    def answer(self, head: bytes, *, charged: bool = False) -> bytes | Review | None:
         """The whole HTTP answer to one request head; a ``Review`` when the caller's token must
-        be reviewed first (then ask again); None when aiohttp must answer it."""
+        be reviewed first (then ask again, ``charged``: the review spent the caller's request
+        already); None when aiohttp must answer it."""
         started = time.perf_counter()
         parsed = request_head(head)
         if parsed is None:
@@ -211,7 +218,7 @@ class Front:
                 return None  # 403 there
         if parsed_here:  # the caller's reviews hold: it is authenticated
             query_mod.remember(query_string, route, capability, query)
-        if discovery.rates is not None and discovery.rates.take(identity.username):
+        if not charged and discovery.rates is not None and discovery.rates.take(identity.username):
             return None  # 429 there (nothing was spent)
         routes.note_consumer(discovery, identity.username, query)
         cached = routes.answer_for(
@@ -340,7 +347,7 @@ class FrontProtocol(asyncio.Protocol):
         if not self._writing_paused:
             self._transport.resume_reading()
         end = self._buffer.find(b"\r\n\r\n")
-        answer = self._front.answer(self._buffer[:end]) if known else None
+        answer = self._front.answer(self._buffer[:end], charged=True) if known else None
         if not isinstance(answer, bytes):
             self._hand_over(self._buffer)  # refused, or changed again meanwhile: aiohttp answers
             return

@@ -28,9 +28,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from svcreg.core.slots import KeyedSlots
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +151,7 @@ class Judge:
         self.max_seconds = max_seconds
         self._free = asyncio.Semaphore(workers)
         self._idle: list[_Worker] = []
-        self._namespaces: dict[str, asyncio.Lock] = {}
-        self._waiting: Counter[str] = Counter()
+        self._namespaces = KeyedSlots(1)
         self.killed = 0  # workers killed at their deadline (for metrics and tests)
 
     async def verdict(
@@ -162,27 +162,13 @@ class Judge:
         if not 200 <= status <= 299:
             return judge(status, b"", {}, asked)  # no schema is consulted: nothing to bound
         deadline = time.monotonic() + min(seconds, self.max_seconds)
-        lock = self._namespaces.setdefault(namespace, asyncio.Lock())
-        self._waiting[namespace] += 1
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                await lock.acquire()
-            try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
-                    await self._free.acquire()
-                try:
+            async with asyncio.timeout_at(_loop_time(deadline)) as waiting:
+                async with self._namespaces.hold(namespace), self._free:
+                    waiting.reschedule(None)  # the worker's own deadline applies from here
                     return await self._judge_in_worker((status, body, schema, asked), deadline)
-                finally:
-                    self._free.release()
-            finally:
-                lock.release()
         except TimeoutError:
             return _timed_out(asked)
-        finally:
-            self._waiting[namespace] -= 1
-            if not self._waiting[namespace]:
-                del self._waiting[namespace]
-                self._namespaces.pop(namespace, None)
 
     async def _judge_in_worker(self, job: Job, deadline: float) -> Verification:
         if self._idle:
