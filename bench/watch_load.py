@@ -88,6 +88,11 @@ def main() -> None:
         str(args.watchers + 100),
         "--max-long-polls",
         str(args.long_polls + 100),
+        # One token opens every watch and poll here: its share is the whole.
+        "--max-watchers-per-identity",
+        str(args.watchers + 100),
+        "--max-long-polls-per-identity",
+        str(args.long_polls + 100),
     )
     try:
 

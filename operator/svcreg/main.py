@@ -21,7 +21,7 @@ import kopf
 from aiohttp import web
 
 from svcreg.core import model
-from svcreg.discovery.http.app import build_app
+from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.http.front import Front
@@ -86,6 +86,8 @@ async def run(settings: Settings) -> None:
         max_wait=settings.max_wait,
         max_watchers=settings.max_watchers,
         max_long_polls=settings.max_long_polls,
+        max_watchers_per_identity=settings.max_watchers_per_identity or None,
+        max_long_polls_per_identity=settings.max_long_polls_per_identity or None,
         rate_limit=settings.rate_limit,
         consumer_window=settings.consumer_window_seconds,
         consumer_peers=Peers(settings.consumer_peer, settings.operator_ca_file)
@@ -164,7 +166,7 @@ async def run(settings: Settings) -> None:
             return False, {"reason": f"every probe slot has been busy for {blocked:.0f}s"}
         return True, {}
 
-    web_runner = web.AppRunner(
+    web_runner = runner(
         build_app(
             metrics,
             ready,
@@ -172,11 +174,7 @@ async def run(settings: Settings) -> None:
             registration_api=settings.registration_api,
             alive=alive,
             access_log=settings.access_log,
-        ),
-        access_log=None,
-        # A caller that hangs up ends its handler: a departed watcher or long poll frees its
-        # slot at once instead of at its next keep-alive.
-        handler_cancellation=True,
+        )
     )
     await web_runner.setup()
     tls = None
@@ -185,9 +183,13 @@ async def run(settings: Settings) -> None:
     # Repeated lookups are answered by the front on the connection; everything else, and every
     # connection after its first request the front declines, by aiohttp (discovery/http/front.py).
     assert web_runner.server is not None
-    front = Front(discovery, web_runner.server) if settings.fast_lookups else None
+    # With --no-fast-lookups (or --access-log) the front answers nothing and hands every
+    # connection to aiohttp at once, still counted against --max-connections.
+    front = Front(
+        discovery, web_runner.server, max_connections=settings.max_connections, answers=settings.fast_lookups
+    )
     listener = await asyncio.get_running_loop().create_server(
-        front.protocol if front is not None else web_runner.server,
+        front.protocol,
         host=settings.host,
         port=settings.port,
         ssl=tls.context if tls else None,
@@ -276,8 +278,7 @@ async def run(settings: Settings) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         listener.close()
-        if front is not None:
-            front.close()
+        front.close()
         await web_runner.cleanup()
         if vantages is not None:
             await vantages.close()
@@ -357,10 +358,10 @@ async def _serve_admission(
     if not (settings.admission_cert_file and settings.admission_key_file):
         raise SystemExit("svcreg run: --admission-port needs --admission-cert-file and --admission-key-file")
     tls = ServingTls(settings.admission_cert_file, settings.admission_key_file)
-    runner = web.AppRunner(admission.build_app(), access_log=None)
-    await runner.setup()
+    webhook = web.AppRunner(admission.build_app(), access_log=None)
+    await webhook.setup()
     await web.TCPSite(
-        runner, host=settings.host, port=settings.admission_port, ssl_context=tls.context
+        webhook, host=settings.host, port=settings.admission_port, ssl_context=tls.context
     ).start()
     logger.info(
         "admission webhook listening on https://%s:%d%s",
@@ -368,7 +369,7 @@ async def _serve_admission(
         settings.admission_port,
         admission.PATH,
     )
-    return runner, asyncio.create_task(tls.watch(), name="svcreg-admission-tls-reload")
+    return webhook, asyncio.create_task(tls.watch(), name="svcreg-admission-tls-reload")
 
 
 def policy_states(index: Index, prober: Prober) -> list[PolicyState]:

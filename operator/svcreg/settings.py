@@ -159,6 +159,15 @@ class Settings(BaseSettings):
     )
     max_watchers: int = Field(1000, ge=1, description="open /v1/watch streams at once; over it: 429")
     max_long_polls: int = Field(1000, ge=1, description="long polls waiting at once; over it: 429")
+    max_watchers_per_identity: int = Field(
+        0, ge=0, description="open /v1/watch streams one identity may hold (0: a tenth of --max-watchers)"
+    )
+    max_long_polls_per_identity: int = Field(
+        0, ge=0, description="long polls one identity may hold (0: a tenth of --max-long-polls)"
+    )
+    max_connections: int = Field(
+        10_000, ge=1, description="open client connections at once; past it a new one gets 503 and is closed"
+    )
     partition_reference: Strings = Field(
         (),
         description="HOST:PORT the prober must reach or it suspects itself (repeatable; default "

@@ -138,6 +138,8 @@ def world(k8s: Kube, control_plane: Cluster, tmp_path_factory: pytest.TempPathFa
         "5",
         "--max-watchers",
         "3",
+        "--max-watchers-per-identity",
+        "3",
     ).start()
     tokens = {
         "reader": k8s.token(ns, "reader", [AUDIENCE]),

@@ -4,6 +4,7 @@ answers them, and everything it does not answer left to aiohttp, in order."""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -257,3 +258,78 @@ async def test_the_front_is_visible_in_the_metrics() -> None:
         (exposed,) = await s.exchange("aiohttp", get("/metrics"))
         assert re.search(rb"^svcreg_front_answers_total 1\.0$", exposed[2], re.M)
         assert re.search(rb"^svcreg_front_handovers_total 1\.0$", exposed[2], re.M)
+
+
+async def _answer_or_none(s: Served, port: str, raw: bytes) -> tuple[str, dict[str, str], bytes] | None:
+    """The one answer to ``raw`` on a new connection, or None when the server closes instead."""
+    try:
+        [answer] = await asyncio.wait_for(s.exchange(port, raw), 5)
+    except (
+        asyncio.IncompleteReadError,
+        ConnectionError,
+        asyncio.LimitOverrunError,
+        ValueError,
+        TimeoutError,
+    ):
+        return None
+    return answer
+
+
+def _random_head(rng: random.Random) -> bytes:
+    """A request head of the front's routes with random header counts, line lengths,
+    duplicates and bytes."""
+    target = rng.choice(
+        ["/v1/services?service=web", "/v1/capabilities/greet", "/v1/services", "/v1/services?namespace=a"]
+    )
+    lines = [
+        f"{rng.choice(['GET'] * 8 + ['DELETE', 'POST'])} {target} HTTP/1.{rng.choice('1111110')}".encode()
+    ]
+    names = ["Host", "Authorization", "User-Agent", "Content-Type", "X-Request-Id", "If-None-Match", "Accept"]
+    for n in range(rng.choice([0, 1, 3, 10, 60, 99, 100, 101, 127, 128, 129, 140])):
+        name = rng.choice(names) if rng.random() < 0.2 else f"X-Fill-{n}"
+        value = "Bearer good" if name == "Authorization" else "v" * rng.choice([1, 10, 100, 4000, 8200])
+        line = f"{name}: {value}".encode()
+        if rng.random() < 0.03:
+            line += bytes([rng.choice([0, 1, 0x7F, 0xC3, 0xFF, 0x0D])])
+        lines.append(line)
+    if not any(line.startswith(b"Host:") for line in lines):
+        lines.insert(1, b"Host: svcreg")
+    if not any(line.startswith(b"Authorization:") for line in lines):
+        lines.append(GOOD.strip().encode())
+    end = b"\r\n" if rng.random() < 0.95 else b"\n"
+    return end.join(lines) + end + end
+
+
+async def test_the_front_never_answers_a_head_aiohttp_refuses_and_otherwise_answers_alike() -> None:
+    """The property behind the front: for random heads, whenever aiohttp answers 400 the front
+    does not answer 200, and whenever both answer, the bytes are the same but for ``Date``."""
+    rng = random.Random(28)
+    async with served() as s:
+        await s.exchange("front", get("/v1/services?service=web", GOOD))  # reviews cached
+        compared = refused = 0
+        for _ in range(250):
+            raw = _random_head(rng)
+            plain = await _answer_or_none(s, "aiohttp", raw)
+            fronted = await _answer_or_none(s, "front", raw)
+            if plain is not None and plain[0].split(" ")[1] == "400":
+                refused += 1
+                assert fronted is None or fronted[0].split(" ")[1] != "200", raw[:300]
+            if plain is not None and fronted is not None:
+                compared += 1
+                assert same(fronted) == same(plain), raw[:300]
+        assert refused >= 20 and compared >= 100  # the random heads reached both sides
+
+
+async def test_heads_aiohttp_refuses_are_declined_by_the_front() -> None:
+    """Finding 11's three shapes: more headers than aiohttp takes, a line longer than its
+    limit, a repeated singleton header (Host)."""
+    many = "".join(f"X-Fill-{n}: v\r\n" for n in range(130))
+    long_line = "X-Long: " + "v" * 8200 + "\r\n"
+    twice = "Host: other\r\n"
+    for extra in (many, long_line, twice):
+        head = get("/v1/services?service=web", GOOD, extra)
+        assert request_head(head[: head.index(b"\r\n\r\n")]) is None
+        async with served() as s:
+            await s.exchange("front", get("/v1/services?service=web", GOOD))
+            answer = await _answer_or_none(s, "front", head)
+            assert answer is None or answer[0].split(" ")[1] != "200"

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
-from svcreg.discovery.http.app import build_app
+from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import (
     CREDENTIAL_ID,
     DENIALS_RECHECKED,
@@ -27,7 +27,7 @@ from svcreg.discovery.http.auth import (
 )
 from svcreg.discovery.http.cache import RefreshAheadCache
 from svcreg.discovery.http.discovery import Discovery
-from svcreg.discovery.http.front import Front
+from svcreg.discovery.http.front import HEAD_SECONDS, KEEPALIVE_SECONDS, Front
 from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.index import Index
 from svcreg.discovery.query import Query, canonical, parse
@@ -107,24 +107,33 @@ class Served:
 
 
 @asynccontextmanager
-async def served(api: FakeApi | None = None, **options: Any) -> AsyncIterator[Served]:
+async def served(
+    api: FakeApi | None = None,
+    clock: list[float] | None = None,
+    max_connections: int = 100,
+    keepalive: float = 75.0,
+    **options: Any,
+) -> AsyncIterator[Served]:
     index = Index()
     index.observe("ADDED", body("r1", capabilities=["greet"], service="web", metadata={"region": "eu"}))
     index.synced = True
     metrics, api = Metrics(), api or FakeApi()
     auth = Authorizer(api, metrics=metrics)  # type: ignore[arg-type]
     discovery = Discovery(index, auth, metrics, **options)
-    runner = web.AppRunner(build_app(metrics, lambda: (True, {}), discovery, registration_api=False))
-    await runner.setup()
-    assert runner.server is not None
-    front = Front(discovery, runner.server)
+    app = runner(
+        build_app(metrics, lambda: (True, {}), discovery, registration_api=False), keepalive=keepalive
+    )
+    await app.setup()
+    assert app.server is not None
+    now = clock or [0.0]
+    front = Front(discovery, app.server, clock=lambda: now[0], max_connections=max_connections)
     server = await asyncio.get_running_loop().create_server(front.protocol, "127.0.0.1", 0)
     try:
         yield Served(discovery, api, server.sockets[0].getsockname()[1], front)
     finally:
         server.close()
         front.close()
-        await runner.cleanup()
+        await app.cleanup()
 
 
 # -- finding 4: the parsed-query memo ------------------------------------------------------------
@@ -331,3 +340,95 @@ async def test_a_caller_that_hangs_up_during_a_shared_review_does_not_fail_the_o
     assert computed == 1
     with pytest.raises(asyncio.CancelledError):
         await leaving
+
+
+# -- findings 5, 6: slots and connections --------------------------------------------------------
+
+
+async def _open(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    return reader, writer
+
+
+def _head(target: str, token: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: svcreg\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+
+async def _until(condition: Any, what: str) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - the conditions are other objects' state
+            await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+async def test_one_identity_cannot_hold_every_watch_or_long_poll_slot() -> None:
+    api = TokensApi({""})
+    greedy, other = jwt("system:serviceaccount:a:greedy", "1"), jwt("system:serviceaccount:b:other", "2")
+    async with served(api, max_watchers=10, max_long_polls=10) as s:
+        held = [await _open(s.port, _head("/v1/watch", greedy))]  # its share: 10 // 10 = 1
+        first = await asyncio.wait_for(held[0][0].readuntil(b"\r\n\r\n"), 10)
+        held.append(await _open(s.port, _head("/v1/watch", greedy)))
+        second = await asyncio.wait_for(held[1][0].readuntil(b"\r\n\r\n"), 10)
+        assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 429")
+        assert b"TooManyWatchers" in await held[1][0].read(4096)
+        mine = await _open(s.port, _head("/v1/watch", other))
+        assert (await asyncio.wait_for(mine[0].readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+        assert s.discovery.watchers.held == 2
+        # Long polls: the same bound per identity.
+        wait = f"/v1/services?index={s.discovery.index.index}&wait=30s"
+        polls = [await _open(s.port, _head(wait, greedy))]
+        await _until(lambda: s.discovery.long_polls.held == 1, "the first long poll to wait")
+        refused = await _open(s.port, _head(wait, greedy))
+        assert (await asyncio.wait_for(refused[0].readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 429")
+        polls.append(await _open(s.port, _head(wait, other)))
+        await _until(lambda: s.discovery.long_polls.held == 2, "another identity's long poll to wait")
+        for _, writer in [*held, mine, *polls, refused]:
+            writer.close()
+        await _until(lambda: s.discovery.watchers.held == 0, "the watches to give their slots back")
+
+
+async def test_a_head_that_trickles_in_is_closed_at_its_deadline() -> None:
+    clock = [0.0]
+    async with served(clock=clock) as s:
+        reader, writer = await _open(s.port, b"GET /v1/serv")
+        await _until(lambda: any(c._buffer for c in s.front.connections), "the first bytes to arrive")
+        for byte in b"ices HTTP/1.1\r\nHost: x\r\n":  # one byte a "minute" of the fake clock
+            clock[0] += 60.0
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            if s.front.close_idle():
+                break
+        assert clock[0] <= 60.0 + HEAD_SECONDS + 60.0  # closed at its first sweep past the deadline
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+        writer.close()
+
+
+async def test_connections_past_the_cap_get_a_clear_refusal() -> None:
+    async with served(max_connections=2) as s:
+        kept = [await _open(s.port, b"") for _ in range(2)]
+        await _until(lambda: s.front.open == 2, "two connections to be open")
+        reader, writer = await _open(s.port, b"")
+        refused = await asyncio.wait_for(reader.read(), 10)
+        assert refused.startswith(b"HTTP/1.1 503") and b"TooManyConnections" in refused
+        writer.close()
+        kept[0][1].close()
+        await _until(lambda: s.front.open == 1, "a closed connection to be counted out")
+        reader, writer = await _open(s.port, _head("/v1/stats", "good"))  # handed to aiohttp
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+        await _until(lambda: s.front.open == 2, "a handed-over connection to stay counted")
+        writer.close()
+        kept[1][1].close()
+        await _until(lambda: s.front.open == 0, "every connection to be counted out")
+
+
+async def test_a_connection_handed_to_aiohttp_keeps_the_fronts_keep_alive() -> None:
+    assert runner(web.Application())._kwargs["keepalive_timeout"] == KEEPALIVE_SECONDS
+    async with served(keepalive=0.2) as s:
+        reader, writer = await _open(s.port, _head("/v1/stats", "good"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by its keep-alive
+        writer.close()

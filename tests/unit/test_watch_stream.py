@@ -54,4 +54,4 @@ async def test_a_watch_ends_when_the_token_it_was_opened_with_expires() -> None:
         async with asyncio.timeout(20):  # keep-alives come every 15 s; expiry ends it first
             received = await response.content.read()  # returns at the end of the stream
         assert received.startswith(b": svcreg watch from index")
-        assert discovery.watchers == 0
+        assert discovery.watchers.held == 0

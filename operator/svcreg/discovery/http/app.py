@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from svcreg.discovery.http import discovery, openapi, registrations, ui
+from svcreg.discovery.http.front import KEEPALIVE_SECONDS
 from svcreg.discovery.http.serving import Serving
 from svcreg.telemetry.metrics import Metrics
 
@@ -64,3 +65,11 @@ def build_app(
         ui.add_routes(app, serving)
     serving.finish(app)
     return app
+
+
+def runner(app: web.Application, *, keepalive: float = KEEPALIVE_SECONDS) -> web.AppRunner:
+    """The runner that serves ``app`` behind the front: a caller that hangs up ends its handler
+    (a departed watcher or long poll frees its slot at once instead of at its next keep-alive),
+    and a connection handed to aiohttp keeps the front's keep-alive (aiohttp's own default is
+    an hour)."""
+    return web.AppRunner(app, access_log=None, handler_cancellation=True, keepalive_timeout=keepalive)

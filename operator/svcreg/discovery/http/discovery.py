@@ -38,7 +38,7 @@ from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.peers import Peers
-from svcreg.discovery.http.ratelimit import TokenBuckets
+from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
 from svcreg.kube.api import KubeApi
@@ -84,9 +84,12 @@ class Discovery:
     api: KubeApi | None = None
     # The registration facade writes as the calling ServiceAccount (see registrations.py).
     impersonate: bool = True
-    # Bounds on long-lived answers; over them a caller gets 429 with Retry-After.
+    # Bounds on long-lived answers, in all and per identity (by default a tenth of the whole,
+    # so it takes ten identities to fill them); over them a caller gets 429 with Retry-After.
     max_watchers: int = 1000
     max_long_polls: int = 1000
+    max_watchers_per_identity: int | None = None
+    max_long_polls_per_identity: int | None = None
     # Requests per second each authenticated identity may make (a burst of twice that); 0: off.
     rate_limit: float = 0.0
     # Discovery replicas whose part of GET /v1/consumers this process merges into its own.
@@ -118,10 +121,12 @@ class Discovery:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
         # the same change share one evaluation.
         self.answers = AnswerCache()
-        self.watchers = 0
-        self.long_polls = 0
-        self.metrics.watchers.set_function(lambda: self.watchers)
-        self.metrics.long_polls.set_function(lambda: self.long_polls)
+        self.watchers = Slots(self.max_watchers, self.max_watchers_per_identity or self.max_watchers // 10)
+        self.long_polls = Slots(
+            self.max_long_polls, self.max_long_polls_per_identity or self.max_long_polls // 10
+        )
+        self.metrics.watchers.set_function(lambda: self.watchers.held)
+        self.metrics.long_polls.set_function(lambda: self.long_polls.held)
         self._forwarder: aiohttp.ClientSession | None = None
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
         self.consumer_log = ConsumerLog(window=self.consumer_window)
@@ -293,7 +298,7 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
 
 
 async def _long_poll(
-    request: web.Request, query: query_mod.Query, readable: frozenset[str] | None
+    request: web.Request, query: query_mod.Query, identity: Identity, readable: frozenset[str] | None
 ) -> frozenset[str] | None:
     """Hold the request until the index passes ``query.index`` (or the wait ends), then
     return what the caller may read *now*: rights revoked during the wait are not used."""
@@ -304,10 +309,9 @@ async def _long_poll(
         # Something this query may concern changed after the caller's index: answer now. (A
         # change elsewhere moves the index too, but is no reason to answer: the poll waits.)
         return readable
-    if discovery.long_polls >= discovery.max_long_polls:
+    if not discovery.long_polls.take(identity.username):
         raise AuthError(429, "TooManyLongPolls", "too many long polls are waiting; retry", retry_after=1)
     wait = min(query.wait, discovery.max_wait)
-    discovery.long_polls += 1
     # Woken only by a change this query may concern (its route), not by every change.
     subscription = discovery.index.router.subscribe(query)
     try:
@@ -315,7 +319,7 @@ async def _long_poll(
         await subscription.wait(wait + random.uniform(0, wait / 16))
     finally:
         discovery.index.router.unsubscribe(subscription)
-        discovery.long_polls -= 1
+        discovery.long_polls.give(identity.username)
     _, readable = await _caller(request, query)
     return readable
 
@@ -398,9 +402,9 @@ async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, f
     """What every list route starts with: the parsed query, the namespaces the caller may read
     (after any long poll, as they are then), and the index to answer from."""
     query = _query(request, route)
-    _, readable = await _caller(request, query)
+    identity, readable = await _caller(request, query)
     _note_consumer(request, query)
-    readable = await _long_poll(request, query, readable)
+    readable = await _long_poll(request, query, identity, readable)
     return query, readable, request.app[DISCOVERY_KEY].index
 
 
@@ -591,13 +595,13 @@ def _selected(
 async def capability(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     query = _query(request, "capability", capability=name)
-    _, readable = await _caller(request, query)
+    identity, readable = await _caller(request, query)
     _note_consumer(request, query)
     index = request.app[DISCOVERY_KEY].index
     if query.select_one:
         missing = f"no instance with weight above 0 provides capability {name!r}"
         return _selected(index, query, readable, missing, capability=name)
-    readable = await _long_poll(request, query, readable)
+    readable = await _long_poll(request, query, identity, readable)
     return _answer(request, query, readable, lambda: capability_payload(index, query, readable, name))
 
 
@@ -663,8 +667,20 @@ async def watch(request: web.Request) -> web.StreamResponse:
         query = dataclasses.replace(query, health=None)  # a watch sees every transition by default
     identity, readable = await _caller(request, query)
     discovery = request.app[DISCOVERY_KEY]
-    if discovery.watchers >= discovery.max_watchers:
+    holder = identity.username  # the slot is given back by the identity that took it
+    if not discovery.watchers.take(holder):
         raise AuthError(429, "TooManyWatchers", "too many watches are open; retry", retry_after=5)
+    try:
+        return await _watch_stream(request, query, identity, readable)
+    finally:
+        discovery.watchers.give(holder)
+
+
+async def _watch_stream(
+    request: web.Request, query: query_mod.Query, identity: Identity, readable: frozenset[str] | None
+) -> web.StreamResponse:
+    """The stream of one watch, from its first write to its end (its slot is held by ``watch``)."""
+    discovery = request.app[DISCOVERY_KEY]
     authorization = request.headers.get("Authorization")
     expires = token_expiry(authorization)
     index = discovery.index
@@ -723,7 +739,6 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 discovery.metrics.watch_delivery.observe(written - at)
         return after
 
-    discovery.watchers += 1
     # Subscribed before the history is read, with no await between: every later change is in
     # the subscription, every earlier one in the history.
     subscription = index.router.subscribe(query)
@@ -763,7 +778,6 @@ async def watch(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         index.router.unsubscribe(subscription)
-        discovery.watchers -= 1
     return response
 
 

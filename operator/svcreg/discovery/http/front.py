@@ -10,13 +10,15 @@ where aiohttp's own per-request machinery cost two thirds of the CPU (docs/perfo
 The first request it cannot answer so, for any reason, hands the connection over to aiohttp
 for good: the transport is given an aiohttp ``RequestHandler`` and the unanswered bytes, so
 aiohttp parses, authenticates and answers from there exactly as it would have from the start.
-The front therefore never answers anything differently from aiohttp; it only declines more:
+The front therefore never answers anything differently from aiohttp; it only declines more
+(a property test sends random heads to both and holds it to that):
 
 - anything but ``GET`` over HTTP/1.1 with a head made only of well-formed header lines (no
   folding, no control characters, no ``Content-Length``, ``Transfer-Encoding``, ``Upgrade``,
-  ``Expect``, ``Origin``, or ``Connection`` other than keep-alive, and no repeated
-  ``Authorization``, ``If-None-Match`` or ``X-Request-Id``), so nothing it reads can be read
-  otherwise by aiohttp (no request smuggling between the two);
+  ``Expect``, ``Origin``, or ``Connection`` other than keep-alive; no repeated
+  ``Authorization``, ``If-None-Match``, ``X-Request-Id`` or header aiohttp takes only once,
+  such as ``Host``; at most ``MAX_HEADERS`` lines and ``MAX_HEAD`` bytes), so nothing it reads
+  can be read otherwise by aiohttp (no request smuggling between the two);
 - a path other than the two routes, or a target with percent-escapes or ``+``; a query string
   that does not parse (aiohttp answers the 400), long polls and ``select=one``;
 - a token the reviews refuse (a first request, or one past its reader memo's freshness, is
@@ -28,7 +30,11 @@ Answers carry the same status, headers (with ``Date`` and ``Server``) and body a
 and are counted in the same request metrics. Bounds: a head larger than ``MAX_HEAD`` is handed
 over (aiohttp refuses it); pipelined requests are answered in order, and while the transport's
 write buffer is over its high-water mark the front stops reading; a connection idle for
-``KEEPALIVE_SECONDS`` (aiohttp's own keep-alive timeout) is closed.
+``KEEPALIVE_SECONDS`` since its last answer is closed (aiohttp's runner is given the same
+keep-alive for the connections handed to it), and so is one whose request head has not arrived
+whole within ``HEAD_SECONDS``, however its bytes trickle in. At most ``max_connections`` are
+open at once, the front's and aiohttp's together: past it a new connection is answered 503
+``TooManyConnections`` and closed.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from yarl import URL
 
 from svcreg.core.errors import BadParameter
@@ -50,8 +57,10 @@ from svcreg.discovery.http.serving import REQUEST_ID
 
 logger = logging.getLogger(__name__)
 MAX_HEAD = 8190  # bytes of request head the front waits for before handing over (aiohttp's line limit)
-KEEPALIVE_SECONDS = 75.0  # aiohttp's keep-alive timeout: an idle connection is closed after it
-SWEEP_SECONDS = 5.0
+KEEPALIVE_SECONDS = 75.0  # an idle connection is closed after it (aiohttp's runner is given the same)
+HEAD_SECONDS = 10.0  # a request head must arrive whole within this, however its bytes trickle in
+MAX_CONNECTIONS = 10_000
+SWEEP_SECONDS = 1.0
 
 # The whole head: request line, then header lines of a token name and visible-ASCII value.
 _HEAD = re.compile(
@@ -60,7 +69,9 @@ _HEAD = re.compile(
 _DECLINED = frozenset(
     {"content-length", "transfer-encoding", "upgrade", "expect", "origin", "access-control-request-method"}
 )
-_SINGLE = frozenset({"authorization", "if-none-match", "x-request-id"})
+# Headers that may appear once: those the front reads, and those aiohttp refuses twice.
+_SINGLE = frozenset({"authorization", "if-none-match", "x-request-id"}) | SINGLETON_HEADERS
+MAX_HEADERS = 100  # header lines the front reads at most (aiohttp refuses past 128 lines)
 SERVICES_ROUTE = "/v1/services"
 CAPABILITY_PREFIX = "/v1/capabilities/"
 CAPABILITY_ROUTE = "/v1/capabilities/{name}"
@@ -69,9 +80,11 @@ CAPABILITY_ROUTE = "/v1/capabilities/{name}"
 def request_head(head: bytes) -> tuple[str, dict[str, str]] | None:
     """The target and headers (lower-case names) of a request head the front may answer, or
     None to hand it to aiohttp. ``head`` ends before the blank line."""
-    if not _HEAD.fullmatch(head):
+    if len(head) > MAX_HEAD or not _HEAD.fullmatch(head):
         return None
     lines = head.decode("ascii").split("\r\n")
+    if len(lines) > MAX_HEADERS:
+        return None
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -95,11 +108,18 @@ class Front:
         handler: Callable[[], asyncio.Protocol],
         *,
         clock: Callable[[], float] = time.monotonic,
+        max_connections: int = MAX_CONNECTIONS,
+        answers: bool = True,
     ) -> None:
         self.discovery = discovery
         self.handler = handler  # makes aiohttp's protocol for one connection (web.Server())
         self.clock = clock
         self.connections: set[FrontProtocol] = set()
+        # Every open connection, the front's and those handed to aiohttp: at most
+        # ``max_connections``; past it a new one is answered 503 and closed.
+        self.open = 0
+        self.max_connections = max_connections
+        self.answers = answers  # False: every connection goes to aiohttp at once, counted
         self._date = (0, b"")
         self._sweeping: asyncio.Task[None] | None = None
         self._observe = discovery.metrics.observe_request
@@ -147,9 +167,11 @@ class Front:
             self.close_idle()
 
     def close_idle(self) -> int:
-        """Close the connections that sent nothing for ``KEEPALIVE_SECONDS``; how many."""
-        idle_since = self.clock() - KEEPALIVE_SECONDS
-        idle = [c for c in self.connections if c.last_request < idle_since]
+        """Close the connections idle for ``KEEPALIVE_SECONDS`` since their last answer, and those
+        whose request head has not arrived whole within ``HEAD_SECONDS`` (bytes trickling in do
+        not keep a connection open); how many."""
+        now = self.clock()
+        idle = [c for c in self.connections if c.overdue(now)]
         for connection in idle:
             connection.close()
         return len(idle)
@@ -247,6 +269,42 @@ class Front:
         return answer
 
 
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for a connection handed over, still counted among the front's open
+    connections until it closes."""
+
+    __slots__ = ("_front", "_inner")
+
+    def __init__(self, front: Front, inner: asyncio.Protocol) -> None:
+        self._front, self._inner = front, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._front.open -= 1
+        self._inner.connection_lost(exc)
+
+
+_REFUSED = b'{"error":{"code":"TooManyConnections","message":"too many open connections to svcreg; retry"}}'
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSED), _REFUSED)
+)
+
+
 class Review:
     """What ``Front.answer`` asks for when the reader memo holds nothing fresh for a token:
     review it (``Front.review``), then ask again."""
@@ -267,25 +325,44 @@ class FrontProtocol(asyncio.Protocol):
         self._buffer = b""
         self._writing_paused = False
         self._reviewing: asyncio.Task[None] | None = None
-        self.last_request = front.clock()
+        self.last_request = self.head_since = front.clock()  # when it was last answered (or opened)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        front = self._front
+        if front.open >= front.max_connections:
+            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        front.open += 1
         self._transport = transport  # type: ignore[assignment]
-        self._front.connections.add(self)
+        front.connections.add(self)
+        if not front.answers:
+            self._hand_over(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:  # counted (not refused, not handed over)
+            self._front.open -= 1
         self._front.connections.discard(self)
         self._transport = None
         if self._reviewing is not None:
             self._reviewing.cancel()
+
+    def overdue(self, now: float) -> bool:
+        """Whether the connection is idle past the keep-alive, or its head is late."""
+        if self._reviewing is not None:
+            return False  # svcreg is working for it: a review has its own deadline
+        if self._buffer:
+            return now - self.head_since > HEAD_SECONDS
+        return now - self.last_request > KEEPALIVE_SECONDS
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self._buffer:
+            self.head_since = self._front.clock()  # a new request head begins
         self._buffer = self._buffer + data if self._buffer else data
-        self.last_request = self._front.clock()
         if self._reviewing is None:
             self._serve()
 
@@ -328,6 +405,7 @@ class FrontProtocol(asyncio.Protocol):
                 return
             transport.write(answer)
             start = end + 4
+            self.last_request = self.head_since = self._front.clock()
         self._buffer = buffer[start:] if start else buffer
 
     async def _review(self, review: Review) -> None:
@@ -353,6 +431,7 @@ class FrontProtocol(asyncio.Protocol):
             return
         self._transport.write(answer)
         self._buffer = self._buffer[end + 4 :]
+        self.last_request = self.head_since = self._front.clock()
         self._serve()
 
     def _hand_over(self, pending: bytes) -> None:
@@ -364,7 +443,7 @@ class FrontProtocol(asyncio.Protocol):
         self._transport = None
         self._buffer = b""
         transport.resume_reading()  # aiohttp reads on its own terms from here
-        handler = self._front.handler()
+        handler = _Counted(self._front, self._front.handler())
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if pending:

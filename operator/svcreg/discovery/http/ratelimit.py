@@ -51,3 +51,29 @@ class TokenBuckets:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+class Slots:
+    """Long-lived answers held open (watches, long polls): at most ``limit`` in all and at most
+    ``per_key`` for one key (an identity), so one caller can never hold every slot. The counts
+    per key exist only while a key holds a slot."""
+
+    def __init__(self, limit: int, per_key: int) -> None:
+        self.limit, self.per_key = limit, max(1, per_key)
+        self.held = 0
+        self._by_key: collections.Counter[Hashable] = collections.Counter()
+
+    def take(self, key: Hashable) -> bool:
+        """Hold one slot for ``key``; False (nothing held) when either bound is reached."""
+        if self.held >= self.limit or self._by_key[key] >= self.per_key:
+            return False
+        self.held += 1
+        self._by_key[key] += 1
+        return True
+
+    def give(self, key: Hashable) -> None:
+        """Give back a slot ``take`` held for ``key``."""
+        self.held -= 1
+        self._by_key[key] -= 1
+        if not self._by_key[key]:
+            del self._by_key[key]
