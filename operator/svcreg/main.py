@@ -392,6 +392,7 @@ def policy_states(index: Index, prober: Prober) -> list[PolicyState]:
                 panic,
                 budget=standing,
                 shadow=shadow,
+                ignored_for=index.governing(namespace, name),
             )
         )
     return states

@@ -635,7 +635,7 @@ def test_explain_gives_reasons_exactly_when_a_query_leaves_an_item_out() -> None
             assert (not reasons) == query.selects(item), (query, item.name, reasons)
 
 
-def test_explain_counts_unreadable_candidates_and_notes_stale_status() -> None:
+def test_explain_neither_names_nor_counts_unreadable_candidates_and_notes_stale_status() -> None:
     from svcreg.discovery.explain import explain  # noqa: PLC0415
 
     index = Index()
@@ -645,7 +645,14 @@ def test_explain_counts_unreadable_candidates_and_notes_stale_status() -> None:
     index.observe("ADDED", body("zero", capabilities=["greet"], weight=0))
     answer = explain(parse(MultiDict([("capability", "greet")]), "explain"), index, frozenset({"a"}))
     by_name = {c["name"]: c for c in answer["candidates"]}
-    assert answer["unreadable"] == 1 and "hidden" not in by_name  # counted, never named
+    # Neither named nor counted: a count would say that "greet" exists in another namespace.
+    assert "hidden" not in by_name and "unreadable" not in answer
+    alone = explain(parse(MultiDict([("capability", "greet")]), "explain"), Index(), frozenset({"a"}))
+    elsewhere = Index()
+    elsewhere.observe("ADDED", body("hidden", namespace="secret", capabilities=["greet"]))
+    assert (
+        explain(parse(MultiDict([("capability", "greet")]), "explain"), elsewhere, frozenset({"a"})) == alone
+    )
     assert by_name["fresh"]["included"] and by_name["fresh"]["reasons"] == []
     assert not by_name["behind"]["included"]
     assert by_name["behind"]["reasons"] == ["health is Unknown, the query wants Degraded, Healthy"]

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
+from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import (
     CREDENTIAL_ID,
@@ -24,14 +25,19 @@ from svcreg.discovery.http.auth import (
     REVIEWS_PER_USER,
     AuthError,
     Authorizer,
+    Identity,
 )
 from svcreg.discovery.http.cache import RefreshAheadCache
 from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.http.front import HEAD_SECONDS, KEEPALIVE_SECONDS, Front
 from svcreg.discovery.http.ratelimit import TokenBuckets
 from svcreg.discovery.index import Index
+from svcreg.discovery.informer import QUIET_SECONDS, Informer
 from svcreg.discovery.query import Query, canonical, parse
 from svcreg.kube.api import Response
+from svcreg.kube.errors import Unreachable
+from svcreg.operator.outliers import OutlierDetector, OutlierSettings
+from svcreg.operator.policies import PolicyState, desired
 from svcreg.telemetry.metrics import Metrics
 from tests.unit.test_discovery_units import FakeApi, body
 
@@ -432,3 +438,103 @@ async def test_a_connection_handed_to_aiohttp_keeps_the_fronts_keep_alive() -> N
         await reader.readexactly(length)
         assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by its keep-alive
         writer.close()
+
+
+# -- findings 9, 15, 16, 17: what one tenant's objects do to another's ---------------------------
+
+
+def test_consumers_are_told_only_of_queries_that_could_reach_the_askers_namespaces() -> None:
+    log = ConsumerLog(window=3600, clock=lambda: 0.0)
+    # A's caller asks for "web" in its own namespace; B owns a service also named "web".
+    log.record("system:serviceaccount:a:client", ("service", "web"), frozenset({"ns-a"}))
+    log.record("system:serviceaccount:c:cluster-reader", ("service", "web"), None)
+    log.record("system:serviceaccount:b:client", ("service", "web"), frozenset({"ns-b", "ns-x"}))
+    seen_by_b = [who for who, _ in log.consumers(("service", "web"), frozenset({"ns-b"}))]
+    assert seen_by_b == ["system:serviceaccount:b:client", "system:serviceaccount:c:cluster-reader"]
+
+
+def test_one_identity_asking_for_many_names_cannot_evict_the_others_from_the_consumer_log() -> None:
+    log = ConsumerLog(window=3600, max_entries=1000, per_identity=64, clock=lambda: 0.0)
+    log.record("system:serviceaccount:a:honest", ("service", "orders"))
+    for n in range(10_000):
+        log.record("system:serviceaccount:evil:x", ("service", f"name-{n}"))
+    assert [who for who, _ in log.consumers(("service", "orders"))] == ["system:serviceaccount:a:honest"]
+    assert len(log) == 65
+
+
+def test_a_lone_registrations_health_change_keeps_every_reader_memo() -> None:
+    index = Index()
+    index.observe("ADDED", body("lone", namespace="quiet"))
+    version = index.namespaces_version
+    for health in ("Unhealthy", "Healthy", "Degraded"):
+        index.observe("MODIFIED", body("lone", namespace="quiet", health=health))
+    assert index.namespaces_version == version  # was bumped twice per change
+    index.observe("DELETED", body("lone", namespace="quiet"))
+    assert index.namespaces_version == version + 1  # the namespace disappeared
+    index.observe("ADDED", body("lone", namespace="quiet"))
+    assert index.namespaces_version == version + 2  # and appeared again
+
+
+def _policy(name: str, threshold: int, created: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "a", "uid": f"u-{name}", "creationTimestamp": created},
+        "spec": {"service": "pay", "panicThresholdPercent": threshold},
+    }
+
+
+def test_deleting_one_of_two_policies_of_a_service_keeps_the_other() -> None:
+    index = Index()
+    index.observe_policy("ADDED", _policy("first", 60, "2026-12-01T00:00:00Z"))
+    index.observe_policy("ADDED", _policy("second", 80, "2026-12-02T00:00:00Z"))
+    assert index.policies[("a", "pay")] == 60  # the oldest governs
+    assert (index.governing("a", "second"), index.governing("a", "first")) == ("first", None)
+    index.observe_policy("DELETED", _policy("first", 60, "2026-12-01T00:00:00Z"))
+    assert index.policies[("a", "pay")] == 80  # was forgotten: no policy at all
+    assert index.policy_for("a", "pay") is not None and index.governing("a", "second") is None
+    index.observe_policy("DELETED", _policy("second", 80, "2026-12-02T00:00:00Z"))
+    assert ("a", "pay") not in index.policies
+
+
+def test_an_ignored_policy_says_which_one_governs_its_service() -> None:
+    state = PolicyState("a", "second", "u", 1, "pay", 80, 1, 2, False, ignored_for="first")
+    [accepted, panic] = desired(None, state, "2026-12-04T00:00:00Z")["conditions"]
+    assert (accepted["type"], accepted["status"], accepted["reason"]) == (
+        "Accepted",
+        "False",
+        "DuplicatePolicy",
+    )
+    assert "first" in accepted["message"] and panic["type"] == "Panic"
+
+
+def test_ejection_evidence_counts_tenants_not_service_accounts() -> None:
+    detector = OutlierDetector(OutlierSettings(callers=3), clock=lambda: 0.0)
+    same_tenant = [Identity(f"system:serviceaccount:evil:sa-{n}", "u", (), ()).tenant for n in range(5)]
+    assert not any(detector.report(("victim", "one"), who, True) for who in same_tenant)
+    others = [Identity(f"system:serviceaccount:team-{n}:client", "u", (), ()).tenant for n in range(2)]
+    results = [detector.report(("victim", "one"), who, True) for who in others]
+    assert results == [False, True]  # evil, team-0 and team-1: three tenants
+    assert Identity("alice", "u", (), ()).tenant == "user:alice"
+
+
+async def test_a_replicas_silent_watch_is_taken_for_dead_within_the_quiet_bound() -> None:
+    """A watch that delivers nothing (not even the API server's minutely bookmark) is dead
+    after QUIET_SECONDS, whatever --watch-timeout-seconds: the index is marked stale then."""
+
+    class SilentApi:
+        deadline = 30.0
+        asked: list[float] = []
+
+        async def call(self, method: str, path: str, **_: Any) -> Response:
+            return Response(200, b'{"metadata": {"resourceVersion": "7"}, "items": []}')
+
+        async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[Any]:
+            self.asked.append(read_timeout)
+            raise Unreachable(f"no event for {read_timeout}s")
+            yield {}  # pragma: no cover - an async generator
+
+    index = Index()
+    informer = Informer(SilentApi(), index, ("ns",), watch_seconds=290)  # type: ignore[arg-type]
+    task = asyncio.create_task(informer.run())
+    await _until(lambda: index.staleness() is not None, "the silent watch to mark the index stale")
+    task.cancel()
+    assert SilentApi.asked and max(SilentApi.asked) <= QUIET_SECONDS < 290

@@ -615,7 +615,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; unreadable namespaces are counted only. */
+        /** Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; namespaces you may not read are neither named nor counted. */
         get: {
             parameters: {
                 query?: {
@@ -640,7 +640,7 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; unreadable namespaces are counted only. */
+                /** @description Why each candidate instance is or is not in the answer to the same query: every filter it fails, stale status, weight 0, the last probes; namespaces you may not read are neither named nor counted. */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -1107,7 +1107,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** The outcome of one real call to an instance (passive health); needs RBAC verb report on serviceregistrations. An instance that several distinct callers report failing within a minute is ejected for a back-off. */
+        /** The outcome of one real call to an instance (passive health); needs RBAC verb report on serviceregistrations. An instance that callers of several distinct namespaces report failing within a minute is ejected for a back-off. */
         post: {
             parameters: {
                 query?: never;
@@ -1905,11 +1905,6 @@ export interface components {
              * @description candidates left out past the first 500
              */
             truncated: number;
-            /**
-             * Unreadable
-             * @description candidates in namespaces you may not read (never named)
-             */
-            unreadable: number;
         };
         /** ExplainedCandidate */
         ExplainedCandidate: {

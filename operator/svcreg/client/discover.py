@@ -112,8 +112,6 @@ def explain_table(answer: wire.ExplainAnswer) -> str:
         "  ".join([*(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)), r[-1]])
         for r in [columns, *rows]
     ]
-    if answer.unreadable:
-        lines.append(f"({answer.unreadable} more in namespaces you may not read)")
     return "\n".join(lines)
 
 

@@ -177,7 +177,6 @@ class ExplainAnswer(_Answer):
     count: int
     included: int
     truncated: int = Field(description="candidates left out past the first 500")
-    unreadable: int = Field(description="candidates in namespaces you may not read (never named)")
     candidates: list[ExplainedCandidate]
 
 

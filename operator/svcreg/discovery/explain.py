@@ -5,8 +5,9 @@ first capability, else those of its service, else those with its first tag, else
 most ``MAX_CANDIDATES``, the rest counted). For each readable candidate the answer says whether
 it is in the answer and every filter it fails, in words, plus what else a caller needs to know:
 a spec newer than what the operator has probed (served as Unknown), weight 0 (listed, never
-picked by ``select=one``). Candidates in namespaces the caller may not read are counted, never
-named. Pure: the route passes the index, the caller's namespaces and the prober's last probes.
+picked by ``select=one``). Candidates in namespaces the caller may not read are neither named
+nor counted: a count would tell whether a service, capability or tag name exists elsewhere.
+Pure: the route passes the index, the caller's namespaces and the prober's last probes.
 """
 
 from __future__ import annotations
@@ -49,15 +50,12 @@ def explain(
     query: Query, index: Index, readable: frozenset[str] | None, last_probes: LastProbes | None = None
 ) -> dict[str, Any]:
     """The explain answer's body (without ``index``)."""
-    unreadable = 0
     found: list[Entry] = []
     for key in sorted(_candidates(query, index)):
         item = index.items.get(key)
         if item is None or (query.namespace and item.namespace != query.namespace):
             continue  # a namespace asked for leaves out the others, unreadable ones included
-        if readable is not None and item.namespace not in readable:
-            unreadable += 1
-        else:
+        if readable is None or item.namespace in readable:
             found.append(item)
     explained = []
     in_panic = index.panic_keys(query, readable)
@@ -86,6 +84,5 @@ def explain(
         "count": len(explained),
         "included": sum(1 for e in explained if e["included"]),
         "truncated": max(0, len(found) - MAX_CANDIDATES),
-        "unreadable": unreadable,
         "candidates": explained,
     }

@@ -240,6 +240,8 @@ class Index:
         # (namespace, name) -> (uid, generation, service, threshold): which service each policy
         # governs, and what the policies' status is written from.
         self.policy_meta: dict[Key, tuple[str, int, str, int]] = {}
+        # (namespace, name) -> (creationTimestamp, name, spec) of every valid policy.
+        self._policy_order: dict[Key, tuple[str, str, ServicePolicySpec]] = {}
         self.policy_version = 0
         self.panic_answers = 0  # answers built in panic mode
 
@@ -293,7 +295,7 @@ class Index:
         if old == new:
             return None  # nothing discovery shows has changed (e.g. a resync)
         if old is not None:
-            self._remove(old)
+            self._remove(old, keep_namespace=True)  # the same key: the namespace stays
         self._add(new)
         if old is None:
             return self._record("registered", new)
@@ -324,7 +326,10 @@ class Index:
             self.namespaces_version += 1
         self.by_namespace[item.namespace].add(key)
 
-    def _remove(self, item: Entry) -> None:
+    def _remove(self, item: Entry, *, keep_namespace: bool = False) -> None:
+        """Take ``item`` out of every index. ``keep_namespace``: it is replaced at once by a
+        newer version of itself, so its namespace neither disappears nor moves
+        ``namespaces_version`` (which every caller's reader memo is keyed on)."""
         key = item.key
         self.items.pop(key, None)
         for name, _, _ in item.capabilities:
@@ -332,6 +337,8 @@ class Index:
         _discard(self.by_service, item.service, key)
         for tag in item.tags:
             _discard(self.by_tag, tag, key)
+        if keep_namespace:
+            return
         _discard(self.by_namespace, item.namespace, key)
         if item.namespace not in self.by_namespace:
             self.namespaces_version += 1
@@ -350,28 +357,59 @@ class Index:
         return change
 
     def observe_policy(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """One watch event of a ServicePolicy. A policy whose spec is not valid sets nothing."""
+        """One watch event of a ServicePolicy. A policy whose spec is not valid sets nothing.
+
+        Two policies may name one service in a namespace (nothing at apply can see the other):
+        the oldest (by creation time, then name) governs it, and the others are kept and say
+        so in their status (``conflicts``), so deleting either never forgets the other."""
         metadata = body.get("metadata") or {}
         name: Key = (metadata.get("namespace", ""), metadata.get("name", ""))
         previous = self.policy_meta.pop(name, None)
-        if previous is not None:
-            self.policies.pop((name[0], previous[2]), None)
-            self.policy_specs.pop((name[0], previous[2]), None)
+        self._policy_order.pop(name, None)
+        touched = {(name[0], previous[2])} if previous is not None else set()
         if event_type != "DELETED":
             try:
                 spec = ServicePolicySpec.model_validate(body.get("spec") or {})
             except pydantic.ValidationError:
                 spec = None
             if spec is not None:
-                self.policies[(name[0], spec.service)] = spec.panic_threshold_percent
-                self.policy_specs[(name[0], spec.service)] = (name[1], spec)
+                self._policy_order[name] = (str(metadata.get("creationTimestamp") or ""), name[1], spec)
                 self.policy_meta[name] = (
                     str(metadata.get("uid", "")),
                     int(metadata.get("generation") or 0),
                     spec.service,
                     spec.panic_threshold_percent,
                 )
+                touched.add((name[0], spec.service))
+        for service in touched:
+            self._govern(service)
         self.policy_version += 1
+
+    def _govern(self, service: Key) -> None:
+        """Which policy governs ``service`` (namespace, service name): the oldest naming it."""
+        namespace, logical = service
+        naming = sorted(
+            (order[:2], key)
+            for key, order in self._policy_order.items()
+            if key[0] == namespace and order[2].service == logical
+        )
+        if not naming:
+            self.policies.pop(service, None)
+            self.policy_specs.pop(service, None)
+            return
+        winner = naming[0][1]
+        spec = self._policy_order[winner][2]
+        self.policies[service] = spec.panic_threshold_percent
+        self.policy_specs[service] = (winner[1], spec)
+
+    def governing(self, namespace: str, name: str) -> str | None:
+        """The name of the policy that governs the service policy ``name`` names, when that is
+        another one (``name`` is then ignored); None when ``name`` governs it itself."""
+        meta = self.policy_meta.get((namespace, name))
+        if meta is None:
+            return None
+        found = self.policy_specs.get((namespace, meta[2]))
+        return found[0] if found is not None and found[0] != name else None
 
     def replace_policies(self, bodies: Iterable[dict[str, Any]], namespace: str | None = None) -> None:
         """A full (re)list of ServicePolicies in ``namespace`` (None: every namespace)."""

@@ -28,6 +28,11 @@ from svcreg.kube.api import KubeApi
 
 logger = logging.getLogger(__name__)
 WATCH_SECONDS = 290  # default; --watch-timeout-seconds sets it
+# The API server sends a watch bookmark about once a minute (and just before the watch's own
+# deadline): a watch that delivered nothing, not even a bookmark, for this long is taken for
+# dead, the index is marked stale and the scope listed again. So a stalled-but-open watch
+# serves at most this long without saying so, whatever --watch-timeout-seconds is.
+QUIET_SECONDS = 90.0
 PAGE = 500
 
 
@@ -202,7 +207,8 @@ class Informer:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(int(self.watch_seconds)),
         }
-        async for event in self.api.stream(self._path(scope), params, read_timeout=self.watch_seconds + 5):
+        quiet = min(self.watch_seconds + 5, QUIET_SECONDS)
+        async for event in self.api.stream(self._path(scope), params, read_timeout=quiet):
             kind = event.get("type")
             body = event.get("object") or {}
             if kind == "ERROR":

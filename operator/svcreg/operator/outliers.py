@@ -1,9 +1,11 @@
 """Passive health: outlier detection from what real callers report, in the manner of Envoy's.
 
 Callers report the outcome of real calls (``POST /v1/report/{ns}/{name}``). An instance is
-ejected when at least ``callers`` distinct identities reported a failure within ``window``
-seconds: one caller, however loud, can never eject anything (its own network or bug is not the
-instance's fault). An ejection lasts ``base`` seconds, doubled for each repeated ejection up to
+ejected when callers of at least ``callers`` distinct tenants reported a failure within
+``window`` seconds: one caller, however loud, can never eject anything (its own network or bug
+is not the instance's fault). A tenant is a ServiceAccount's namespace (any other user stands
+for itself), so one tenant's several ServiceAccounts count once and cannot eject another
+tenant's instance on their own. An ejection lasts ``base`` seconds, doubled for each repeated ejection up to
 ``limit``; a success from a caller withdraws that caller's failure. The share of a service that
 may be ejected at once is capped by the prober (it knows the services), so a fault on the
 callers' side cannot empty a service.
@@ -26,7 +28,7 @@ MAX_CALLERS = 64
 
 @dataclass(frozen=True)
 class OutlierSettings:
-    callers: int = 3  # distinct identities reporting failures
+    callers: int = 3  # distinct tenants (ServiceAccount namespaces) reporting failures
     window: float = 60.0  # seconds within which their failures count
     base: float = 30.0  # first ejection, seconds (Envoy's base_ejection_time)
     limit: float = 300.0  # longest ejection

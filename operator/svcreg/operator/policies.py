@@ -44,6 +44,8 @@ class PolicyState:
     panic: bool
     budget: Standing | None = None
     shadow: Summary | None = None
+    # Another policy of the same service governs it (the oldest does): this one is ignored.
+    ignored_for: str | None = None
 
 
 def _budget_condition(state: PolicyState) -> tuple[str, str, str]:
@@ -75,6 +77,17 @@ def desired(previous: dict[str, Any] | None, state: PolicyState, now: str) -> di
         reason = "ThresholdDisabled" if state.threshold == 0 else "EnoughServed"
         message = f"panic below {state.threshold}% of instances served" if state.threshold else "panic is off"
     rows = [("Panic", status, reason, message)]
+    if state.ignored_for is not None:
+        rows.insert(
+            0,
+            (
+                "Accepted",
+                "False",
+                "DuplicatePolicy",
+                f"ServicePolicy {state.ignored_for} also names service {state.service} and is older: it "
+                "governs the service, and this one is ignored until it is removed",
+            ),
+        )
     if state.budget is not None:
         rows.append(("BudgetExhausted", *_budget_condition(state)))
     written: dict[str, Any] = {
@@ -139,7 +152,7 @@ class PolicyStatusWriter:
             was_panic = same and last is not None and last[0].panic
             if state.panic != was_panic and (state.panic or last is not None):
                 event = (
-                    EventSpec("Warning", "Panic", wanted["conditions"][0]["message"], action="Panic")
+                    EventSpec("Warning", "Panic", _message(wanted, "Panic"), action="Panic")
                     if state.panic
                     else EventSpec("Normal", "PanicEnded", "enough instances served again", action="Panic")
                 )
@@ -156,9 +169,8 @@ class PolicyStatusWriter:
         before = last is not None and last.budget is not None and last.budget.exhausted
         if now == before or (not now and last is None):
             return
-        message = next(
-            (c["message"] for c in wanted["conditions"] if c["type"] == "BudgetExhausted"),
-            "the policy no longer sets a health disruption budget",
+        message = (
+            _message(wanted, "BudgetExhausted") or "the policy no longer sets a health disruption budget"
         )
         event = (
             EventSpec("Warning", "BudgetExhausted", message, action="Budget")
@@ -166,3 +178,8 @@ class PolicyStatusWriter:
             else EventSpec("Normal", "BudgetRestored", message, action="Budget")
         )
         await self.writer.post_event((state.namespace, state.name), state.uid, event, kind=model.POLICY_KIND)
+
+
+def _message(status: dict[str, Any], kind: str) -> str:
+    """The message of ``status``'s condition ``kind`` ("" when it has none)."""
+    return next((str(c["message"]) for c in status["conditions"] if c["type"] == kind), "")

@@ -90,6 +90,15 @@ class Identity:
             tuple((k, v) for k, v in self.extra if k != CREDENTIAL_ID),
         )
 
+    @property
+    def tenant(self) -> str:
+        """Whose caller this is, for evidence that must come from several tenants (passive
+        health): a ServiceAccount's namespace, or the user itself."""
+        parts = self.username.split(":")
+        if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+            return f"namespace:{parts[2]}"
+        return f"user:{self.username}"
+
     def subject(self) -> dict[str, Any]:
         return {
             "user": self.username,

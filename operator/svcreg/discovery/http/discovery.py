@@ -383,19 +383,22 @@ def _answer(
     return web.Response(body=body, headers=headers)
 
 
-def _note_consumer(request: web.Request, query: query_mod.Query) -> None:
+def _note_consumer(request: web.Request, query: query_mod.Query, readable: frozenset[str] | None) -> None:
     """Remember who asked for which service or capability (for GET /v1/consumers)."""
     caller = request.get(CALLER)
     if caller is not None:
-        note_consumer(request.app[DISCOVERY_KEY], caller, query)
+        note_consumer(request.app[DISCOVERY_KEY], caller, query, readable)
 
 
-def note_consumer(discovery: Discovery, caller: str, query: query_mod.Query) -> None:
+def note_consumer(
+    discovery: Discovery, caller: str, query: query_mod.Query, readable: frozenset[str] | None
+) -> None:
+    """Note one query of ``caller``'s, with the namespaces it could reach (``readable``)."""
     log = discovery.consumer_log
     if query.service:
-        log.record(caller, ("service", query.service))
+        log.record(caller, ("service", query.service), readable)
     for capability in query.capabilities:
-        log.record(caller, ("capability", capability))
+        log.record(caller, ("capability", capability), readable)
 
 
 async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, frozenset[str] | None, Index]:
@@ -403,7 +406,7 @@ async def _listing(request: web.Request, route: str) -> tuple[query_mod.Query, f
     (after any long poll, as they are then), and the index to answer from."""
     query = _query(request, route)
     identity, readable = await _caller(request, query)
-    _note_consumer(request, query)
+    _note_consumer(request, query, readable)
     readable = await _long_poll(request, query, identity, readable)
     return query, readable, request.app[DISCOVERY_KEY].index
 
@@ -413,7 +416,7 @@ async def services(request: web.Request) -> web.Response:
     if query.select_one:
         # One instance of the matching ones, by weight: seed 001's get_service_url(name).
         _, readable = await _caller(request, query)
-        _note_consumer(request, query)
+        _note_consumer(request, query, readable)
         index = request.app[DISCOVERY_KEY].index
         return _selected(index, query, readable, "no served instance with weight above 0 matches")
     query, readable, index = await _listing(request, "services")
@@ -499,7 +502,7 @@ async def consumers(request: web.Request) -> web.Response:
             "firstSeen": _rfc3339(use.first_seen),
             "lastSeen": _rfc3339(use.last_seen),
         }
-        for who, use in discovery.consumer_log.consumers((kind, name))
+        for who, use in discovery.consumer_log.consumers((kind, name), frozenset(holding))
     ]
     body: dict[str, Any] = {
         "index": index.index,
@@ -596,7 +599,7 @@ async def capability(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     query = _query(request, "capability", capability=name)
     identity, readable = await _caller(request, query)
-    _note_consumer(request, query)
+    _note_consumer(request, query, readable)
     index = request.app[DISCOVERY_KEY].index
     if query.select_one:
         missing = f"no instance with weight above 0 provides capability {name!r}"
@@ -852,7 +855,8 @@ async def report(request: web.Request) -> web.Response:
     owner = discovery.owner_of(request, (namespace, name))
     if owner is not None:
         return await discovery.forward(request, owner)
-    ejected = discovery.reports.report((namespace, name), identity.username, body.outcome)
+    # Evidence counts per tenant: one tenant's several ServiceAccounts are one reporter.
+    ejected = discovery.reports.report((namespace, name), identity.tenant, body.outcome)
     answer = wire.ReportAnswer(namespace=namespace, name=name, accepted=True, ejected=ejected)
     return web.Response(
         status=202, body=dumps(answer.model_dump(by_alias=True)), content_type="application/json"

@@ -242,7 +242,7 @@ class Front:
             query_mod.remember(query_string, route, capability, query)
         if not charged and discovery.rates is not None and discovery.rates.take(identity.username):
             return None  # 429 there (nothing was spent)
-        routes.note_consumer(discovery, identity.username, query)
+        routes.note_consumer(discovery, identity.username, query, readable)
         cached = routes.answer_for(
             discovery,
             query,

@@ -225,7 +225,8 @@ def document() -> dict[str, Any]:
             ),
             "/v1/explain": _get(
                 "Why each candidate instance is or is not in the answer to the same query: every filter it "
-                "fails, stale status, weight 0, the last probes; unreadable namespaces are counted only.",
+                "fails, stale status, weight 0, the last probes; namespaces you may not read are neither "
+                "named nor counted.",
                 [*_FILTERS, _VERIFIED],
                 wire.ExplainAnswer,
                 etag=False,
@@ -340,8 +341,8 @@ def document() -> dict[str, Any]:
             "/v1/report/{namespace}/{name}": {
                 "post": {
                     "summary": "The outcome of one real call to an instance (passive health); needs RBAC "
-                    "verb report on serviceregistrations. An instance that several distinct callers "
-                    "report failing within a minute is ejected for a back-off.",
+                    "verb report on serviceregistrations. An instance that callers of several distinct "
+                    "namespaces report failing within a minute is ejected for a back-off.",
                     "parameters": [_PATH_NS, _PATH_NAME],
                     "requestBody": {
                         "required": True,

@@ -347,8 +347,7 @@ async function runExplain() {
     const params = { ...state.filters };
     const answer = await api("/v1/explain", params);
     $("#explain-summary").textContent =
-      answer.count + " candidates, " + answer.included + " in the answer" +
-      (answer.unreadable ? ", " + answer.unreadable + " more in namespaces you may not read" : "");
+      answer.count + " candidates, " + answer.included + " in the answer";
     $("#explain tbody").replaceChildren(
       ...answer.candidates.map((c) =>
         el(
