@@ -1,4 +1,4 @@
-.PHONY: run run-node test install lint down
+.PHONY: run run-node test install lint docs docs-serve down
 
 # Start the local control plane with the CRD and examples applied.
 run:
@@ -17,6 +17,13 @@ install:
 
 lint:
 	.venv/bin/ruff check operator tests bench && .venv/bin/ruff format --check operator tests bench && .venv/bin/mypy operator/svcreg && .venv/bin/lint-imports
+
+# The documentation site (MkDocs, Material theme), built strictly: a broken link fails.
+docs:
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
+docs-serve:
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve
 
 down:
 	.venv/bin/svcreg cluster down

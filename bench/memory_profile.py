@@ -8,7 +8,7 @@ Starts (or reuses) the local control plane, creates N registrations over local t
 frame per allocation, so the overhead stays small), waits until every registration is Healthy in
 its own metrics and --settle seconds more, then prints RSS, what tracemalloc traces, and the
 allocation sites holding the most memory, grouped by line and by file. Figures from a run under
-tracemalloc are for finding the big holders, not for the README's RSS (probe_scale measures that
+tracemalloc are for finding the big holders, not for the documented RSS (probe_scale measures that
 without it).
 """
 

@@ -13,6 +13,8 @@ echo "== mypy" >&2
 .venv/bin/mypy operator/svcreg
 echo "== import contracts (layering of svcreg's packages)" >&2
 .venv/bin/lint-imports
+echo "== documentation site (mkdocs build --strict: a broken link or a page missing from the nav fails)" >&2
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 echo "== unit tests" >&2
 .venv/bin/pytest tests/unit -q
 echo "== integration tests (real kube-apiserver and etcd)" >&2

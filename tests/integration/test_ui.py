@@ -3,7 +3,7 @@ against a running svcreg on the real API server: sign in with a ServiceAccount t
 registration turn from Healthy to Unhealthy live when its target dies, filter, open explain;
 and ``svcreg ui``, which signs the browser in without the token ever being in a URL.
 
-Screenshots are saved under build/test-artifacts/ui/ (the README's picture is one of them).
+Screenshots are saved under build/test-artifacts/ui/ (the pictures in docs/images/ are two of them).
 """
 
 from __future__ import annotations
