@@ -21,6 +21,7 @@ import kopf
 from aiohttp import web
 
 from svcreg.core import model
+from svcreg.core.hosts import bracketed
 from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
@@ -315,7 +316,7 @@ def _membership(api: KubeApi, settings: Settings) -> Membership:
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     scheme = "https" if settings.tls_cert_file else "http"
     address = os.environ.get("POD_IP") or "127.0.0.1"
-    host = f"[{address}]" if ":" in address else address  # IPv6 in a URL is bracketed
+    host = bracketed(address)
     url = settings.advertise_url or f"{scheme}://{host}:{settings.port}"
     return Membership(api, namespace, identity, url, group=settings.prober_group)
 

@@ -17,6 +17,7 @@ from svcreg.client.auth import ServiceAccountAuth
 from svcreg.client.errors import AllInstancesFailed, NoHealthyInstance, SvcregError, raise_for
 from svcreg.client.failover import Attempts, Reporter, RetryPolicy, candidate_urls, join, outcome_of, owners
 from svcreg.core import wire
+from svcreg.core.keys import Key
 
 T = TypeVar("T")
 
@@ -228,7 +229,7 @@ class AsyncDiscoveryClient:
         ``timeout`` or ``5xx``); ``request`` does this on its own for failures."""
         return await self._send(calls.report(namespace, name, outcome, latency_ms))
 
-    async def _report(self, key: tuple[str, str] | None, outcome: str, started: float) -> None:
+    async def _report(self, key: Key | None, outcome: str, started: float) -> None:
         """Best effort: a report that fails never fails the call it describes."""
         if key is None or not self.reporter.wants(key, outcome):
             return

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from svcreg.core.keys import Key
 from svcreg.core.wire import Registration
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -84,7 +85,7 @@ def join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/") if path else base
 
 
-def owners(items: Sequence[Registration]) -> dict[str, tuple[str, str]]:
+def owners(items: Sequence[Registration]) -> dict[str, Key]:
     """Which registration (namespace, name) each candidate URL belongs to."""
     return {url: (item.namespace, item.name) for item in items for url in item.urls()}
 
@@ -104,10 +105,10 @@ class Reporter:
     ``enabled=False`` never reports."""
 
     enabled: bool = True
-    failing: set[tuple[str, str]] = field(default_factory=set)
+    failing: set[Key] = field(default_factory=set)
     limit: int = 1000  # instances remembered as failing
 
-    def wants(self, key: tuple[str, str], outcome: str) -> bool:
+    def wants(self, key: Key, outcome: str) -> bool:
         if not self.enabled:
             return False
         if outcome != "success":

@@ -34,6 +34,7 @@ from typing import Any
 import pydantic
 
 from svcreg.core import model
+from svcreg.core.hosts import bracketed
 
 PREFIX = "SVCREG_SERVICE_"
 _FIELDS = {  # spec path -> variable, to name the variable when the model refuses a value
@@ -72,7 +73,7 @@ def spec_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             raise ValueError(f"set {PREFIX}PORT (or {PREFIX}ENDPOINT) to say where the service listens")
         port = _int(environ, "PORT")
         host = get(PREFIX + "ADDRESS") or get("POD_IP") or socket.gethostname()
-        host = f"[{host}]" if ":" in host else host
+        host = bracketed(host)
         endpoint = f"{get(PREFIX + 'SCHEME') or 'http'}://{host}:{port}"
     spec: dict[str, Any] = {"endpoint": endpoint}
     for key, name in (("service", "NAME"), ("displayName", "DISPLAY_NAME"), ("version", "VERSION")):

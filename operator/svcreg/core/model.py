@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from svcreg.core.health import Health
+from svcreg.core.keys import Key
 
 GROUP = "svcreg.io"
 VERSION = "v1alpha1"
@@ -405,7 +406,7 @@ class ServiceRegistration(BaseModel):
     status: ServiceRegistrationStatus = Field(default_factory=ServiceRegistrationStatus)
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> Key:
         return (self.metadata.namespace, self.metadata.name)
 
     @property

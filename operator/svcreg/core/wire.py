@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from svcreg.core.health import SERVED, Health
+from svcreg.core.hosts import authority
 from svcreg.core.model import ServiceRef, ServiceRegistrationSpec
 
 HeartbeatStatus = Literal["passing", "warning", "critical"]
@@ -91,11 +92,7 @@ class Registration(_Answer):
         """Where to call this registration: its endpoint, or each served serviceRef address."""
         if self.endpoint:
             return [self.endpoint]
-        return [f"http://{_host(i.address)}:{i.port}" for i in self.instances if i.health in SERVED]
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+        return [f"http://{authority(i.address, i.port)}" for i in self.instances if i.health in SERVED]
 
 
 class ProbeReport(_Answer):

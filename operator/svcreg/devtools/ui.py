@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from svcreg.core.keys import Key
+
 if TYPE_CHECKING:
     from svcreg.kube.api import KubeApi
 
@@ -81,7 +83,7 @@ def _claims(token: str) -> dict[str, Any]:
         return {}
 
 
-def service_account_of(token: str) -> tuple[str, str] | None:
+def service_account_of(token: str) -> Key | None:
     """(namespace, name) of the ServiceAccount a token was issued to, if it says so."""
     subject = str(_claims(token).get("sub", ""))
     parts = subject.split(":")

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from svcreg.discovery.index import Entry, Index, Key
+from svcreg.core.keys import Key
+from svcreg.discovery.index import Entry, Index
 from svcreg.discovery.query import Query
 
 MAX_CANDIDATES = 500

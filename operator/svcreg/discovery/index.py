@@ -23,10 +23,10 @@ import pydantic
 
 from svcreg.core import wire
 from svcreg.core.health import SERVED, Health
+from svcreg.core.keys import Key
 from svcreg.core.model import ServicePolicySpec, ServiceRegistrationSpec
 from svcreg.discovery.routing import Filter, Router
 
-Key = tuple[str, str]
 HISTORY = 10_000
 _NO_DOCUMENT = b""  # what a superseded entry keeps
 _NONE: frozenset[str] = frozenset()  # one empty set for every entry without tags (216 bytes each)

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from svcreg.core.health import SERVED
+from svcreg.core.keys import Key
 from svcreg.discovery.index import Index
 
 KINDS = ("registered", "updated", "health-changed", "deleted")
@@ -61,7 +62,7 @@ class IndexCollector(Collector):
             f'summed under service="{OTHER}".',
             labels=["namespace", "service"],
         )
-        counts: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0])
+        counts: dict[Key, list[int]] = collections.defaultdict(lambda: [0, 0])
         for item in self.index.items.values():
             entry = counts[(item.namespace, item.service)]
             entry[0] += 1 if item.health in _SERVED and not item.maintenance else 0

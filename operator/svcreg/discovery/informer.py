@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from svcreg.core import model
+from svcreg.core.keys import Key
 from svcreg.core.scope import has_globs
 from svcreg.discovery.index import Index
 from svcreg.kube import errors
@@ -150,9 +151,9 @@ class Informer:
             self.index.synced = True
         return version
 
-    async def _keys(self) -> set[tuple[str, str]]:
+    async def _keys(self) -> set[Key]:
         """Every registration's key, from a metadata-only list (no specs, no statuses)."""
-        keys: set[tuple[str, str]] = set()
+        keys: set[Key] = set()
         accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
         for scope in self.scopes:
             params = {"limit": str(PAGE)}
@@ -188,7 +189,7 @@ class Informer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
         waited = 0.0
-        seen: set[tuple[str, str]] = getattr(self.index, "seen", set())
+        seen: set[Key] = getattr(self.index, "seen", set())
         while expected - seen:
             await asyncio.sleep(0.1)
             waited += 0.1

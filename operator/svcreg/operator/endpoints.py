@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from svcreg.core.keys import Key
+
 SERVICE_LABEL = "kubernetes.io/service-name"
 
 
@@ -25,10 +27,10 @@ class _Slice:
 
 class EndpointCache:
     def __init__(self) -> None:
-        self._slices: dict[tuple[str, str], _Slice] = {}
-        self._by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._slices: dict[Key, _Slice] = {}
+        self._by_service: dict[Key, set[str]] = defaultdict(set)
 
-    def observe(self, event_type: str | None, body: dict[str, Any]) -> tuple[str, str] | None:
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> Key | None:
         """Apply one watch event; return the (namespace, service) whose addresses may have changed."""
         metadata = body.get("metadata") or {}
         namespace, name = metadata.get("namespace", ""), metadata.get("name", "")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svcreg.core import model
+from svcreg.core.keys import Key
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi
 from svcreg.operator import sharding
@@ -94,7 +95,7 @@ class Membership:
         self._ok_at: float | None = None  # the last round that renewed and listed
         self._seen: dict[str, _Seen] = {}
         self._members: tuple[Member, ...] = ()
-        self._owners: dict[sharding.Key, str | None] = {}
+        self._owners: dict[Key, str | None] = {}
         self._acting = False
         self._leaving = False
 
@@ -114,7 +115,7 @@ class Membership:
     def members(self) -> tuple[Member, ...]:
         return self._members
 
-    def owner(self, key: sharding.Key) -> Member | None:
+    def owner(self, key: Key) -> Member | None:
         found = self._owners.get(key, "")
         if found == "":
             found = sharding.owner(key, (m.identity for m in self._members))
@@ -123,23 +124,23 @@ class Membership:
             self._owners[key] = found
         return next((m for m in self._members if m.identity == found), None)
 
-    def assigned(self, key: sharding.Key) -> bool:
+    def assigned(self, key: Key) -> bool:
         """Whether ``key`` is this member's share in its latest view, acting or not."""
         owner = self.owner(key)
         return owner is not None and owner.identity == self.identity
 
-    def owns(self, key: sharding.Key) -> bool:
+    def owns(self, key: Key) -> bool:
         """Whether this member probes and writes ``key`` now: assigned, and acting."""
         return self.acting() and self.assigned(key)
 
-    def vantages(self, key: sharding.Key, count: int) -> list[Member]:
+    def vantages(self, key: Key, count: int) -> list[Member]:
         """Up to ``count`` other live members to confirm a failure of ``key``: the next ones in
         its rendezvous order, so the same members are asked each time."""
         others = [m for m in self._members if m.identity != self.identity]
         others.sort(key=lambda m: sharding.weight(m.identity, key), reverse=True)
         return others[:count]
 
-    def owner_url(self, key: sharding.Key) -> str | None:
+    def owner_url(self, key: Key) -> str | None:
         """Where to send what concerns ``key`` (a heartbeat, a report): the owner's URL, or
         None when that is this process or no one."""
         owner = self.owner(key)

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Key = tuple[str, str]
+from svcreg.core.keys import Key
+
 MAX_CALLERS = 64
 
 

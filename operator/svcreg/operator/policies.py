@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svcreg.core import model
+from svcreg.core.keys import Key
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi, now_rfc3339
 from svcreg.operator.budget import Standing
@@ -118,11 +119,11 @@ class PolicyStatusWriter:
         api: KubeApi,
         writer: StatusWriter,
         states: Callable[[], list[PolicyState]],
-        owns: Callable[[tuple[str, str]], bool] = lambda key: True,
+        owns: Callable[[Key], bool] = lambda key: True,
         every: float = CHECK_SECONDS,
     ) -> None:
         self.api, self.writer, self.states, self.owns, self.every = api, writer, states, owns, every
-        self._written: dict[tuple[str, str], tuple[PolicyState, dict[str, Any]]] = {}
+        self._written: dict[Key, tuple[PolicyState, dict[str, Any]]] = {}
 
     async def run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from typing import Any
 
 from svcreg.core.contracts import spec_problem
 from svcreg.core.health import FAILED, SERVED, Health
+from svcreg.core.keys import Key
 from svcreg.core.model import (
     ServicePolicySpec,
     ServiceRegistrationSpec,
@@ -51,7 +52,6 @@ from svcreg.operator.writer import StatusWriter, WriteOutcome
 from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -182,8 +182,8 @@ class Prober:
         self.contracts = verification.ContractChecker(runner.context, self.metrics, clock)
         self.endpoints = EndpointCache()
         self.tracked: dict[Key, Tracked] = {}
-        self._by_service: dict[tuple[str, str], set[Key]] = defaultdict(set)  # by serviceRef
-        self._by_logical: dict[tuple[str, str], set[Key]] = defaultdict(set)  # by spec.service
+        self._by_service: dict[Key, set[Key]] = defaultdict(set)  # by serviceRef
+        self._by_logical: dict[Key, set[Key]] = defaultdict(set)  # by spec.service
         self._shadow_disagreeing: set[Key] = set()
         self.metrics.shadow_disagreeing.set_function(lambda: len(self._shadow_disagreeing))
         self._health_counts: Counter[Health] = Counter()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from svcreg.core.health import FAILED, SERVED, Health
+from svcreg.core.keys import Key
 from svcreg.core.model import (
     HealthCheck,
     ServiceRegistrationSpec,
@@ -32,7 +33,7 @@ MAX_LISTED = 20
 def shadow_plan(
     spec: ServiceRegistrationSpec,
     check: ShadowHealthCheck,
-    key: tuple[str, str],
+    key: Key,
     endpoints: EndpointCache,
     created_at: float | None,
 ) -> Plan:

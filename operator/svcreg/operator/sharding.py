@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-Key = tuple[str, str]
+from svcreg.core.keys import Key
 
 
 def weight(member: str, key: Key) -> int:

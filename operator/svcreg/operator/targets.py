@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from svcreg.core.hosts import authority
+from svcreg.core.keys import Key
 from svcreg.core.model import ServiceRegistrationSpec
 from svcreg.operator.endpoints import Address, EndpointCache
 from svcreg.operator.probes.base import GrpcConfig, HttpConfig, KindConfig, Target, TtlConfig
@@ -22,10 +24,10 @@ class Plan:
     accepted: bool = True
     reason: str = "Valid"
     message: str = "spec is valid"
-    service_ref: tuple[str, str] | None = None
+    service_ref: Key | None = None
 
 
-def _config(spec: ServiceRegistrationSpec, key: tuple[str, str], created_at: float | None) -> KindConfig:
+def _config(spec: ServiceRegistrationSpec, key: Key, created_at: float | None) -> KindConfig:
     """The settings of the registration's check kind, and only those."""
     check, kind = spec.health_check, spec.check_type()
     if kind == "http":
@@ -43,7 +45,7 @@ def _config(spec: ServiceRegistrationSpec, key: tuple[str, str], created_at: flo
 
 
 def _tls_parts(
-    spec: ServiceRegistrationSpec, key: tuple[str, str]
+    spec: ServiceRegistrationSpec, key: Key
 ) -> tuple[str | None, tuple[str, str, str, str] | None]:
     """healthCheck.tls as (server name, CA bundle reference), the bundle always in the
     registration's own namespace."""
@@ -56,7 +58,7 @@ def _tls_parts(
 
 def _target(
     spec: ServiceRegistrationSpec,
-    key: tuple[str, str],
+    key: Key,
     host: str,
     port: int,
     *,
@@ -86,7 +88,7 @@ def _endpoint(endpoint: str) -> tuple[str, str, int]:
 
 def plan(
     spec: ServiceRegistrationSpec,
-    key: tuple[str, str],
+    key: Key,
     endpoints: EndpointCache,
     created_at: float | None = None,
 ) -> Plan:
@@ -111,14 +113,14 @@ def plan(
     targets = {}
     by_id = {}
     for address in addresses:
-        instance = f"[{address.ip}]:{address.port}" if ":" in address.ip else f"{address.ip}:{address.port}"
+        instance = authority(address.ip, address.port)
         targets[instance] = _target(spec, key, address.ip, address.port)
         by_id[instance] = address
     return Plan(targets=targets, addresses=by_id, service_ref=ref)
 
 
 def contract_targets(
-    spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, timeout: float
+    spec: ServiceRegistrationSpec, key: Key, plan: Plan, timeout: float
 ) -> dict[str, Target] | None:
     """Where capability contracts are sent: the endpoint itself (not a health check's own
     port), or each ready address of a serviceRef; TLS as healthCheck.tls says. None when the

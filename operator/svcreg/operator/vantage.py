@@ -21,12 +21,12 @@ from typing import Protocol
 
 import aiohttp
 
+from svcreg.core.keys import Key
 from svcreg.kube.api import KubeApi
 from svcreg.operator.membership import Member, Membership
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 PATH = "/internal/v1/vantage"
 
 

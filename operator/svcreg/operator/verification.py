@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from svcreg.core.keys import Key
 from svcreg.core.model import Capability, ServiceRegistrationSpec
 from svcreg.operator.probes import contract as contract_mod
 from svcreg.operator.probes.base import Context
@@ -72,9 +73,7 @@ class ContractChecker:
     def close(self) -> None:
         self.judge.close()
 
-    async def check_due(
-        self, spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, checked: Checked
-    ) -> None:
+    async def check_due(self, spec: ServiceRegistrationSpec, key: Key, plan: Plan, checked: Checked) -> None:
         """Check every contract of ``spec`` that is due and record it in ``checked``. A contract
         that cannot be checked at all is recorded as failed (``ContractError``): it never
         raises into the probe job, whose health check goes on."""
@@ -89,7 +88,7 @@ class ContractChecker:
             checked[capability.name] = (self.clock(), result)
 
     async def _check(
-        self, spec: ServiceRegistrationSpec, key: tuple[str, str], plan: Plan, capability: Capability
+        self, spec: ServiceRegistrationSpec, key: Key, plan: Plan, capability: Capability
     ) -> Verification:
         contract, schema = capability.contract, capability.output_schema
         assert contract is not None and schema is not None  # the model requires both

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from svcreg.core.keys import Key
 from svcreg.core.model import ServiceRegistrationStatus
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi
@@ -34,7 +35,6 @@ from svcreg.operator.reconcile import EventSpec
 from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-Key = tuple[str, str]
 
 
 @dataclass

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
+from svcreg.core.keys import Key
 from svcreg.discovery import consumers as consumers_mod
 from svcreg.discovery import explain as explain_mod
 from svcreg.discovery import query as query_mod
@@ -57,13 +58,13 @@ FORWARDED_HEADER = "X-Svcreg-Forwarded"
 class ReportSink(typing.Protocol):
     """Where callers' reports go: the prober's outlier detection, in the operator."""
 
-    def report(self, key: tuple[str, str], caller: str, outcome: str) -> bool: ...
+    def report(self, key: Key, caller: str, outcome: str) -> bool: ...
 
 
 class HeartbeatSink(typing.Protocol):
     """Where accepted heartbeats go: the prober's heartbeat store, in the operator."""
 
-    def record(self, key: tuple[str, str], status: wire.HeartbeatStatus, note: str) -> None: ...
+    def record(self, key: Key, status: wire.HeartbeatStatus, note: str) -> None: ...
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Discovery:
     consumer_peers: Peers | None = None
     # The prober's last probe of each instance of a registration (the operator only): served on
     # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
-    last_probes: Callable[[tuple[str, str]], list[dict[str, Any]] | None] | None = None
+    last_probes: Callable[[Key], list[dict[str, Any]] | None] | None = None
 
     # Who asked for which service or capability (GET /v1/consumers), over this window.
     consumer_window: float = 24 * 3600.0
@@ -106,12 +107,12 @@ class Discovery:
     # With a prober group: the URL of the member that probes a registration, when it is not this
     # process. Heartbeats, reports and last probes concern that member; they are sent on to it
     # (one hop: a request that was sent on is answered where it lands).
-    owner_url: Callable[[tuple[str, str]], str | None] | None = None
+    owner_url: Callable[[Key], str | None] | None = None
     # The name a peer's https certificate is checked for (its URL holds a pod address).
     peer_server_name: str | None = None
     # Multi-vantage quorum: another member asks this one to probe a registration now. Only the
     # members' own identity (``peer_username``, the operator's ServiceAccount) may ask.
-    vantage: Callable[[tuple[str, str]], Awaitable[dict[str, bool] | None]] | None = None
+    vantage: Callable[[Key], Awaitable[dict[str, bool] | None]] | None = None
     peer_username: str | None = None
     # Members present their pod's own ServiceAccount token, whose audience is the API server's,
     # not --token-audience: reviewed by an authorizer of its own.
@@ -148,7 +149,7 @@ class Discovery:
                     429, "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
                 )
 
-    def owner_of(self, request: web.Request, key: tuple[str, str]) -> str | None:
+    def owner_of(self, request: web.Request, key: Key) -> str | None:
         """The prober-group member to send what concerns ``key`` on to, or None: this process
         answers (it owns it, there is no group, or the request was sent on already)."""
         if self.owner_url is None or request.headers.get(FORWARDED_HEADER):
@@ -196,7 +197,7 @@ class Discovery:
         return {}
 
     async def operator_probes(
-        self, request: web.Request, key: tuple[str, str], base_url: str | None = None
+        self, request: web.Request, key: Key, base_url: str | None = None
     ) -> list[dict[str, Any]] | None:
         """The prober's last probes of ``key``, asked of the operator (or of ``base_url``, the
         member that owns it) with the caller's own token (so it authorizes exactly as here),

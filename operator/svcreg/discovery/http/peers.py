@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from svcreg.core.hosts import authority
+
 logger = logging.getLogger(__name__)
 MAX_PEERS = 64
 PEER_TIMEOUT = 2.0
@@ -60,9 +62,7 @@ class Peers:
         addresses = sorted({str(info[4][0]) for info in found})
         return [
             (
-                urlunsplit(
-                    (parts.scheme, f"[{a}]:{port}" if ":" in a else f"{a}:{port}", parts.path, "", "")
-                ).rstrip("/"),
+                urlunsplit((parts.scheme, authority(a, port), parts.path, "", "")).rstrip("/"),
                 host,
             )
             for a in addresses

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from svcreg.core.hosts import authority
+from svcreg.core.keys import Key
 from svcreg.core.model import CheckType
 from svcreg.operator.probes.policy import ProbePolicy
 
@@ -60,7 +62,7 @@ class GrpcConfig:
 class TtlConfig:
     """Which registration's heartbeats count, and how long one lasts."""
 
-    key: tuple[str, str] = ("", "")
+    key: Key = ("", "")
     ttl_seconds: float = 30.0
     created_at: float | None = None  # wall-clock seconds: the grace counts from here
 
@@ -85,7 +87,7 @@ class Target:
 
     @property
     def display(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return authority(self.host, self.port)
 
     @property
     def http(self) -> HttpConfig:
@@ -136,9 +138,9 @@ class Heartbeats(Protocol):
 
     def evaluate(self, target: Target) -> Outcome | None: ...
 
-    def forget(self, key: tuple[str, str]) -> None: ...
+    def forget(self, key: Key) -> None: ...
 
-    def grant(self, key: tuple[str, str]) -> None: ...
+    def grant(self, key: Key) -> None: ...
 
 
 class TlsUnavailable(Exception):

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from svcreg.core.hosts import bracketed
 from svcreg.core.model import Contract
 from svcreg.operator.probes import net
 from svcreg.operator.probes.base import Context, Phase, Target
@@ -53,9 +54,9 @@ async def verify(
 
 async def _exchange(target: Target, address: str, contract: Contract, context: Context) -> tuple[int, bytes]:
     scheme = "https" if target.tls else "http"
-    host = f"[{address}]" if ":" in address else address
+    host = bracketed(address)
     named = target.server_name or target.host
-    authority = f"[{named}]" if ":" in named else named
+    authority = bracketed(named)
     verify = await context.tls_for(target) if target.tls else False
     headers = {
         "Host": f"{authority}:{target.port}",

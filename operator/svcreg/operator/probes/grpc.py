@@ -9,13 +9,14 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from svcreg.core.hosts import authority
 from svcreg.operator.probes.base import Context, Outcome, Phase, Reason, Target
 
 
 async def probe(target: Target, context: Context, phase: Phase) -> Outcome:
     addresses = await context.policy.resolve(target.host, target.port)
     address = addresses[0]
-    dial = f"[{address}]:{target.port}" if ":" in address else f"{address}:{target.port}"
+    dial = authority(address, target.port)
     options: list[tuple[str, str | int]] = [
         ("grpc.default_authority", target.display),
         ("grpc.enable_retries", 0),

@@ -8,6 +8,7 @@ kubelet's probes do.
 
 from __future__ import annotations
 
+from svcreg.core.hosts import bracketed
 from svcreg.operator.probes import net
 from svcreg.operator.probes.base import Context, Outcome, Phase, Reason, Target
 
@@ -22,7 +23,7 @@ def request_bytes(target: Target) -> bytes:
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in config.path):
         raise ValueError("healthCheck.path contains a space or control character")
     named = target.server_name or target.host  # a serviceRef pod is probed by IP, named as its certificate
-    host = f"[{named}]" if ":" in named else named
+    host = bracketed(named)
     default_port = 443 if target.tls else 80
     authority = host if target.port == default_port else f"{host}:{target.port}"
     lines = [

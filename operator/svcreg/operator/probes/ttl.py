@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from svcreg.core.keys import Key
 from svcreg.core.wire import HeartbeatStatus
 from svcreg.operator.probes.base import Context, Outcome, Phase, Reason, Target
 
@@ -34,17 +35,17 @@ class HeartbeatStore:
         self._clock = clock
         self._wall = wall
         self._started_wall = self._wall()
-        self._beats: dict[tuple[str, str], Heartbeat] = {}
-        self._granted: dict[tuple[str, str], float] = {}
+        self._beats: dict[Key, Heartbeat] = {}
+        self._granted: dict[Key, float] = {}
 
-    def record(self, key: tuple[str, str], status: HeartbeatStatus = "passing", note: str = "") -> None:
+    def record(self, key: Key, status: HeartbeatStatus = "passing", note: str = "") -> None:
         self._beats[key] = Heartbeat(self._clock(), status, note[:512])
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: Key) -> None:
         self._beats.pop(key, None)
         self._granted.pop(key, None)
 
-    def grant(self, key: tuple[str, str]) -> None:
+    def grant(self, key: Key) -> None:
         """A fresh grace for ``key`` from now (this process just took it over): heartbeats sent
         to its former owner are not here."""
         self._granted[key] = self._wall()
