@@ -225,9 +225,7 @@ async def run(settings: Settings) -> None:
         )
         policies = asyncio.create_task(policy_watcher.run(), name="svcreg-policy-informer")
     else:
-        policy_writer = PolicyStatusWriter(
-            api, prober.writer, lambda: policy_states(index, prober), prober.owns
-        )
+        policy_writer = PolicyStatusWriter(prober.writer, lambda: policy_states(index, prober), prober.owns)
         policies = asyncio.create_task(policy_writer.run(), name="svcreg-policy-status")
     freezer = asyncio.create_task(_freeze_after_sync(index), name="svcreg-gc-freeze")
     lag = asyncio.create_task(watch_lag(metrics.loop_lag), name="svcreg-loop-lag")

@@ -102,8 +102,13 @@ class FakeApi:
 
 
 class FakeWriter:
-    def __init__(self) -> None:
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
         self.events: list[tuple[str, str, str | None]] = []
+
+    async def write_policy_status(self, key: tuple[str, str], body: dict[str, Any]) -> bool:
+        await self.api.patch_status(key[0], key[1], body, plural="servicepolicies")
+        return True
 
     async def post_event(
         self, key: tuple[str, str], uid: str, event: EventSpec, kind: str | None = None
@@ -113,8 +118,9 @@ class FakeWriter:
 
 async def test_the_policy_writer_writes_only_changes_and_posts_panic_events() -> None:
     states = [PolicyState("a", "p", "u", 1, "pay", 50, 3, 4, False)]
-    api, writer = FakeApi(), FakeWriter()
-    policy_writer = PolicyStatusWriter(api, writer, lambda: states)  # type: ignore[arg-type]
+    api = FakeApi()
+    writer = FakeWriter(api)
+    policy_writer = PolicyStatusWriter(writer, lambda: states)  # type: ignore[arg-type]
     await policy_writer.write_changes()
     await policy_writer.write_changes()
     assert len(api.patches) == 1 and writer.events == []

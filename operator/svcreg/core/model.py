@@ -352,9 +352,12 @@ class ServiceRegistrationSpec(_Model):
         return "grpc" if scheme == "grpc" else "tcp"
 
 
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
 class Condition(_Model):
     type: Annotated[str, Field(max_length=64)]
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: Annotated[str, Field(max_length=128)]
     message: Annotated[str, Field(max_length=4096)] = ""
     last_transition_time: str
@@ -449,6 +452,34 @@ class DisruptionBudget(_Model):
             return self.max_unhealthy
         percent = int(self.max_unhealthy.rstrip("%"))
         return -(-percent * instances // 100)  # rounded up, as a PodDisruptionBudget's maxUnavailable
+
+
+class PolicyBudgetStatus(_Model):
+    """The health disruption budget's standing in the current window."""
+
+    allowed: int
+    spent: int
+    held: int | None = None
+
+
+class PolicyShadowStatus(_Model):
+    """What the shadow health check would decide, beside the real one."""
+
+    agree: int = 0
+    would_pull: int = 0
+    would_admit: int = 0
+    disagreeing: Annotated[list[str], Field(max_length=20)] = Field(default_factory=list)
+
+
+class ServicePolicyStatus(_Model):
+    """What the operator writes to a ServicePolicy (the CRD's ``status``)."""
+
+    observed_generation: int | None = None
+    healthy: int = 0
+    total: int = 0
+    budget: PolicyBudgetStatus | None = None
+    shadow: PolicyShadowStatus | None = None
+    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
 
 
 class ShadowHealthCheck(HealthCheck):

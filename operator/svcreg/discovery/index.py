@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from svcreg.core import wire
+from svcreg.core import conditions, wire
 from svcreg.core.health import SERVED, Health
 from svcreg.core.keys import Key
 from svcreg.core.model import ServicePolicySpec, ServiceRegistrationSpec
@@ -90,7 +90,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
     # until the operator has observed this generation, the registration is served as Unknown.
     current = int(status.get("observedGeneration") or 0) >= generation
     health = _health(status.get("health")) if current else Health.UNKNOWN
-    conditions = status.get("conditions") or []
+    written = status.get("conditions") or []
     verified = _verified(status) if current else _NONE
     view = wire.Registration(
         namespace=metadata.get("namespace", ""),
@@ -117,7 +117,7 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
         weight=spec.weight,
         maintenance=spec.maintenance,
         health=health,
-        ready=current and _holds(conditions, "Ready"),
+        ready=current and conditions.holds_raw(written, "Ready"),
         instances=[
             wire.Address(
                 address=str(i.get("address")), port=int(i.get("port") or 0), health=_health(i.get("health"))
@@ -125,8 +125,8 @@ def entry_from(body: dict[str, Any]) -> Entry | None:
             for i in status.get("instances") or []
         ],
         generation=generation,
-        damped=current and _holds(conditions, "Flapping"),
-        ejected=current and _holds(conditions, "Ejected"),
+        damped=current and conditions.holds_raw(written, "Flapping"),
+        ejected=current and conditions.holds_raw(written, "Ejected"),
     )
     return Entry(
         namespace=view.namespace,
@@ -160,13 +160,8 @@ def _verified(status: dict[str, Any]) -> frozenset[str]:
     return frozenset(
         str(c.get("name"))
         for c in found
-        if isinstance(c, dict) and _holds(c.get("conditions") or [], "ContractVerified")
+        if isinstance(c, dict) and conditions.holds_raw(c.get("conditions"), "ContractVerified")
     )
-
-
-def _holds(conditions: list[dict[str, Any]], kind: str) -> bool:
-    """Whether the condition ``kind`` is True in a watched object's status conditions."""
-    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
 def _health(value: Any) -> Health:

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from svcreg.core import model
+from svcreg.core import conditions, model
 from svcreg.core.keys import Key
-from svcreg.kube import errors
-from svcreg.kube.api import KubeApi, now_rfc3339
+from svcreg.core.model import ConditionStatus
+from svcreg.kube.api import now_rfc3339
 from svcreg.operator.budget import Standing
 from svcreg.operator.budget import message as budget_message
 from svcreg.operator.reconcile import EventSpec
@@ -49,7 +49,7 @@ class PolicyState:
     ignored_for: str | None = None
 
 
-def _budget_condition(state: PolicyState) -> tuple[str, str, str]:
+def _budget_condition(state: PolicyState) -> tuple[ConditionStatus, str, str]:
     budget = state.budget
     assert budget is not None
     if budget.exhausted:
@@ -57,27 +57,20 @@ def _budget_condition(state: PolicyState) -> tuple[str, str, str]:
     return "False", "WithinBudget", f"{budget.spent} of {budget.allowed} allowed within {budget.window}s"
 
 
-def _transition_time(previous: dict[str, Any] | None, kind: str, status: str, now: str) -> str:
-    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == kind), None)
-    if old is None or old.get("status") != status:
-        return now
-    return str(old.get("lastTransitionTime", now))
-
-
 def desired(previous: dict[str, Any] | None, state: PolicyState, now: str) -> dict[str, Any]:
-    """The status to write (pure): a condition's lastTransitionTime moves only when its status
-    changes."""
-    status = "True" if state.panic else "False"
-    if state.panic:
-        reason = "BelowPanicThreshold"
-        message = (
-            f"{state.served} of {state.total} instances served, below {state.threshold}%: discovery "
-            "answers with every instance not in maintenance, marked panic"
-        )
-    else:
-        reason = "ThresholdDisabled" if state.threshold == 0 else "EnoughServed"
-        message = f"panic below {state.threshold}% of instances served" if state.threshold else "panic is off"
-    rows = [("Panic", status, reason, message)]
+    """The status to write (pure), as the body of a merge patch of ``status``: ``previous`` is
+    the body last written, whose conditions keep their lastTransitionTime where their status
+    did not change."""
+    wanted = policy_status(conditions.parsed((previous or {}).get("conditions")), state, now)
+    body: dict[str, Any] = wanted.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for name in ("budget", "shadow"):
+        body.setdefault(name, None)  # merge patch: null removes what a former spec had
+    return body
+
+
+def policy_status(before: list[model.Condition], state: PolicyState, now: str) -> model.ServicePolicyStatus:
+    """The typed status of ``state``'s policy, given the conditions it had ``before``."""
+    rows = [("Panic", *_panic_condition(state))]
     if state.ignored_for is not None:
         rows.insert(
             0,
@@ -91,38 +84,47 @@ def desired(previous: dict[str, Any] | None, state: PolicyState, now: str) -> di
         )
     if state.budget is not None:
         rows.append(("BudgetExhausted", *_budget_condition(state)))
-    written: dict[str, Any] = {
-        "observedGeneration": state.generation,
-        "healthy": state.served,
-        "total": state.total,
-        # Merge patch: null removes what a former spec had.
-        "budget": {"allowed": state.budget.allowed, "spent": state.budget.spent} if state.budget else None,
-        "shadow": state.shadow.as_status() if state.shadow is not None else None,
-        "conditions": [
-            {
-                "type": kind,
-                "status": value,
-                "reason": why,
-                "message": text,
-                "lastTransitionTime": _transition_time(previous, kind, value, now),
-                "observedGeneration": state.generation,
-            }
+    return model.ServicePolicyStatus(
+        observed_generation=state.generation,
+        healthy=state.served,
+        total=state.total,
+        budget=model.PolicyBudgetStatus(allowed=state.budget.allowed, spent=state.budget.spent)
+        if state.budget
+        else None,
+        shadow=state.shadow.as_status() if state.shadow is not None else None,
+        conditions=[
+            conditions.transition(
+                conditions.find(before, kind), kind, value, why, text, generation=state.generation, now=now
+            )
             for kind, value, why, text in rows
         ],
-    }
-    return written
+    )
+
+
+def _panic_condition(state: PolicyState) -> tuple[ConditionStatus, str, str]:
+    if state.panic:
+        return (
+            "True",
+            "BelowPanicThreshold",
+            (
+                f"{state.served} of {state.total} instances served, below {state.threshold}%: discovery "
+                "answers with every instance not in maintenance, marked panic"
+            ),
+        )
+    if state.threshold == 0:
+        return "False", "ThresholdDisabled", "panic is off"
+    return "False", "EnoughServed", f"panic below {state.threshold}% of instances served"
 
 
 class PolicyStatusWriter:
     def __init__(
         self,
-        api: KubeApi,
         writer: StatusWriter,
         states: Callable[[], list[PolicyState]],
         owns: Callable[[Key], bool] = lambda key: True,
         every: float = CHECK_SECONDS,
     ) -> None:
-        self.api, self.writer, self.states, self.owns, self.every = api, writer, states, owns, every
+        self.writer, self.states, self.owns, self.every = writer, states, owns, every
         self._written: dict[Key, tuple[PolicyState, dict[str, Any]]] = {}
 
     async def run(self) -> None:
@@ -142,10 +144,7 @@ class PolicyStatusWriter:
                 continue
             previous = last[1] if last is not None and last[0].uid == state.uid else None
             wanted = desired(previous, state, now_rfc3339())
-            try:
-                await self.api.patch_status(state.namespace, state.name, wanted, plural=model.POLICY_PLURAL)
-            except (errors.KubeApiError, errors.Unreachable) as error:
-                logger.warning("status of ServicePolicy %s/%s not written (will retry): %s", *key, error)
+            if not await self.writer.write_policy_status(key, wanted):
                 continue
             self._written[key] = (state, wanted)
             same = last is not None and last[0].uid == state.uid

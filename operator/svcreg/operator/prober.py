@@ -26,6 +26,7 @@ from svcreg.core.contracts import spec_problem
 from svcreg.core.health import FAILED, SERVED, Health
 from svcreg.core.keys import Key
 from svcreg.core.model import (
+    ConditionStatus,
     ServicePolicySpec,
     ServiceRegistrationSpec,
     ServiceRegistrationStatus,
@@ -532,9 +533,7 @@ class Prober:
             states[iid] = health_mod.step(state, outcome, thresholds) if outcome is not None else state
         tracked.shadow_states = states
 
-    def _shadow_condition(
-        self, tracked: Tracked, real: Health
-    ) -> tuple[status_mod.ConditionStatus, str, str] | None:
+    def _shadow_condition(self, tracked: Tracked, real: Health) -> tuple[ConditionStatus, str, str] | None:
         """The ShadowHealthy condition of a registration, counted in metrics when it disagrees."""
         if tracked.shadow_check is None:
             self._shadow_disagreeing.discard(tracked.key)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from svcreg.core.health import FAILED, SERVED, Health
 from svcreg.core.keys import Key
 from svcreg.core.model import (
+    ConditionStatus,
     HealthCheck,
+    PolicyShadowStatus,
     ServiceRegistrationSpec,
     ServiceRegistrationStatus,
     ShadowHealthCheck,
@@ -24,7 +26,6 @@ from svcreg.core.model import (
 from svcreg.operator import status as status_mod
 from svcreg.operator.endpoints import EndpointCache
 from svcreg.operator.health import HealthState, Thresholds
-from svcreg.operator.status import ConditionStatus
 from svcreg.operator.targets import Plan, plan
 
 MAX_LISTED = 20
@@ -103,13 +104,13 @@ class Summary:
     would_admit: int = 0
     disagreeing: tuple[str, ...] = ()
 
-    def as_status(self) -> dict[str, object]:
-        return {
-            "agree": self.agree,
-            "wouldPull": self.would_pull,
-            "wouldAdmit": self.would_admit,
-            "disagreeing": list(self.disagreeing),
-        }
+    def as_status(self) -> PolicyShadowStatus:
+        return PolicyShadowStatus(
+            agree=self.agree,
+            would_pull=self.would_pull,
+            would_admit=self.would_admit,
+            disagreeing=list(self.disagreeing),
+        )
 
 
 def summary(registrations: Iterable[tuple[str, ServiceRegistrationStatus | None]]) -> Summary:

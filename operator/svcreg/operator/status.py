@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 
+from svcreg.core import conditions
 from svcreg.core.health import SERVED, Health
 from svcreg.core.interning import Interner
-from svcreg.core.model import CapabilityStatus, Condition, InstanceStatus, ServiceRegistrationStatus
-
-ConditionStatus = Literal["True", "False", "Unknown"]
+from svcreg.core.model import (
+    CapabilityStatus,
+    Condition,
+    ConditionStatus,
+    InstanceStatus,
+    ServiceRegistrationStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -122,13 +127,15 @@ def desired(
         rows.append(("VantageDisagreement", "False", "Agreed", "the members that probe it agree"))
     if verdict.shadow is not None:  # gone with the shadow check: it describes nothing then
         rows.append(("ShadowHealthy", *verdict.shadow))
-    conditions = [_condition(old.get(row[0]), *row, generation=verdict.generation, now=now) for row in rows]
+    now_holding = [
+        conditions.transition(old.get(row[0]), *row, generation=verdict.generation, now=now) for row in rows
+    ]
     checked = {c.name: {k.type: k for k in c.conditions} for c in previous.capabilities} if previous else {}
     capabilities = [
         CapabilityStatus(
             name=name,
             conditions=[
-                _condition(
+                conditions.transition(
                     checked.get(name, {}).get("ContractVerified"),
                     "ContractVerified",
                     "True" if passed else "False",
@@ -144,31 +151,9 @@ def desired(
     return ServiceRegistrationStatus(
         health=verdict.health,
         observed_generation=verdict.generation,
-        conditions=conditions,
+        conditions=now_holding,
         instances=list(verdict.instances or ()),
         capabilities=capabilities,
-    )
-
-
-def _condition(
-    before: Condition | None,
-    kind: str,
-    status: ConditionStatus,
-    reason: str,
-    message: str,
-    *,
-    generation: int,
-    now: str,
-) -> Condition:
-    """A condition whose lastTransitionTime moves only when its status changes."""
-    moved = before is None or before.status != status
-    return Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message[:4096],
-        last_transition_time=now if moved or before is None else before.last_transition_time,
-        observed_generation=generation,
     )
 
 
@@ -190,7 +175,7 @@ def differs(previous: ServiceRegistrationStatus | None, wanted: ServiceRegistrat
 
 def condition(status: ServiceRegistrationStatus | None, kind: str) -> Condition | None:
     """The condition ``kind`` of ``status``, if it has one."""
-    return next((c for c in status.conditions if c.type == kind), None) if status is not None else None
+    return conditions.find(status.conditions, kind) if status is not None else None
 
 
 def health_since(status: ServiceRegistrationStatus | None) -> str | None:
@@ -201,5 +186,4 @@ def health_since(status: ServiceRegistrationStatus | None) -> str | None:
 
 def holds(status: ServiceRegistrationStatus | None, kind: str) -> bool:
     """Whether the condition ``kind`` is True on ``status``."""
-    found = condition(status, kind)
-    return found is not None and found.status == "True"
+    return status is not None and conditions.holds(status.conditions, kind)

@@ -1,5 +1,8 @@
-"""The status writer: the one place the operator writes to the API (status patches, Events,
-deletes), with the metrics of each.
+"""The status writer: the one place the operator writes registrations' and ServicePolicies'
+status, Events and deletes to the API, with the metrics of each.
+
+The prober group's Leases are written by ``membership`` itself: a Lease renewal is the group's
+own heartbeat, on its own deadline, and must never wait behind a queue of status writes.
 
 Contracts:
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svcreg.core.keys import Key
-from svcreg.core.model import ServiceRegistrationStatus
+from svcreg.core.model import POLICY_PLURAL, ServiceRegistrationStatus
 from svcreg.kube import errors
 from svcreg.kube.api import KubeApi
 from svcreg.operator import status as status_mod
@@ -111,6 +114,20 @@ class StatusWriter:
         self.metrics.status_writes.labels(WriteOutcome.LANDED).inc()
         self.backoff.landed(key)
         return WriteOutcome.LANDED, stored
+
+    async def write_policy_status(self, key: Key, body: dict[str, Any]) -> bool:
+        """Merge-patch ``body`` onto the ServicePolicy ``key``'s status; whether it landed. No
+        precondition: a policy's status is recomputed whole from the index on every pass, so a
+        write that fails is simply made again on the next one."""
+        namespace, name = key
+        try:
+            await self.api.patch_status(namespace, name, body, plural=POLICY_PLURAL)
+        except (errors.KubeApiError, errors.Unreachable) as error:
+            self.metrics.status_writes.labels(WriteOutcome.FAILED).inc()
+            logger.warning("ServicePolicy %s/%s: status not written (will retry): %s", namespace, name, error)
+            return False
+        self.metrics.status_writes.labels(WriteOutcome.LANDED).inc()
+        return True
 
     async def post_event(self, key: Key, uid: str, event: EventSpec, kind: str | None = None) -> None:
         """Post ``event`` about the object ``key``/``uid`` now, or queue it when
