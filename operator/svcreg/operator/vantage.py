@@ -14,15 +14,13 @@ never hidden because no one else could be asked.
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
-
 from svcreg.core.keys import Key
 from svcreg.kube.api import KubeApi
+from svcreg.members.client import MemberClient, MemberUnreachable
 from svcreg.operator.membership import Member, Membership
 
 logger = logging.getLogger(__name__)
@@ -74,9 +72,8 @@ class VantageClient:
         server_name: str | None = None,
         timeout: float = 5.0,
     ) -> None:
-        self.membership, self.api, self.ca_file, self.server_name = membership, api, ca_file, server_name
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self.membership, self.api = membership, api
+        self.client = MemberClient(ca_file=ca_file, server_name=server_name, timeout=timeout, limit=50)
 
     def vantages(self, key: Key, count: int) -> list[Member]:
         return self.membership.vantages(key, count)
@@ -86,33 +83,19 @@ class VantageClient:
         if not authorization or not member.url:
             return None
         url = f"{member.url.rstrip('/')}{PATH}/{key[0]}/{key[1]}"
-        tls_name = self.server_name if url.startswith("https:") else None
-        headers = {"Authorization": authorization}
         try:
-            async with self._client().post(url, headers=headers, server_hostname=tls_name) as answer:
-                if answer.status != 200:
-                    logger.info("vantage %s answered %d for %s/%s", member.identity, answer.status, *key)
-                    return None
-                body = await answer.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            logger.info("vantage %s not reached for %s/%s: %s", member.identity, *key, error)
+            answer = await self.client.call("POST", url, headers={"Authorization": authorization})
+        except MemberUnreachable as error:
+            logger.info("vantage %s not reached for %s/%s: %s", member.identity, *key, error.reason)
             return None
+        if answer.status != 200:
+            logger.info("vantage %s answered %d for %s/%s", member.identity, answer.status, *key)
+            return None
+        body = answer.json()
         instances = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(instances, dict):
             return None
         return {str(k): bool(v) for k, v in instances.items()}
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            trust: ssl.SSLContext | bool = True
-            if self.ca_file:
-                trust = ssl.create_default_context(cafile=self.ca_file)
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(ssl=trust, limit=50),  # bounded, like every pool
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.client.close()

@@ -16,14 +16,12 @@ import hashlib
 import json
 import logging
 import random
-import ssl
 import time
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -43,6 +41,7 @@ from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
 from svcreg.kube.api import KubeApi
+from svcreg.members.client import MemberClient, MemberUnreachable
 from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -128,7 +127,8 @@ class Discovery:
         )
         self.metrics.watchers.set_function(lambda: self.watchers.held)
         self.metrics.long_polls.set_function(lambda: self.long_polls.held)
-        self._forwarder: aiohttp.ClientSession | None = None
+        # The one pool to the operator and the members (writes relayed, last probes asked).
+        self.members = MemberClient(ca_file=self.operator_ca_file, server_name=self.peer_server_name)
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
         self.consumer_log = ConsumerLog(window=self.consumer_window)
         # Reports per identity: a burst of failures from one caller is no more evidence than one.
@@ -170,31 +170,13 @@ class Discovery:
         body = await request.read() if request.can_read_body else None
         url = base_url.rstrip("/") + request.rel_url.path_qs
         try:
-            async with self._session().request(
-                request.method, url, data=body, headers=headers, **self._server_name(url)
-            ) as upstream:
-                return web.Response(
-                    status=upstream.status, body=await upstream.read(), content_type="application/json"
-                )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            logger.warning("forwarding %s %s to %s failed: %s", request.method, request.path, url, error)
+            upstream = await self.members.call(request.method, url, headers=headers, body=body)
+        except MemberUnreachable as error:
+            logger.warning(
+                "forwarding %s %s to %s failed: %s", request.method, request.path, url, error.reason
+            )
             return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
-
-    def _session(self) -> aiohttp.ClientSession:
-        """The one connection pool to the operator (writes relayed, last probes asked)."""
-        if self._forwarder is None:
-            trust = (
-                ssl.create_default_context(cafile=self.operator_ca_file) if self.operator_ca_file else True
-            )
-            self._forwarder = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(ssl=trust, limit=100)
-            )
-        return self._forwarder
-
-    def _server_name(self, url: str) -> dict[str, Any]:
-        if self.peer_server_name and url.startswith("https:"):
-            return {"server_hostname": self.peer_server_name}
-        return {}
+        return web.Response(status=upstream.status, body=upstream.body, content_type="application/json")
 
     async def operator_probes(
         self, request: web.Request, key: Key, base_url: str | None = None
@@ -209,14 +191,11 @@ class Discovery:
         if base_url != self.operator_url:
             headers[FORWARDED_HEADER] = "1"
         try:
-            async with self._session().get(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=2), **self._server_name(url)
-            ) as answer:
-                if answer.status != 200:
-                    return None
-                found = (await answer.json()).get("lastProbes")
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            answer = await self.members.call("GET", url, headers=headers, deadline=2)
+        except MemberUnreachable:
             return None
+        body = answer.json() if answer.status == 200 else None
+        found = body.get("lastProbes") if isinstance(body, dict) else None
         return found if isinstance(found, list) else None
 
     async def elsewhere(self, request: web.Request, code: str, message: str) -> web.Response:
@@ -227,8 +206,7 @@ class Discovery:
         return error_response(503, code, message)
 
     async def close(self) -> None:
-        if self._forwarder is not None:
-            await self._forwarder.close()
+        await self.members.close()
         if self.consumer_peers is not None:
             await self.consumer_peers.close()
 

@@ -17,14 +17,12 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-
 from svcreg.core.hosts import authority
+from svcreg.members.client import MemberClient, MemberUnreachable
 
 logger = logging.getLogger(__name__)
 MAX_PEERS = 64
@@ -42,7 +40,9 @@ class PeerAnswers:
 class Peers:
     urls: tuple[str, ...]
     ca_file: str | None = None
-    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = MemberClient(ca_file=self.ca_file, timeout=PEER_TIMEOUT, limit=MAX_PEERS)
 
     async def _expand(self, url: str) -> list[tuple[str, str]]:
         """(URL to connect to, host name to verify TLS against) for each address ``url`` names."""
@@ -68,17 +68,6 @@ class Peers:
             for a in addresses
         ]
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            trust: ssl.SSLContext | bool = (
-                ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
-            )
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
-                connector=aiohttp.TCPConnector(ssl=trust, limit=MAX_PEERS),
-            )
-        return self._session
-
     async def consumers(self, authorization: str, params: dict[str, str]) -> PeerAnswers:
         targets: list[tuple[str, str]] = []
         for url in self.urls:
@@ -86,20 +75,18 @@ class Peers:
         targets = targets[:MAX_PEERS]
 
         async def ask(url: str, host: str) -> list[dict[str, Any]] | None:
-            secure = url.startswith("https:")
             try:
-                async with self._client().get(
+                answer = await self.client.call(
+                    "GET",
                     url + "/v1/consumers",
                     params={**params, "scope": "local"},
                     headers={"Authorization": authorization},
-                    server_hostname=host if secure else None,
-                ) as answer:
-                    if answer.status != 200:
-                        return None
-                    body = await answer.json()
-            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-                logger.info("consumer peer %s did not answer: %s", url, error)
+                    server_name=host,
+                )
+            except MemberUnreachable as error:
+                logger.info("consumer peer %s did not answer: %s", url, error.reason)
                 return None
+            body = answer.json() if answer.status == 200 else None
             found = body.get("consumers") if isinstance(body, dict) else None
             return found if isinstance(found, list) else None
 
@@ -108,5 +95,4 @@ class Peers:
         return PeerAnswers(asked=len(targets), answered=len(got), consumers=got)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.client.close()
