@@ -26,7 +26,7 @@ from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.http.front import Front
-from svcreg.discovery.http.peers import Peers
+from svcreg.discovery.http.replicas import Replicas
 from svcreg.discovery.http.tls import ServingTls
 from svcreg.discovery.index import Index
 from svcreg.discovery.indexmetrics import IndexCollector
@@ -91,8 +91,8 @@ async def run(settings: Settings) -> None:
         max_long_polls_per_identity=settings.max_long_polls_per_identity or None,
         rate_limit=settings.rate_limit,
         consumer_window=settings.consumer_window_seconds,
-        consumer_peers=Peers(settings.consumer_peer, settings.operator_ca_file)
-        if settings.consumer_peer
+        consumer_replicas=Replicas(settings.consumer_replica, settings.operator_ca_file)
+        if settings.consumer_replica
         else None,
         operator_url=settings.operator_url if settings.discovery_only else None,
         operator_ca_file=settings.operator_ca_file,
@@ -114,9 +114,9 @@ async def run(settings: Settings) -> None:
     if not settings.standalone and not settings.discovery_only:
         membership = _membership(api, settings)
         discovery.owner_url = membership.owner_url
-        discovery.peer_server_name = settings.peer_server_name
-        vantages = VantageClient(membership, api, settings.operator_ca_file, settings.peer_server_name)
-        discovery.peer_username = await _own_username(api)
+        discovery.member_server_name = settings.member_server_name
+        vantages = VantageClient(membership, api, settings.operator_ca_file, settings.member_server_name)
+        discovery.member_username = await _own_username(api)
         discovery.member_auth = Authorizer(api, (), metrics=metrics)
     prober = Prober(
         api,
@@ -137,7 +137,7 @@ async def run(settings: Settings) -> None:
         membership.on_change = prober.membership_changed
     if not settings.discovery_only:
         discovery.last_probes = prober.last_probes
-        discovery.vantage = prober.probe_for_peer
+        discovery.vantage = prober.probe_for_member
         discovery.reports = prober
     started = asyncio.Event()
 

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         "last-probe questions for this member's share (default: http(s)://$POD_IP:--port, else "
         "127.0.0.1)",
     )
-    peer_server_name: str | None = Field(
+    member_server_name: str | None = Field(
         None,
         description="the name other members' https certificates are checked for (their URLs hold "
         "pod addresses; default: the URL's host)",
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     operator_ca_file: str | None = Field(
         None,
         description="CA bundle a discovery-only replica trusts for an https --operator-url (and any "
-        "process for https --consumer-peer URLs)",
+        "process for https --consumer-replica URLs)",
     )
     consumer_window_seconds: float = Field(
         86400.0, gt=0, le=30 * 86400, description="how far back GET /v1/consumers remembers who asked"
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         None, description="the admission webhook's PEM certificate (chain); reloaded when it changes"
     )
     admission_key_file: str | None = Field(None, description="the PEM private key of --admission-cert-file")
-    consumer_peer: Strings = Field(
+    consumer_replica: Strings = Field(
         (),
         description="a discovery replica whose part of GET /v1/consumers this process merges into its own "
         "(URL, repeatable); a host name resolving to several addresses, such as a headless Service of "
@@ -195,7 +195,7 @@ class Settings(BaseSettings):
         "probe_allow",
         "cors_origin",
         "partition_reference",
-        "consumer_peer",
+        "consumer_replica",
         mode="before",
     )
     @classmethod
@@ -281,7 +281,7 @@ _METAVAR = {
     "probe_allow": "CIDR",
     "cors_origin": "ORIGIN",
     "partition_reference": "HOST:PORT",
-    "consumer_peer": "URL",
+    "consumer_replica": "URL",
 }
 
 

@@ -782,19 +782,19 @@ def test_a_replica_relays_heartbeats_and_asks_the_operator_for_last_probes(
 
 
 def test_consumers_are_merged_across_replicas(world: World, control_plane: Cluster, tmp_path: Path) -> None:
-    """A process given --consumer-peer answers /v1/consumers for the whole Deployment: its own
-    callers plus each peer's, asked with the caller's token; a peer that does not answer is
+    """A process given --consumer-replica answers /v1/consumers for the whole Deployment: its own
+    callers plus each replica's, asked with the caller's token; a replica that does not answer is
     counted, not waited on; scope=local is the process's own part."""
     common = ("--discovery-only", "--namespace", world.ns, "--token-audience", AUDIENCE)
-    peer = OperatorProcess(control_plane, tmp_path / "peer.log", *common).start()
+    replica = OperatorProcess(control_plane, tmp_path / "replica.log", *common).start()
     dead = f"http://127.0.0.1:{free_port()}"
     merging = OperatorProcess(
         control_plane, tmp_path / "merging.log", *common,
-        "--consumer-peer", f"http://127.0.0.1:{peer.port}", "--consumer-peer", dead,
+        "--consumer-replica", f"http://127.0.0.1:{replica.port}", "--consumer-replica", dead,
     ).start()  # fmt: skip
     try:
         headers = {"Authorization": f"Bearer {world.tokens['reader']}"}
-        for process, times in ((peer, 2), (merging, 1)):
+        for process, times in ((replica, 2), (merging, 1)):
             url = f"http://127.0.0.1:{process.port}/v1/capabilities/farewell"
             process.wait_until(
                 lambda url=url: httpx.get(url, headers=headers, timeout=30).status_code == 200,
@@ -805,19 +805,19 @@ def test_consumers_are_merged_across_replicas(world: World, control_plane: Clust
         base = f"http://127.0.0.1:{merging.port}/v1/consumers"
         merged = httpx.get(base, params={"capability": "farewell"}, headers=headers, timeout=30).json()
         [reader] = [c for c in merged["consumers"] if c["identity"].endswith(":reader")]
-        assert (reader["requests"], merged["peersAsked"], merged["peersAnswered"]) == (3, 2, 1), merged
+        assert (reader["requests"], merged["replicasAsked"], merged["replicasAnswered"]) == (3, 2, 1), merged
         local = httpx.get(
             base, params={"capability": "farewell", "scope": "local"}, headers=headers, timeout=30
         ).json()
-        assert [c["requests"] for c in local["consumers"]] == [1] and "peersAsked" not in local
-        # The peer authorizes with the caller's own token: a stranger gets nothing from anyone.
+        assert [c["requests"] for c in local["consumers"]] == [1] and "replicasAsked" not in local
+        # The replica authorizes with the caller's own token: a stranger gets nothing from anyone.
         stranger = {"Authorization": f"Bearer {world.tokens['stranger']}"}
         assert httpx.get(base, params={"capability": "farewell"}, headers=stranger).status_code == 403
         bad = httpx.get(base, params={"capability": "farewell", "scope": "everywhere"}, headers=headers)
         assert bad.status_code == 400 and bad.json()["error"]["parameter"] == "scope"
     finally:
         merging.stop()
-        peer.stop()
+        replica.stop()
 
 
 def test_callers_reports_eject_an_outlier_only_when_several_agree(

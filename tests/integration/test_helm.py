@@ -329,13 +329,13 @@ def test_discovery_replicas_pdb_and_hpa(helm: Helm) -> None:
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "discovery"
     assert ("Service", "svcreg-operator") in objects
     # The operator merges each replica's consumers through a headless Service of them.
-    peers = objects[("Service", "svcreg-discovery-peers")]
-    assert peers["spec"]["clusterIP"] == "None"
-    assert peers["spec"]["selector"]["app.kubernetes.io/component"] == "discovery"
+    replicas = objects[("Service", "svcreg-discovery-replicas")]
+    assert replicas["spec"]["clusterIP"] == "None"
+    assert replicas["spec"]["selector"]["app.kubernetes.io/component"] == "discovery"
     operator_args = container(objects[("Deployment", "svcreg")])["args"]
-    assert "--consumer-peer=http://svcreg-discovery-peers.svcreg-system.svc:8080" in operator_args
+    assert "--consumer-replica=http://svcreg-discovery-replicas.svcreg-system.svc:8080" in operator_args
     assert not any(
-        a.startswith("--consumer-peer")
+        a.startswith("--consumer-replica")
         for a in container(kinds(helm.render({}))[("Deployment", "svcreg")])["args"]
     )
 

@@ -526,7 +526,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Who asked for a service or a capability within the window: this process's traffic, merged with its consumer peers' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
+        /** Who asked for a service or a capability within the window: this process's traffic, merged with its replicas' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
         get: {
             parameters: {
                 query?: {
@@ -534,7 +534,7 @@ export interface paths {
                     service?: string;
                     /** @description Capability name. */
                     capability?: string;
-                    /** @description all (default): merged with the consumer peers'; local: this process's only. */
+                    /** @description all (default): merged with the replicas'; local: this process's only. */
                     scope?: "all" | "local";
                 };
                 header?: never;
@@ -543,7 +543,7 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description Who asked for a service or a capability within the window: this process's traffic, merged with its consumer peers' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
+                /** @description Who asked for a service or a capability within the window: this process's traffic, merged with its replicas' (the discovery replicas) unless scope=local; only for callers who may read every registration of it. */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -1819,17 +1819,17 @@ export interface components {
             /** Name */
             name: string;
             /**
-             * Peersanswered
+             * Replicasanswered
              * @description of those, how many answered in time (their part is in)
              * @default 0
              */
-            peersAnswered: number;
+            replicasAnswered: number;
             /**
-             * Peersasked
-             * @description consumer peers (discovery replicas) asked for their part
+             * Replicasasked
+             * @description discovery replicas asked for their part
              * @default 0
              */
-            peersAsked: number;
+            replicasAsked: number;
             /** Windowseconds */
             windowSeconds: number;
         };

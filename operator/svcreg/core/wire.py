@@ -192,8 +192,8 @@ class ConsumerList(_Answer):
     name: str
     window_seconds: float
     consumers: list[Consumer]
-    peers_asked: int = Field(0, description="consumer peers (discovery replicas) asked for their part")
-    peers_answered: int = Field(0, description="of those, how many answered in time (their part is in)")
+    replicas_asked: int = Field(0, description="discovery replicas asked for their part")
+    replicas_answered: int = Field(0, description="of those, how many answered in time (their part is in)")
 
 
 class CapabilitySummary(_Answer):

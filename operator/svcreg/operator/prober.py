@@ -565,7 +565,7 @@ class Prober:
             summary = shadow_mod.summary((t.key[1], t.status) for t in members)
         return standing, summary
 
-    async def probe_for_peer(self, key: Key) -> dict[str, bool] | None:
+    async def probe_for_member(self, key: Key) -> dict[str, bool] | None:
         """Another member's question (quorum): what does this member's own probe of ``key`` see
         now, per instance? Changes nothing here; None when this member does not know ``key``."""
         tracked = self.tracked.get(key)

@@ -6,7 +6,7 @@ to probe it at once, over HTTP between members, authenticated by the members' sh
 ServiceAccount. The failure counts when N members (the owner included) saw it; otherwise the
 owner keeps the instance's state, records a ``VantageDisagreement`` condition naming who saw
 what, and asks again next round. Nothing goes through the API server in steady state. The
-quorum is capped at the members that answer: a lone member, or one whose peers cannot be
+quorum is capped at the members that answer: a lone member, or one whose fellow members cannot be
 reached, decides alone (its own network is the partition guard's concern), so a failure is
 never hidden because no one else could be asked.
 """

@@ -36,8 +36,8 @@ from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
-from svcreg.discovery.http.peers import Peers
 from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
+from svcreg.discovery.http.replicas import Replicas
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
 from svcreg.kube.api import KubeApi
@@ -93,7 +93,7 @@ class Discovery:
     # Requests per second each authenticated identity may make (a burst of twice that); 0: off.
     rate_limit: float = 0.0
     # Discovery replicas whose part of GET /v1/consumers this process merges into its own.
-    consumer_peers: Peers | None = None
+    consumer_replicas: Replicas | None = None
     # The prober's last probe of each instance of a registration (the operator only): served on
     # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
     last_probes: Callable[[Key], list[dict[str, Any]] | None] | None = None
@@ -107,12 +107,12 @@ class Discovery:
     # process. Heartbeats, reports and last probes concern that member; they are sent on to it
     # (one hop: a request that was sent on is answered where it lands).
     owner_url: Callable[[Key], str | None] | None = None
-    # The name a peer's https certificate is checked for (its URL holds a pod address).
-    peer_server_name: str | None = None
+    # The name a member's https certificate is checked for (its URL holds a pod address).
+    member_server_name: str | None = None
     # Multi-vantage quorum: another member asks this one to probe a registration now. Only the
-    # members' own identity (``peer_username``, the operator's ServiceAccount) may ask.
+    # members' own identity (``member_username``, the operator's ServiceAccount) may ask.
     vantage: Callable[[Key], Awaitable[dict[str, bool] | None]] | None = None
-    peer_username: str | None = None
+    member_username: str | None = None
     # Members present their pod's own ServiceAccount token, whose audience is the API server's,
     # not --token-audience: reviewed by an authorizer of its own.
     member_auth: Authorizer | None = None
@@ -128,7 +128,7 @@ class Discovery:
         self.metrics.watchers.set_function(lambda: self.watchers.held)
         self.metrics.long_polls.set_function(lambda: self.long_polls.held)
         # The one pool to the operator and the members (writes relayed, last probes asked).
-        self.members = MemberClient(ca_file=self.operator_ca_file, server_name=self.peer_server_name)
+        self.members = MemberClient(ca_file=self.operator_ca_file, server_name=self.member_server_name)
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
         self.consumer_log = ConsumerLog(window=self.consumer_window)
         # Reports per identity: a burst of failures from one caller is no more evidence than one.
@@ -207,8 +207,8 @@ class Discovery:
 
     async def close(self) -> None:
         await self.members.close()
-        if self.consumer_peers is not None:
-            await self.consumer_peers.close()
+        if self.consumer_replicas is not None:
+            await self.consumer_replicas.close()
 
 
 DISCOVERY_KEY = web.AppKey("discovery", Discovery)
@@ -489,12 +489,12 @@ async def consumers(request: web.Request) -> web.Response:
         "name": name,
         "windowSeconds": discovery.consumer_log.window,
     }
-    if scope == "all" and discovery.consumer_peers is not None:
-        peers = await discovery.consumer_peers.consumers(
+    if scope == "all" and discovery.consumer_replicas is not None:
+        replicas = await discovery.consumer_replicas.consumers(
             request.headers.get("Authorization", ""), {kind: name}
         )
-        body["consumers"] = consumers_mod.merge([found, *peers.consumers])
-        body["peersAsked"], body["peersAnswered"] = peers.asked, peers.answered
+        body["consumers"] = consumers_mod.merge([found, *replicas.consumers])
+        body["replicasAsked"], body["replicasAnswered"] = replicas.asked, replicas.answered
     else:
         body["consumers"] = found
     return web.Response(body=dumps(body), content_type="application/json")
@@ -848,10 +848,10 @@ async def vantage(request: web.Request) -> web.Response:
     token must be the operator's own identity. Not part of the public API."""
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
-    if discovery.vantage is None or discovery.peer_username is None or discovery.member_auth is None:
+    if discovery.vantage is None or discovery.member_username is None or discovery.member_auth is None:
         return error_response(404, "NotAMember", "this process is not a member of a prober group")
     identity = await discovery.member_auth.identify(request.headers.get("Authorization"), request.remote)
-    if identity.username != discovery.peer_username:
+    if identity.username != discovery.member_username:
         return error_response(403, "NotAMember", f"{identity.username} is not a member of the prober group")
     instances = await discovery.vantage((namespace, name))
     if instances is None:

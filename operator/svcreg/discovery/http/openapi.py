@@ -233,14 +233,14 @@ def document() -> dict[str, Any]:
             ),
             "/v1/consumers": _get(
                 "Who asked for a service or a capability within the window: this process's traffic, "
-                "merged with its consumer peers' (the discovery replicas) unless scope=local; only for "
+                "merged with its replicas' (the discovery replicas) unless scope=local; only for "
                 "callers who may read every registration of it.",
                 [
                     _param("service", "Logical service name.", _LABEL),
                     _param("capability", "Capability name.", _LABEL),
                     _param(
                         "scope",
-                        "all (default): merged with the consumer peers'; local: this process's only.",
+                        "all (default): merged with the replicas'; local: this process's only.",
                         {"type": "string", "enum": ["all", "local"]},
                     ),
                 ],
