@@ -274,6 +274,52 @@ class Settings(BaseSettings):
         return self.report_stalls_ms / 1000 if self.report_stalls_ms else None
 
 
+# Each setting's topic, in the order ``svcreg run --help`` shows them (an argparse group each).
+# Every field is in exactly one (tests/unit/test_settings.py holds it).
+TOPICS: dict[str, tuple[str, ...]] = {
+    "watching": ("namespace", "api_timeout_seconds", "watch_timeout_seconds"),
+    "serving": (
+        "host",
+        "port",
+        "tls_cert_file",
+        "tls_key_file",
+        "cors_origin",
+        "no_fast_lookups",
+        "no_registration_api",
+        "max_wait",
+        "admission_port",
+        "admission_cert_file",
+        "admission_key_file",
+    ),
+    "replicas": (
+        "discovery_only",
+        "operator_url",
+        "operator_ca_file",
+        "consumer_replica",
+        "consumer_window_seconds",
+    ),
+    "probing": (
+        "probe_allow",
+        "probe_concurrency",
+        "probe_slow_concurrency",
+        "wedged_after_seconds",
+        "partition_reference",
+        "partition_hold_seconds",
+        "partition_check_seconds",
+    ),
+    "membership": ("standalone", "lease_namespace", "prober_group", "advertise_url", "member_server_name"),
+    "auth": ("token_audience", "review_cache_seconds", "no_impersonate_callers"),
+    "limits": (
+        "rate_limit",
+        "max_connections",
+        "max_watchers",
+        "max_long_polls",
+        "max_watchers_per_identity",
+        "max_long_polls_per_identity",
+    ),
+    "observability": ("service_metrics", "report_stalls_ms", "log_level", "log_format", "access_log"),
+}
+
 _SHORT = {"namespace": "-n"}
 _METAVAR = {
     "namespace": "NS",
@@ -296,11 +342,17 @@ def _kind(info: FieldInfo) -> type:
     return annotation  # type: ignore[return-value]
 
 
+def _order(name: str) -> int:
+    return [n for names in TOPICS.values() for n in names].index(name)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field; defaults are None, so what is not given comes from the environment
     or the field's default."""
-    scope = parser.add_mutually_exclusive_group()
-    for name, info in Settings.model_fields.items():
+    groups = {topic: parser.add_argument_group(topic) for topic in TOPICS}
+    topic_of = {name: topic for topic, names in TOPICS.items() for name in names}
+    scope = groups["watching"].add_mutually_exclusive_group()
+    for name, info in sorted(Settings.model_fields.items(), key=lambda f: _order(f[0])):
         flag = "--" + name.replace("_", "-")
         env = "SVCREG_" + name.upper()
         default = info.default if info.default not in ((), None, False) else None
@@ -308,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             f"; default {default})" if default is not None else ")"
         )
         flags = [flag, *([_SHORT[name]] if name in _SHORT else [])]
-        target = scope if name == "namespace" else parser
+        target: Any = scope if name == "namespace" else groups[topic_of[name]]
         kind = _kind(info)
         if kind is bool:
             target.add_argument(*flags, dest=name, action="store_true", default=None, help=described)
