@@ -1,13 +1,16 @@
-"""The prober: bookkeeping of watched registrations, and the probe job that runs for each.
+"""The prober: what is tracked and by whom, and the probe job that runs for each registration.
 
-    watch -> observe() -> scheduler -> _job: probes -> health.step -> reconcile (pure)
-          -> StatusWriter (patch, Event, delete)
+    watch -> observe() -> scheduler -> _job: probe -> gates -> health.step -> reconcile.verdict
+          -> StatusWriter (status patch, then reconcile.events_for's Events, delete)
 
-Kopf handlers only call ``observe``/``observe_endpoint_slice``. This module keeps what is
-tracked per registration (its spec, plan, per-target health states, the status last seen) and
-sequences a job; the decisions are pure functions in ``health`` and ``reconcile``, and every
-write goes through ``writer.StatusWriter``. A verdict is remembered only after the write that
-publishes it has landed; a failed write is retried with backoff.
+Kopf handlers only call ``observe``/``observe_endpoint_slice``. ``_job`` reads top to bottom,
+one step per line; the decisions are pure functions elsewhere: ``health.step`` (a target's
+state), ``gates`` (quorum, disruption budget, partition: write, hold or check again after N s;
+this module gathers their evidence and does the scheduling they ask for), ``reconcile``
+(the verdict and the Events a written change deserves). Every write goes through
+``writer.StatusWriter``. A verdict is remembered only after the write that publishes it has
+landed; a failed write is retried with backoff. ``tracking.Tracked`` is what is known of one
+registration between jobs.
 """
 
 from __future__ import annotations
@@ -19,129 +22,44 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 from svcreg.core.contracts import spec_problem
-from svcreg.core.health import FAILED, SERVED, Health
+from svcreg.core.health import SERVED, Health
 from svcreg.core.keys import Key
 from svcreg.core.model import (
     ConditionStatus,
     ServicePolicySpec,
-    ServiceRegistrationSpec,
-    ServiceRegistrationStatus,
-    ShadowHealthCheck,
 )
 from svcreg.kube import resourceversion
 from svcreg.kube.api import KubeApi, now_rfc3339
 from svcreg.operator import budget as budget_mod
 from svcreg.operator import damping as damping_mod
+from svcreg.operator import gates, reconcile, verification
 from svcreg.operator import health as health_mod
-from svcreg.operator import reconcile, verification
 from svcreg.operator import shadow as shadow_mod
 from svcreg.operator import status as status_mod
 from svcreg.operator import vantage as vantage_mod
 from svcreg.operator.endpoints import EndpointCache
-from svcreg.operator.health import HealthState, Thresholds
+from svcreg.operator.health import HealthState
 from svcreg.operator.outliers import OutlierDetector
 from svcreg.operator.partition import PartitionGuard
-from svcreg.operator.probes.base import Outcome
 from svcreg.operator.probes.runner import ProbeRunner
 from svcreg.operator.scheduler import Scheduler
 from svcreg.operator.targets import Plan, plan
+from svcreg.operator.tracking import (
+    Results,
+    Tracked,
+    created_at_of,
+    probed,
+    resumed_states,
+    service_of,
+    turning_failed,
+)
 from svcreg.operator.writer import StatusWriter, WriteOutcome
 from svcreg.telemetry.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Tracked:
-    key: Key
-    uid: str
-    generation: int
-    spec: ServiceRegistrationSpec | None
-    invalid: str | None
-    status: ServiceRegistrationStatus | None
-    created_at: float | None = None  # wall-clock seconds, from metadata.creationTimestamp
-    resource_version: str = ""  # as last seen: the precondition of the next status write
-    plan: Plan = field(default_factory=Plan)
-    states: dict[str, HealthState] = field(default_factory=dict)
-    # The last probe of each instance: (wall-clock time, outcome). Kept in memory and served by
-    # discovery on request, never written: steady state makes no status writes.
-    last_probes: dict[str, tuple[float, Outcome]] = field(default_factory=dict)
-    written_health: Health | None = None
-    deleting: bool = False
-    # The verdict last found already written on ``status``: while neither changes, nothing can
-    # differ, so the steady state skips building a status at all.
-    last_verdict: status_mod.Verdict | None = None
-    last_compared: ServiceRegistrationStatus | None = None
-    # Flap damping: the penalty of changes in and out of rotation, in memory (see damping.py).
-    damping: damping_mod.Damping = field(default_factory=damping_mod.Damping)
-    # Whether the written status says Ejected (passive health; see outliers.py).
-    ejected_written: bool = False
-    # Whether this process probed it last time round (false while another member owns it): on
-    # taking it over, what it knows is rebuilt from the written status, as after a restart.
-    owned: bool = True
-    # Multi-vantage quorum: why a failure this member saw is not (yet) counted (vantage.py).
-    disagreement: str = ""
-    # Verified capability contracts: capability -> (when checked, result) (verification.py).
-    contracts: verification.Checked = field(default_factory=dict)
-    # The service's shadow check (shadow.py): the check, its plan and per-target states.
-    shadow_check: ShadowHealthCheck | None = None
-    shadow_plan: Plan | None = None
-    shadow_basis: Plan | None = None  # the registration's plan the shadow plan was made beside
-    shadow_states: dict[str, HealthState] = field(default_factory=dict)
-    # Health disruption budget (budget.py): since when a transition waits for confirmation.
-    budget_held_since: float | None = None
-    thresholds: Thresholds = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.thresholds = _thresholds(self.spec)
-
-
-def _thresholds(spec: ServiceRegistrationSpec | None) -> Thresholds:
-    if spec is None:
-        return Thresholds()
-    check = spec.health_check
-    if spec.check_type() == "ttl":
-        # A heartbeat already carries its own deadline (ttlSeconds): apply it at once.
-        return Thresholds(success=1, failure=1)
-    return Thresholds(check.success_threshold, check.failure_threshold, check.degraded_latency_ms / 1000)
-
-
-def _resumed_states(tracked: Tracked) -> dict[str, HealthState]:
-    """States rebuilt from the written status, so a restart does not flap anything."""
-    status = tracked.status
-    thresholds = tracked.thresholds
-    if status is None:
-        return {iid: HealthState() for iid in tracked.plan.targets}
-    healthy = status_mod.condition(status, "Healthy")
-    reason = healthy.reason if healthy else "AwaitingFirstProbe"
-    message = healthy.message if healthy else "not probed yet"
-    if tracked.plan.service_ref is None or tracked.spec is None or tracked.spec.check_type() == "ttl":
-        return {
-            iid: HealthState.resumed(status.health, reason, message, thresholds)
-            for iid in tracked.plan.targets
-        }
-    previous = {f"{i.address}:{i.port}": i for i in status.instances}
-    states = {}
-    for iid in tracked.plan.targets:
-        seen = previous.get(iid)
-        states[iid] = HealthState.resumed(
-            seen.health if seen else None, (seen.reason if seen else None) or reason, message, thresholds
-        )
-    return states
-
-
-def _created_at(metadata: dict[str, Any]) -> float | None:
-    raw = metadata.get("creationTimestamp")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
-    except ValueError:
-        return None
 
 
 class Prober:
@@ -219,7 +137,7 @@ class Prober:
                     health = tracked.status.health if tracked.status else None
                     self._count(tracked.written_health, health)
                     tracked.written_health = health
-            if event_type is not None and not _probed(tracked):
+            if event_type is not None and not probed(tracked):
                 # Nothing re-evaluates an unprobed registration on a timer: a status changed
                 # by someone else is put right from its watch event instead (after our own
                 # writes this job finds nothing to do).
@@ -233,7 +151,7 @@ class Prober:
             spec,
             invalid,
             status_mod.parse(body.get("status")),
-            created_at=_created_at(metadata),
+            created_at=created_at_of(metadata),
             resource_version=str(metadata.get("resourceVersion") or ""),
         )
         same_object = tracked is not None and tracked.uid == fresh.uid
@@ -252,7 +170,7 @@ class Prober:
             self._count(None, fresh.written_health)
         self._unlink(key)
         self.tracked[key] = fresh
-        self._by_logical[(key[0], _service(fresh))].add(key)
+        self._by_logical[(key[0], service_of(fresh))].add(key)
         self._replan(fresh, previous=tracked if same_object else None)
         fresh.owned = self.assigned(key)
         if not fresh.owned:
@@ -273,7 +191,7 @@ class Prober:
             return
         spec = tracked.spec
         interval = float(spec.health_check.interval_seconds) if spec else 3600.0
-        self.scheduler.schedule(tracked.key, interval, soon=soon, repeat=_probed(tracked), delay=delay)
+        self.scheduler.schedule(tracked.key, interval, soon=soon, repeat=probed(tracked), delay=delay)
 
     def _replan(self, tracked: Tracked, previous: Tracked | None = None) -> None:
         """Work out the targets. A target that did not change keeps its live state; on first
@@ -288,7 +206,7 @@ class Prober:
         if tracked.plan.service_ref is not None:
             self._by_service[tracked.plan.service_ref].add(tracked.key)
         if previous is None:
-            tracked.states = _resumed_states(tracked)
+            tracked.states = resumed_states(tracked)
             return
         old_states, old_targets = previous.states, previous.plan.targets
         tracked.states = {
@@ -332,7 +250,7 @@ class Prober:
             return
         if tracked.plan.service_ref is not None:
             self._by_service[tracked.plan.service_ref].discard(key)
-        logical = (key[0], _service(tracked))
+        logical = (key[0], service_of(tracked))
         members = self._by_logical.get(logical)
         if members is not None:
             members.discard(key)
@@ -358,136 +276,127 @@ class Prober:
         await self._job(key)
 
     async def _job(self, key: Hashable) -> None:
-        tracked = self.tracked.get(key) if isinstance(key, tuple) else None
-        if tracked is None or tracked.deleting:
+        """One registration's round, top to bottom: probe -> gates -> health states -> verdict
+        -> status and Events -> when to come back."""
+        tracked = self._acting(key)
+        if tracked is None:
             return
-        if not self.assigned(tracked.key):
-            if tracked.owned:
-                self._release(tracked)
-            return
-        if not self.owns(tracked.key):
-            # This member's, but not acting this moment (settling, or a stale view): skipped,
-            # kept scheduled; an evaluation that no timer repeats is tried again shortly.
-            if not _probed(tracked):
-                self._schedule(tracked, delay=1.0)
-            return
-        if not tracked.owned:
-            self._take_over(tracked)
         if tracked.spec is None or not tracked.spec.maintenance:
-            targets = list(tracked.plan.targets.items())
-            results: list[tuple[str, str, Outcome | None]]
-            if len(targets) == 1:  # the common case: no gather, so no extra task per probe
-                iid, target = targets[0]
-                results = [(iid, target.kind, await self.runner.run(target))]
-            else:
-                outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
-                results = [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)]
-            held = frozenset[str]()
-            if tracked.spec is not None:
-                held = await self._confirm(tracked, results)
-                held |= await self._hold_for_budget(tracked, results, held)
-            self._apply(tracked, results, held)
+            results = await self._probe(tracked)
+            gate = await self._gates(tracked, results)
+            if self.tracked.get(tracked.key) is tracked:
+                for event in gate.events:
+                    await self.writer.post_event(tracked.key, tracked.uid, event)
+                if gate.recheck_after is not None:
+                    self._schedule(tracked, delay=gate.recheck_after)
+            self._record(tracked, results, gate.held)
             if tracked.spec is not None and tracked.plan.accepted:
                 await self._probe_shadow(tracked)
                 await self.contracts.check_due(tracked.spec, tracked.key, tracked.plan, tracked.contracts)
             if self.tracked.get(tracked.key) is not tracked:
                 return  # changed or deleted while probing; the newer object is scheduled on its own
-        verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
-        shadow = self._shadow_condition(tracked, verdict.health)
-        contracts = verification.rows(tracked.spec, tracked.contracts)
-        if tracked.disagreement or shadow is not None or contracts:  # most jobs have none
-            verdict = dataclasses.replace(
-                verdict, disagreement=tracked.disagreement, shadow=shadow, contracts=contracts
-            )
-        verdict, damping = self._damp(tracked, verdict)
-        if self.outliers.ejected(tracked.key):
-            verdict = dataclasses.replace(
-                verdict, ejected=True, ejected_message=self._ejection_message(tracked.key)
-            )
+        verdict, damping = self._verdict(tracked)
         if await self._publish(tracked, verdict, damping):
             await self._maybe_deregister(tracked)
-        if not _probed(tracked) and self.tracked.get(tracked.key) is tracked:
-            wait = verification.next_due(tracked.spec, tracked.contracts, self._clock())
-            if wait is not None:  # no timer probes it: come back when a contract is due
-                self._schedule(tracked, delay=wait + 0.01)
-        remaining = self.outliers.remaining(tracked.key)
-        if remaining > 0 and self.tracked.get(tracked.key) is tracked:
-            # Released on time, not at the next interval: run again when the ejection ends.
-            spec = tracked.spec
-            interval = float(spec.health_check.interval_seconds) if spec else 3600.0
-            if remaining < interval or not _probed(tracked):
-                self._schedule(tracked, delay=remaining + 0.01)
+        self._come_back(tracked)
 
-    async def _confirm(
-        self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]]
-    ) -> frozenset[str]:
-        """The instances whose failure this round must not count yet: it would turn them
-        Unhealthy, and fewer than ``healthCheck.quorum`` members saw it (vantage.py)."""
+    def _acting(self, key: Hashable) -> Tracked | None:
+        """The registration ``key`` when this member acts on it now; None (after letting go of
+        it, or asking to be run again shortly) when not."""
+        tracked = self.tracked.get(key) if isinstance(key, tuple) else None
+        if tracked is None or tracked.deleting:
+            return None
+        if not self.assigned(tracked.key):
+            if tracked.owned:
+                self._release(tracked)
+            return None
+        if not self.owns(tracked.key):
+            # This member's, but not acting this moment (settling, or a stale view): skipped,
+            # kept scheduled; an evaluation that no timer repeats is tried again shortly.
+            if not probed(tracked):
+                self._schedule(tracked, delay=1.0)
+            return None
+        if not tracked.owned:
+            self._take_over(tracked)
+        return tracked
+
+    async def _probe(self, tracked: Tracked) -> Results:
+        """Every target of the plan probed once, concurrently."""
+        targets = list(tracked.plan.targets.items())
+        if len(targets) == 1:  # the common case: no gather, so no extra task per probe
+            iid, target = targets[0]
+            return [(iid, target.kind, await self.runner.run(target))]
+        outcomes = await asyncio.gather(*(self.runner.run(target) for _, target in targets))
+        return [(iid, target.kind, o) for (iid, target), o in zip(targets, outcomes, strict=True)]
+
+    async def _gates(self, tracked: Tracked, results: Results) -> gates.Gate:
+        """What the quorum, the disruption budget and the partition guard hold of this round:
+        the evidence each needs is gathered here (other members asked), the decisions are
+        ``gates``' pure functions."""
+        gate = gates.WRITE
+        if tracked.spec is not None:
+            gate = await self._quorum_gate(tracked, results)
+            gate |= await self._budget_gate(tracked, results, gate.held)
+        partition = gates.partition(self.guard.holding(), results, gate.held)
+        if partition.held:
+            self.metrics.held_transitions.inc(len(partition.held))
+        return gate | partition
+
+    async def _quorum_gate(self, tracked: Tracked, results: Results) -> gates.Gate:
         spec = tracked.spec
         assert spec is not None
-        quorum = spec.health_check.quorum
-        if quorum <= 1 or self.vantages is None or spec.check_type() == "ttl":
+        needed = spec.health_check.quorum
+        if needed <= 1 or self.vantages is None or spec.check_type() == "ttl":
             tracked.disagreement = ""
-            return frozenset()
-        failing = _turning_failed(tracked, results)
+            return gates.WRITE
+        failing = turning_failed(tracked, results)
         if not failing:
             if all(o is None or o.passed for _, _, o in results):
                 tracked.disagreement = ""
-            return frozenset()
-        asked = self.vantages.vantages(tracked.key, quorum - 1)
+            return gates.WRITE
+        asked = self.vantages.vantages(tracked.key, needed - 1)
         seen = await asyncio.gather(*(self.vantages.ask(member, tracked.key) for member in asked))
         answers = {member.identity: answer for member, answer in zip(asked, seen, strict=True)}
-        decision = vantage_mod.decide(quorum, self.identity or "this member", failing, answers)
-        if decision.held and not tracked.disagreement and self.tracked.get(tracked.key) is tracked:
-            event = reconcile.EventSpec("Warning", "VantageDisagreement", decision.message, action="Confirm")
-            await self.writer.post_event(tracked.key, tracked.uid, event)
-        tracked.disagreement = decision.message
-        return decision.held
+        found = gates.quorum(needed, self.identity or "this member", failing, answers, tracked.disagreement)
+        tracked.disagreement = found.disagreement
+        return found.gate
 
-    async def _hold_for_budget(
-        self, tracked: Tracked, results: list[tuple[str, str, Outcome | None]], held: frozenset[str]
-    ) -> frozenset[str]:
-        """The instances whose turn to Unhealthy this round waits because their service's
-        health disruption budget is spent (budget.py): held on first sight and re-probed a
-        second later; written when the re-probe fails too and no other member sees it pass,
-        or once the hold has lasted ``maxHoldSeconds``."""
+    async def _budget_gate(self, tracked: Tracked, results: Results, held: frozenset[str]) -> gates.Gate:
         spec = tracked.spec
         assert spec is not None
-        service = (tracked.key[0], _service(tracked))
+        service = (tracked.key[0], service_of(tracked))
         found = self.policies(*service)
         budget = found[1].health_disruption_budget if found is not None else None
         if budget is None or spec.check_type() == "ttl":
             tracked.budget_held_since = None
-            return frozenset()
+            return gates.WRITE
         failing = {
             iid: reason
-            for iid, reason in _turning_failed(tracked, results, only_served=True).items()
+            for iid, reason in turning_failed(tracked, results, only_served=True).items()
             if iid not in held and reason not in budget_mod.NOT_PROBE_EVIDENCE
         }
         if not failing:
             if all(o is None or o.passed for _, _, o in results):
                 tracked.budget_held_since = None
-            return frozenset()
-        statuses = [t.status for t in self.service_members(*service)]
-        standing = budget_mod.standing(budget, statuses, time.time())
-        others = None
-        if standing.exhausted and tracked.budget_held_since is not None:
-            others = await self._others_saw_pass(tracked, failing)
-        decision = budget_mod.decide(
-            standing, tracked.budget_held_since, self._clock(), budget.max_hold_seconds, others
+            return gates.WRITE
+        standing = budget_mod.standing(
+            budget, [t.status for t in self.service_members(*service)], time.time()
         )
-        if decision.outcome != "within":
-            self.metrics.budget_holds.labels(decision.outcome).inc()
-        tracked.budget_held_since = decision.held_since
-        if decision.hold == budget_mod.Hold.WRITE:
-            return frozenset()
-        if decision.outcome == "held" and self.tracked.get(tracked.key) is tracked:
-            why = budget_mod.message(standing)
-            text = f"turning Unhealthy waits for confirmation: {why}"
-            event = reconcile.EventSpec("Warning", "BudgetExhausted", text, action="Confirm")
-            await self.writer.post_event(tracked.key, tracked.uid, event)
-            self._schedule(tracked, delay=1.0)  # the re-probe that confirms or refutes it
-        return frozenset(failing)
+        others = None
+        if gates.budget_needs_others(standing, tracked.budget_held_since):
+            others = await self._others_saw_pass(tracked, failing)
+        decided = gates.budget(
+            standing,
+            failing,
+            tracked.budget_held_since,
+            now=self._clock(),
+            max_hold=budget.max_hold_seconds,
+            others_saw_pass=others,
+        )
+        if decided.outcome != "within":
+            self.metrics.budget_holds.labels(decided.outcome).inc()
+        tracked.budget_held_since = decided.held_since
+        return decided.gate
 
     async def _others_saw_pass(self, tracked: Tracked, failing: dict[str, str]) -> bool | None:
         """Whether another member of the prober group, asked now, sees one of ``failing`` pass;
@@ -505,7 +414,7 @@ class Prober:
         """Run the service's shadow check, if its policy has one, and step its own states."""
         spec = tracked.spec
         assert spec is not None
-        found = self.policies(tracked.key[0], _service(tracked))
+        found = self.policies(tracked.key[0], service_of(tracked))
         check = found[1].shadow_health_check if found is not None else None
         if check is None:
             tracked.shadow_check, tracked.shadow_plan, tracked.shadow_states = None, None, {}
@@ -538,7 +447,7 @@ class Prober:
         if tracked.shadow_check is None:
             self._shadow_disagreeing.discard(tracked.key)
             return None
-        found = self.policies(tracked.key[0], _service(tracked))
+        found = self.policies(tracked.key[0], service_of(tracked))
         name = found[0] if found is not None else "(gone)"
         row = shadow_mod.condition(name, shadow_mod.aggregate(tracked.shadow_states.values()), real)
         way = shadow_mod.direction(row[0], real)
@@ -585,7 +494,7 @@ class Prober:
             if mine and not tracked.owned:
                 self._take_over(tracked)
                 # Spread over one interval like a start-up; once-only evaluations at once.
-                self._schedule(tracked, soon=not _probed(tracked))
+                self._schedule(tracked, soon=not probed(tracked))
             elif tracked.owned and not mine:
                 self._release(tracked)
 
@@ -604,7 +513,7 @@ class Prober:
         the written status says (as after a restart: nothing flaps), and give a ttl
         registration one ttl for its heartbeats to find their way here."""
         tracked.owned = True
-        tracked.states = _resumed_states(tracked)
+        tracked.states = resumed_states(tracked)
         tracked.last_verdict = tracked.last_compared = None
         self._count(tracked.written_health, tracked.status.health if tracked.status else None)
         tracked.written_health = tracked.status.health if tracked.status else None
@@ -626,10 +535,10 @@ class Prober:
             return False
         if not self.outliers.report(key, caller, outcome != "success"):
             return self.outliers.ejected(key)
-        siblings = [t.key for t in self.service_members(key[0], _service(tracked)) if t.spec is not None]
+        siblings = [t.key for t in self.service_members(key[0], service_of(tracked)) if t.spec is not None]
         ejected = sum(1 for k in siblings if self.outliers.ejected(k))
         # As Envoy's max_ejection_percent: at least one instance may always be ejected.
-        found = self.policies(key[0], _service(tracked))
+        found = self.policies(key[0], service_of(tracked))
         share = found[1].max_ejected_percent / 100 if found else self.outliers.settings.max_ejected_share
         allowed = max(1, int(share * len(siblings)))
         if ejected + 1 > allowed:
@@ -693,42 +602,50 @@ class Prober:
             for iid, (at, outcome) in sorted(tracked.last_probes.items())
         ]
 
-    def _apply(
-        self,
-        tracked: Tracked,
-        results: list[tuple[str, str, Outcome | None]],
-        held: frozenset[str] = frozenset(),
-    ) -> None:
+    def _record(self, tracked: Tracked, results: Results, held: frozenset[str] = frozenset()) -> None:
         """Step each instance's state with its outcome; ``held`` instances' failures are seen
-        (metrics, last probes) but not counted (the quorum did not confirm them)."""
+        (metrics, last probes) but not counted (a gate held them)."""
         thresholds = tracked.thresholds
         for iid, kind, outcome in results:
             if outcome is None:
                 continue  # a ttl check within its grace
             self.metrics.observe_probe(kind, outcome.passed, outcome.reason, outcome.latency)
             tracked.last_probes[iid] = (time.time(), outcome)
-            if iid in held:
-                continue
-            state = tracked.states.get(iid, HealthState())
-            if not outcome.passed and outcome.connection_level and self.guard.holding():
-                self.metrics.held_transitions.inc()
-                continue  # hold last-known health: the failure may be ours, not the target's
-            tracked.states[iid] = health_mod.step(state, outcome, thresholds)
+            if iid not in held:
+                tracked.states[iid] = health_mod.step(
+                    tracked.states.get(iid, HealthState()), outcome, thresholds
+                )
+
+    def _verdict(self, tracked: Tracked) -> tuple[status_mod.Verdict, damping_mod.Damping]:
+        """What the status should say (``reconcile.verdict``, pure) with what beside health it
+        carries: the quorum's disagreement, the shadow check, contracts, damping, ejection."""
+        verdict = reconcile.verdict(tracked.spec, tracked.generation, tracked.plan, tracked.states)
+        shadow = self._shadow_condition(tracked, verdict.health)
+        contracts = verification.rows(tracked.spec, tracked.contracts)
+        if tracked.disagreement or shadow is not None or contracts:  # most jobs have none
+            verdict = dataclasses.replace(
+                verdict, disagreement=tracked.disagreement, shadow=shadow, contracts=contracts
+            )
+        verdict, damping = self._damp(tracked, verdict)
+        if self.outliers.ejected(tracked.key):
+            verdict = dataclasses.replace(
+                verdict, ejected=True, ejected_message=self._ejection_message(tracked.key)
+            )
+        return verdict, damping
 
     async def _publish(
-        self, tracked: Tracked, verdict: status_mod.Verdict, damping: damping_mod.Damping | None = None
+        self, tracked: Tracked, verdict: status_mod.Verdict, damping: damping_mod.Damping
     ) -> bool:
-        """Make the written status say ``verdict``. False when that is not (yet) so: the write
-        failed (retried with backoff) or the object is gone."""
+        """Make the written status say ``verdict``, then post the Events it deserves
+        (``reconcile.events_for``). False when that is not (yet) so: the write failed (retried
+        with backoff) or the object is gone."""
         if verdict == tracked.last_verdict and tracked.status is tracked.last_compared:
-            if damping is not None:
-                tracked.damping = damping
+            tracked.damping = damping
             return True
         wanted = status_mod.desired(tracked.status, verdict, now_rfc3339())
         if not status_mod.differs(tracked.status, wanted):
             tracked.last_verdict, tracked.last_compared = verdict, tracked.status
-            if damping is not None:
-                tracked.damping = damping
+            tracked.damping = damping
             return True
         if not self.owns(tracked.key):
             return False  # it moved to another member while probing: that member writes
@@ -741,41 +658,37 @@ class Prober:
             return False
         if outcome == WriteOutcome.GONE or stored is None:
             return False
+        before = reconcile.Published(
+            tracked.written_health, tracked.damping.suppressed, tracked.ejected_written
+        )
         tracked.status = status_mod.parse(stored.get("status")) or wanted
         tracked.resource_version = str((stored.get("metadata") or {}).get("resourceVersion") or "")
         tracked.last_verdict, tracked.last_compared = verdict, tracked.status
-        if damping is not None:
-            held, tracked.damping = tracked.damping.suppressed, damping
-            if damping.suppressed != held:
-                await self._damping_event(tracked, verdict)
-        if verdict.ejected != tracked.ejected_written:
-            tracked.ejected_written = verdict.ejected
-            ejection = (
-                reconcile.EventSpec("Warning", "Ejected", verdict.ejected_message, action="Eject")
-                if verdict.ejected
-                else reconcile.EventSpec(
-                    "Normal", "EjectionEnded", "ejection over: back in rotation when healthy", action="Eject"
-                )
-            )
-            await self.writer.post_event(tracked.key, tracked.uid, ejection)
-        before, after = tracked.written_health, verdict.health
-        if before != after:
-            tracked.written_health = after
-            self._count(before, after)
-            event = reconcile.transition_event(before, verdict)
-            if event is not None:
-                await self.writer.post_event(tracked.key, tracked.uid, event)
+        tracked.damping, tracked.ejected_written = damping, verdict.ejected
+        if verdict.damped and not before.damped:
+            self.metrics.flap_suppressions.inc()
+        if before.health != verdict.health:
+            tracked.written_health = verdict.health
+            self._count(before.health, verdict.health)
+        for event in reconcile.events_for(before, verdict):
+            await self.writer.post_event(tracked.key, tracked.uid, event)
         return True
 
-    async def _damping_event(self, tracked: Tracked, verdict: status_mod.Verdict) -> None:
-        if verdict.damped:
-            self.metrics.flap_suppressions.inc()
-            event = reconcile.EventSpec("Warning", "Flapping", verdict.damped_message, action="Damp")
-        else:
-            event = reconcile.EventSpec(
-                "Normal", "FlapDampingEnded", "stable again: back in rotation when healthy", action="Damp"
-            )
-        await self.writer.post_event(tracked.key, tracked.uid, event)
+    def _come_back(self, tracked: Tracked) -> None:
+        """When to run again beside the interval: a registration no timer probes comes back
+        when a contract is due; an ejection ends on time, not at the next interval."""
+        if self.tracked.get(tracked.key) is not tracked:
+            return
+        if not probed(tracked):
+            wait = verification.next_due(tracked.spec, tracked.contracts, self._clock())
+            if wait is not None:
+                self._schedule(tracked, delay=wait + 0.01)
+        remaining = self.outliers.remaining(tracked.key)
+        if remaining > 0:
+            spec = tracked.spec
+            interval = float(spec.health_check.interval_seconds) if spec else 3600.0
+            if remaining < interval or not probed(tracked):
+                self._schedule(tracked, delay=remaining + 0.01)
 
     async def _maybe_deregister(self, tracked: Tracked) -> None:
         decision = reconcile.deregistration(tracked.spec, tracked.status, datetime.datetime.now(datetime.UTC))
@@ -796,34 +709,3 @@ class Prober:
             if health is not None:
                 self._health_counts[health] += delta
                 self.metrics.registrations.labels(str(health)).set(self._health_counts[health])
-
-
-def _turning_failed(
-    tracked: Tracked, results: list[tuple[str, str, Outcome | None]], *, only_served: bool = False
-) -> dict[str, str]:
-    """The instances this round's outcomes would turn Unhealthy (or Expired), with the reason
-    seen; ``only_served``: only those in rotation now (a disruption, not a first verdict)."""
-    failing = {}
-    for iid, _, outcome in results:
-        if outcome is None or outcome.passed:
-            continue
-        state = tracked.states.get(iid, HealthState())
-        if only_served and state.health not in SERVED:
-            continue
-        after = health_mod.step(state, outcome, tracked.thresholds)
-        if state.health not in FAILED and after.health in FAILED:
-            failing[iid] = str(outcome.reason)
-    return failing
-
-
-def _service(tracked: Tracked) -> str:
-    """The logical service of a tracked registration (its name when the spec is not valid)."""
-    return tracked.spec.service_name(tracked.key[1]) if tracked.spec is not None else tracked.key[1]
-
-
-def _probed(tracked: Tracked) -> bool:
-    """Whether this registration is evaluated on a timer. A health check (a probe or a ttl)
-    can change its verdict at any moment; ``type: none`` cannot, so it is evaluated when its
-    own watch events say something changed. An invalid spec keeps its slow re-check."""
-    spec = tracked.spec
-    return spec is None or spec.health_check.type != "none"

@@ -109,6 +109,43 @@ def transition_event(before: Health | None, after: status_mod.Verdict) -> EventS
     )
 
 
+@dataclass(frozen=True)
+class Published:
+    """What the written status says, as far as Events are concerned."""
+
+    health: Health | None
+    damped: bool
+    ejected: bool
+
+
+def events_for(before: Published, verdict: status_mod.Verdict) -> list[EventSpec]:
+    """The Events that writing ``verdict`` over ``before`` deserves, in the order they are
+    posted: flap damping starting or ending, an ejection starting or ending, a change of
+    health (none for a first verdict)."""
+    events = []
+    if verdict.damped != before.damped:
+        events.append(
+            EventSpec("Warning", "Flapping", verdict.damped_message, action="Damp")
+            if verdict.damped
+            else EventSpec(
+                "Normal", "FlapDampingEnded", "stable again: back in rotation when healthy", action="Damp"
+            )
+        )
+    if verdict.ejected != before.ejected:
+        events.append(
+            EventSpec("Warning", "Ejected", verdict.ejected_message, action="Eject")
+            if verdict.ejected
+            else EventSpec(
+                "Normal", "EjectionEnded", "ejection over: back in rotation when healthy", action="Eject"
+            )
+        )
+    if before.health != verdict.health:
+        changed = transition_event(before.health, verdict)
+        if changed is not None:
+            events.append(changed)
+    return events
+
+
 def deregistration(
     spec: ServiceRegistrationSpec | None,
     written: ServiceRegistrationStatus | None,
