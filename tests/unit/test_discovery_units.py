@@ -9,9 +9,10 @@ import pytest
 from multidict import CIMultiDict, MultiDict
 
 from svcreg.core.errors import BadParameter
+from svcreg.core.refusals import Refusal
 from svcreg.discovery.consumers import merge
 from svcreg.discovery.http.answers import Answer, AnswerCache
-from svcreg.discovery.http.auth import AuthError, Authorizer
+from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
 from svcreg.discovery.http.discovery import pick
 from svcreg.discovery.http.ratelimit import TokenBuckets
@@ -207,7 +208,7 @@ async def test_a_token_review_not_confirming_the_audience_is_refused() -> None:
     api = FakeApi()
     api.echo_audiences = False  # an authenticator that ignored the audiences asked for
     auth = Authorizer(api, ["svcreg"])  # type: ignore[arg-type]
-    with pytest.raises(AuthError) as refused:
+    with pytest.raises(Refusal) as refused:
         await auth.identify("Bearer good")
     assert refused.value.status == 401 and "audience" in refused.value.message
 
@@ -224,7 +225,7 @@ async def test_reviews_are_cached_and_failures_are_401() -> None:
     await auth.identify("Bearer good")
     assert api.calls.count("tokenreviews") == 2
     for header in (None, "Basic x", "Bearer", "Bearer bad"):
-        with pytest.raises(AuthError) as error:
+        with pytest.raises(Refusal) as error:
             await auth.identify(header)
         assert error.value.status == 401
     assert await auth.allowed(identity, "list", "a")
@@ -328,11 +329,11 @@ async def test_through_an_api_server_outage_reviews_stand_for_a_bounded_time() -
     clock[0] = 100.0  # every review above has expired
     assert await auth.reader("Bearer good", ["a"], 1) == (identity, None)
     assert not await auth.allowed(identity, "list", "b")  # a stale denial stays a denial
-    with pytest.raises(AuthError) as never_reviewed:
+    with pytest.raises(Refusal) as never_reviewed:
         await auth.identify("Bearer other")
     assert never_reviewed.value.status == 503
     clock[0] = 60.0 + STALE_ON_OUTAGE + 1  # past the bound
-    with pytest.raises(AuthError) as expired:
+    with pytest.raises(Refusal) as expired:
         await auth.reader("Bearer good", ["a"], 1)
     assert expired.value.status == 503
 
@@ -362,7 +363,7 @@ async def test_a_review_kept_through_an_outage_never_outlives_its_token() -> Non
     clock[0], wall[0] = 20.0, 1020.0
     await auth.identify(f"Bearer {token}")  # still within the token's life: fine
     clock[0], wall[0] = 40.0, 1040.0  # past its exp, though the outage bound is far off
-    with pytest.raises(AuthError) as refused:
+    with pytest.raises(Refusal) as refused:
         await auth.identify(f"Bearer {token}")
     assert refused.value.status == 401
 
@@ -420,9 +421,9 @@ async def test_a_readers_answer_is_remembered_only_while_every_review_behind_it_
     assert readable == frozenset({"b", "d"})
 
     # A rejected token is never remembered as a reader.
-    with pytest.raises(AuthError):
+    with pytest.raises(Refusal):
         await auth.reader("Bearer bad", namespaces, 2)
-    with pytest.raises(AuthError):
+    with pytest.raises(Refusal):
         await auth.reader("Bearer bad", namespaces, 2)
 
 
@@ -508,7 +509,7 @@ async def test_bogus_tokens_from_one_address_are_rate_limited_and_cost_no_good_r
     for n in range(200):
         try:
             await auth.identify(f"Bearer bogus-{n}", "10.0.0.66")
-        except AuthError as error:
+        except Refusal as error:
             refused += error.status == 429
     reviews = api.calls.count("tokenreviews")
     assert refused == 100 and reviews == 1 + 100  # the burst, then nothing reaches the API

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
 from svcreg.core.errors import BadParameter
-from svcreg.discovery.http.auth import AuthError
+from svcreg.core.refusals import Unauthenticated
 from svcreg.discovery.http.serving import UNMATCHED, Serving
 from svcreg.telemetry.metrics import Metrics
 
@@ -25,7 +25,7 @@ async def bad_query(request: web.Request) -> web.Response:
 
 
 async def unauthenticated(request: web.Request) -> web.Response:
-    raise AuthError(401, "Unauthenticated", "missing token")
+    raise Unauthenticated("Unauthenticated", "missing token")
 
 
 async def broken(request: web.Request) -> web.Response:

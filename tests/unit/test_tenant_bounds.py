@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 
+from svcreg.core.refusals import Refusal, TooManyRequests
 from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.app import build_app, runner
 from svcreg.discovery.http.auth import (
     CREDENTIAL_ID,
     DENIALS_RECHECKED,
     REVIEWS_PER_USER,
-    AuthError,
     Authorizer,
     Identity,
 )
@@ -280,14 +280,14 @@ async def test_the_rate_is_charged_before_the_reviews_of_fresh_tokens() -> None:
 
     def admit(identity: Any) -> None:
         if rates.take(identity.username):
-            raise AuthError(429, "TooManyRequests", "over its rate")
+            raise TooManyRequests("TooManyRequests", "over its rate")
 
     names = [f"ns{n}" for n in range(201)]
     refused = 0
     for n in range(20):
         try:
             await auth.reader(f"Bearer {jwt('system:serviceaccount:a:r', str(n))}", names, 1, admit=admit)
-        except AuthError as error:
+        except Refusal as error:
             assert error.status == 429
             refused += 1
     assert refused == 18
@@ -317,7 +317,7 @@ async def test_bogus_tokens_from_an_address_never_lock_out_the_next_valid_token(
     for n in range(150):
         try:
             await auth.identify(f"Bearer {jwt('system:serviceaccount:evil:x', str(n), ok=False)}", "10.1.1.1")
-        except AuthError as error:
+        except Refusal as error:
             limited += error.status == 429
     assert limited == 50  # its budget (a burst of 100) is spent: the flood is bounded
     # An honest caller behind the same address, with a token never seen before, is reviewed.

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from svcreg.core.refusals import Forbidden, Refusal, TooManyRequests, Unauthenticated, Unavailable
 from svcreg.core.slots import KeyedSlots
 from svcreg.discovery.http.cache import MISSING, RefreshAheadCache
 from svcreg.discovery.http.ratelimit import TokenBuckets
@@ -50,17 +51,6 @@ DENIALS_RECHECKED = 16
 REVIEWS_PER_USER = 16  # SubjectAccessReviews in flight at once for one user, all its tokens together
 REVIEW_DEADLINE = 10.0  # seconds; a review that takes longer answers the caller 503
 STALE_ON_OUTAGE = 300.0  # seconds past its lifetime a review answers while none can be made
-
-
-class AuthError(Exception):
-    """A refusal answered as JSON: 401, 403, 429 (with ``retry_after`` seconds) or 503."""
-
-    def __init__(self, status: int, code: str, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -138,11 +128,11 @@ def _bearer(authorization: str | None) -> tuple[str, bytes]:
     """The token from ``Authorization: Bearer`` and the hash the caches key it by; 401 when
     missing or malformed."""
     if not authorization:
-        raise AuthError(401, "Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
+        raise Unauthenticated("Unauthenticated", "missing Authorization: Bearer <ServiceAccount token>")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH or " " in token:
-        raise AuthError(401, "Unauthenticated", "malformed Authorization header; expected Bearer <token>")
+        raise Unauthenticated("Unauthenticated", "malformed Authorization header; expected Bearer <token>")
     return token, hashlib.sha256(token.encode()).digest()
 
 
@@ -155,14 +145,14 @@ async def _review(api: KubeApi, kind: str, path: str, body: dict[str, Any]) -> d
         answer = await api.call("POST", path, json=body, deadline_seconds=min(REVIEW_DEADLINE, api.deadline))
     except (KubeApiError, Unreachable) as error:
         logger.error("%s failed: %s", kind, error)
-        raise AuthError(503, "ReviewUnavailable", f"{kind} failed; retry") from error
+        raise Unavailable("ReviewUnavailable", f"{kind} failed; retry") from error
     status: dict[str, Any] = answer.json().get("status") or {}
     return status
 
 
 def _review_unavailable(error: BaseException) -> bool:
     """Whether a review failed because the API server could not answer (not the caller)."""
-    return isinstance(error, AuthError) and error.status == 503
+    return isinstance(error, Unavailable)
 
 
 @dataclass(frozen=True)
@@ -222,7 +212,7 @@ class Authorizer:
         self._user_reviews = KeyedSlots(REVIEWS_PER_USER)
 
     async def identify(self, authorization: str | None, client: str | None = None) -> Identity:
-        """The caller's identity from ``Authorization: Bearer``; AuthError(401) otherwise, and
+        """The caller's identity from ``Authorization: Bearer``; Unauthenticated otherwise, and
         429 when ``client`` (its address) has spent its budget of reviews of unknown tokens."""
         return await self._identity(*_bearer(authorization), client)
 
@@ -273,7 +263,7 @@ class Authorizer:
         have to look (an unknown, malformed or missing token, or a memo past its freshness)."""
         try:
             _, key = _bearer(authorization)
-        except AuthError:
+        except Refusal:
             return None
         return self._remembered(key, namespaces_version)
 
@@ -283,7 +273,7 @@ class Authorizer:
         would have to look, or refuses."""
         try:
             token, key = _bearer(authorization)
-        except AuthError:
+        except Refusal:
             return None
         identity = self.tokens.peek(key, self._review_token, token)
         if not isinstance(identity, Identity):
@@ -320,25 +310,24 @@ class Authorizer:
             budget = (client, claimed_subject(token))
             wait = self.review_budget.wait(budget) if client is not None else 0.0
             if wait:
-                raise AuthError(
-                    429,
+                raise TooManyRequests(
                     "TooManyRejectedTokens",
                     "too many rejected tokens from this address",
                     retry_after=wait,
                 )
             try:
                 result = await self.tokens.get(key, self._review_token, token)
-            except AuthError as error:
+            except Refusal as error:
                 # No review can be made and none is kept (a review kept through an outage never
                 # outlives its token): an expired token is still the caller's problem, a 401.
                 expiry = _token_expiry(token)
-                if error.status == 503 and expiry is not None and expiry <= self._wall():
-                    raise AuthError(401, "Unauthenticated", "token rejected: expired") from None
+                if isinstance(error, Unavailable) and expiry is not None and expiry <= self._wall():
+                    raise Unauthenticated("Unauthenticated", "token rejected: expired") from None
                 raise
             if isinstance(result, str) and client is not None:
                 self.review_budget.take(budget)
         if isinstance(result, str):
-            raise AuthError(401, "Unauthenticated", result)
+            raise Unauthenticated("Unauthenticated", result)
         return result
 
     async def _review_token(self, token: str) -> tuple[Identity | str, float] | tuple[Identity, float, float]:
@@ -385,10 +374,10 @@ class Authorizer:
         return allowed
 
     async def require(self, identity: Identity, verb: str, namespace: str, name: str | None = None) -> None:
-        """``allowed``, or AuthError(403) saying who may not do what where."""
+        """``allowed``, or Forbidden saying who may not do what where."""
         if not await self.allowed(identity, verb, namespace, name):
-            raise AuthError(
-                403, "Forbidden", f"{identity.username} may not {verb} serviceregistrations in {namespace}"
+            raise Forbidden(
+                "Forbidden", f"{identity.username} may not {verb} serviceregistrations in {namespace}"
             )
 
     async def _review_access(

@@ -29,16 +29,25 @@ from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
 from svcreg.core.keys import Key
+from svcreg.core.refusals import (
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    Refusal,
+    TooManyRequests,
+    Unavailable,
+)
 from svcreg.discovery import consumers as consumers_mod
 from svcreg.discovery import explain as explain_mod
 from svcreg.discovery import query as query_mod
 from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.answers import Answer, AnswerCache
-from svcreg.discovery.http.auth import AuthError, Authorizer, Identity, token_expiry
+from svcreg.discovery.http.auth import Authorizer, Identity, token_expiry
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
 from svcreg.discovery.http.replicas import Replicas
-from svcreg.discovery.http.serving import CALLER, Serving, add_cors, error_response
+from svcreg.discovery.http.serving import CALLER, Serving, add_cors
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
 from svcreg.kube.api import KubeApi
 from svcreg.members.client import MemberClient, MemberUnreachable
@@ -141,12 +150,12 @@ class Discovery:
         self.admit_identity(identity)
 
     def admit_identity(self, identity: Identity) -> None:
-        """Spend one of ``identity``'s requests, or AuthError(429) with Retry-After."""
+        """Spend one of ``identity``'s requests, or TooManyRequests with Retry-After."""
         if self.rates is not None:
             wait = self.rates.take(identity.username)
             if wait:
-                raise AuthError(
-                    429, "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
+                raise TooManyRequests(
+                    "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
                 )
 
     def owner_of(self, request: web.Request, key: Key) -> str | None:
@@ -175,7 +184,7 @@ class Discovery:
             logger.warning(
                 "forwarding %s %s to %s failed: %s", request.method, request.path, url, error.reason
             )
-            return error_response(503, "OperatorUnavailable", "the operator could not be reached; retry")
+            raise Unavailable("OperatorUnavailable", "the operator could not be reached; retry") from None
         return web.Response(status=upstream.status, body=upstream.body, content_type="application/json")
 
     async def operator_probes(
@@ -203,7 +212,7 @@ class Discovery:
         when ``operator_url`` is set, else a 503 saying where to send it."""
         if self.operator_url:
             return await self.forward(request)
-        return error_response(503, code, message)
+        raise Unavailable(code, message)
 
     async def close(self) -> None:
         await self.members.close()
@@ -217,9 +226,7 @@ DISCOVERY_KEY = web.AppKey("discovery", Discovery)
 async def preflight(request: web.Request) -> web.Response:
     discovery = request.app[DISCOVERY_KEY]
     if not discovery.cors_origins:
-        return error_response(
-            405, "MethodNotAllowed", "CORS is off; start svcreg with --cors-origin to allow it"
-        )
+        raise MethodNotAllowed("MethodNotAllowed", "CORS is off; start svcreg with --cors-origin to allow it")
     return web.Response(status=204)
 
 
@@ -268,8 +275,7 @@ async def _caller(request: web.Request, query: query_mod.Query) -> tuple[Identit
         authorization, index.by_namespace.keys(), index.namespaces_version, request.remote, admit=admit
     )
     if readable is not None and not readable:
-        raise AuthError(
-            403,
+        raise Forbidden(
             "Forbidden",
             f"{identity.username} may not list serviceregistrations in any namespace that has them",
         )
@@ -289,7 +295,7 @@ async def _long_poll(
         # change elsewhere moves the index too, but is no reason to answer: the poll waits.)
         return readable
     if not discovery.long_polls.take(identity.username):
-        raise AuthError(429, "TooManyLongPolls", "too many long polls are waiting; retry", retry_after=1)
+        raise TooManyRequests("TooManyLongPolls", "too many long polls are waiting; retry", retry_after=1)
     wait = min(query.wait, discovery.max_wait)
     # Woken only by a change this query may concern (its route), not by every change.
     subscription = discovery.index.router.subscribe(query)
@@ -466,8 +472,7 @@ async def consumers(request: web.Request) -> web.Response:
     keys = index.by_service.get(name, set()) if kind == "service" else index.by_capability.get(name, set())
     holding = {key[0] for key in keys}
     if not holding or (readable is not None and not holding <= readable):
-        raise AuthError(
-            403,
+        raise Forbidden(
             "Forbidden",
             f"{identity.username} may not read every registration of {kind} {name}, so not who asks for it",
         )
@@ -513,7 +518,7 @@ async def one_service(request: web.Request) -> web.Response:
     await discovery.auth.require(identity, "list", namespace)
     item = discovery.index.items.get((namespace, name))
     if item is None:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        raise NotFound("NotFound", f"no registration {namespace}/{name}")
     answer: dict[str, Any] = {"index": discovery.index.index, **item.view}
     probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
     owner = discovery.owner_of(request, (namespace, name))
@@ -567,7 +572,7 @@ def _selected(
     """``select=one``: one matching instance picked by weight, or 404 ``NoEntry`` saying ``missing``."""
     chosen = pick(index.candidates(query, readable))
     if chosen is None:
-        return error_response(404, "NoEntry", missing)
+        raise NotFound("NoEntry", missing)
     head = dumps({"index": index.index, **extra})
     return web.Response(
         body=head[:-1] + b',"selected":' + chosen.document + b"}", content_type="application/json"
@@ -651,7 +656,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     discovery = request.app[DISCOVERY_KEY]
     holder = identity.username  # the slot is given back by the identity that took it
     if not discovery.watchers.take(holder):
-        raise AuthError(429, "TooManyWatchers", "too many watches are open; retry", retry_after=5)
+        raise TooManyRequests("TooManyWatchers", "too many watches are open; retry", retry_after=5)
     try:
         return await _watch_stream(request, query, identity, readable)
     finally:
@@ -740,7 +745,7 @@ async def _watch_stream(
                 # a lookup until the reviews behind it expire) and end the stream on a refusal.
                 try:
                     identity, readable = await _caller(request, query)
-                except AuthError:
+                except Refusal:
                     return response
                 checked = time.monotonic()
             if subscription.overflowed:
@@ -768,7 +773,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     counter = request.app[DISCOVERY_KEY].metrics.heartbeats
     try:
         response = await _heartbeat(request)
-    except (AuthError, BadParameter):
+    except (Refusal, BadParameter):
         counter.inc(("refused",))
         raise
     counter.inc(("accepted",) if response.status == 200 else ("refused",))
@@ -787,10 +792,9 @@ async def _heartbeat(request: web.Request) -> web.Response:
         )
     item = discovery.index.items.get((namespace, name))
     if item is None:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        raise NotFound("NotFound", f"no registration {namespace}/{name}")
     if item.check_type != "ttl":
-        return error_response(
-            409,
+        raise Conflict(
             "NotTtl",
             f"{namespace}/{name} has healthCheck.type {item.check_type}, not ttl: heartbeats would be "
             "ignored, so none is accepted",
@@ -826,11 +830,11 @@ async def report(request: web.Request) -> web.Response:
     body = parse_model(wire.ReportBody, await request.read())
     wait = discovery.report_rates.take(identity.username)
     if wait:
-        raise AuthError(
-            429, "TooManyReports", f"{identity.username} is over its report rate", retry_after=wait
+        raise TooManyRequests(
+            "TooManyReports", f"{identity.username} is over its report rate", retry_after=wait
         )
     if (namespace, name) not in discovery.index.items:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        raise NotFound("NotFound", f"no registration {namespace}/{name}")
     owner = discovery.owner_of(request, (namespace, name))
     if owner is not None:
         return await discovery.forward(request, owner)
@@ -849,13 +853,13 @@ async def vantage(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     discovery = request.app[DISCOVERY_KEY]
     if discovery.vantage is None or discovery.member_username is None or discovery.member_auth is None:
-        return error_response(404, "NotAMember", "this process is not a member of a prober group")
+        raise NotFound("NotAMember", "this process is not a member of a prober group")
     identity = await discovery.member_auth.identify(request.headers.get("Authorization"), request.remote)
     if identity.username != discovery.member_username:
-        return error_response(403, "NotAMember", f"{identity.username} is not a member of the prober group")
+        raise Forbidden("NotAMember", f"{identity.username} is not a member of the prober group")
     instances = await discovery.vantage((namespace, name))
     if instances is None:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        raise NotFound("NotFound", f"no registration {namespace}/{name}")
     return web.Response(body=dumps({"instances": instances}), content_type="application/json")
 
 

@@ -28,10 +28,19 @@ from svcreg.core import model, wire
 from svcreg.core.contracts import contract_problem
 from svcreg.core.errors import BadParameter
 from svcreg.core.mergepatch import merge_patch
-from svcreg.discovery.http.auth import AuthError, Identity
+from svcreg.core.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refusal,
+    TooManyRequests,
+    Unavailable,
+)
+from svcreg.discovery.http.auth import Identity
 from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.discovery import DISCOVERY_KEY, Discovery
-from svcreg.discovery.http.serving import Serving, error_response
+from svcreg.discovery.http.serving import Serving
 from svcreg.discovery.index import dumps
 from svcreg.kube import errors as kube_errors
 from svcreg.kube.api import KubeApi
@@ -68,25 +77,23 @@ def _check_name(kind: str, value: str) -> None:
         raise BadParameter(kind, "must be a lowercase DNS name")
 
 
-def _write_failed(what: str, error: Exception) -> web.Response:
+def _write_failed(what: str, error: Exception) -> Refusal:
     """The API server refused the write or did not answer. What it refused for the caller's
     sake is passed back as the 4xx it is, with its reason: validation and admission (400),
     an existing object (409), quota and admission policies (403), rate limits (429).
     Anything else is not the caller's fault: 503."""
     if isinstance(error, kube_errors.Invalid | kube_errors.BadRequest):
-        return error_response(400, "Invalid", error.message, parameter="spec")
+        return Invalid("Invalid", error.message, parameter="spec")
     if isinstance(error, kube_errors.Conflict):
-        return error_response(409, error.reason or "Conflict", error.message)
+        return Conflict(error.reason or "Conflict", error.message)
     if isinstance(error, kube_errors.Forbidden) and " cannot " not in error.message:
         # Not RBAC ("... cannot patch resource ..." would be svcreg's own missing permission,
         # below): admission refused it, a ResourceQuota or a policy. The caller should see why.
-        return error_response(403, error.reason or "Forbidden", error.message)
+        return Forbidden(error.reason or "Forbidden", error.message)
     if isinstance(error, kube_errors.TooManyRequests):
-        response = error_response(429, "TooManyRequests", error.message)
-        response.headers["Retry-After"] = "1"
-        return response
+        return TooManyRequests("TooManyRequests", error.message, retry_after=1)
     logger.error("%s failed: %s", what, error)
-    return error_response(503, "WriteFailed", f"{what} failed; retry")
+    return Unavailable("WriteFailed", f"{what} failed; retry")
 
 
 async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]:
@@ -105,8 +112,7 @@ def _writer(discovery: Discovery, identity: Identity) -> str | None:
     if not discovery.impersonate:
         return None
     if not identity.username.startswith(SERVICE_ACCOUNT_PREFIX):
-        raise AuthError(
-            403,
+        raise Forbidden(
             "NotAServiceAccount",
             f"the registration API writes as the caller and impersonates only ServiceAccounts; "
             f"{identity.username} may apply the registration with kubectl instead",
@@ -136,8 +142,7 @@ async def put_registration(request: web.Request) -> web.Response:
     may_create = await discovery.auth.allowed(identity, "create", namespace)
     may_patch = await discovery.auth.allowed(identity, "patch", namespace, name)
     if not (may_create or may_patch):
-        raise AuthError(
-            403,
+        raise Forbidden(
             "Forbidden",
             f"{identity.username} may not create or patch serviceregistrations in {namespace}",
         )
@@ -149,8 +154,7 @@ async def put_registration(request: web.Request) -> web.Response:
         if may_patch:
             exists = await _exists(api, namespace, name)
             if not exists and not may_create:
-                raise AuthError(
-                    403,
+                raise Forbidden(
                     "Forbidden",
                     f"{identity.username} may not create serviceregistrations in {namespace}",
                 )
@@ -170,7 +174,7 @@ async def put_registration(request: web.Request) -> web.Response:
             )
             creating = True
     except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"writing {namespace}/{name}", error)
+        raise _write_failed(f"writing {namespace}/{name}", error) from error
     return _answer(
         201 if creating else 200,
         wire.RegistrationWrite(
@@ -214,16 +218,14 @@ async def patch_registration(request: web.Request) -> web.Response:
         try:
             current = (await api.call("GET", path)).json()
         except kube_errors.NotFound:
-            return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+            raise NotFound("NotFound", f"no registration {namespace}/{name}") from None
         except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-            return _write_failed(f"reading {namespace}/{name}", error)
+            raise _write_failed(f"reading {namespace}/{name}", error) from error
         metadata = current.get("metadata") or {}
         seen = (current.get("spec"), metadata.get("labels"))
         if merged_onto is not None and seen != merged_onto:
             # Someone else changed the spec or labels meanwhile: their change is not overwritten.
-            return error_response(
-                409, "Conflict", f"{namespace}/{name} was changed meanwhile; read it again and retry"
-            )
+            raise Conflict("Conflict", f"{namespace}/{name} was changed meanwhile; read it again and retry")
         merged_onto = seen
         merged = {
             "spec": merge_patch(current.get("spec") or {}, patch.get("spec") or {}),
@@ -248,9 +250,9 @@ async def patch_registration(request: web.Request) -> web.Response:
             # the patch is made again only if the spec and labels it was merged onto are unchanged.
             continue
         except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-            return _write_failed(f"patching {namespace}/{name}", error)
+            raise _write_failed(f"patching {namespace}/{name}", error) from error
     else:
-        return error_response(409, "Conflict", f"{namespace}/{name} keeps changing; retry")
+        raise Conflict("Conflict", f"{namespace}/{name} keeps changing; retry")
     return _answer(
         200,
         wire.RegistrationWrite(
@@ -281,9 +283,9 @@ async def delete_registration(request: web.Request) -> web.Response:
     try:
         await api.call("DELETE", KubeApi.registration_path(namespace, name), impersonate=writer)
     except kube_errors.NotFound:
-        return error_response(404, "NotFound", f"no registration {namespace}/{name}")
+        raise NotFound("NotFound", f"no registration {namespace}/{name}") from None
     except (kube_errors.KubeApiError, kube_errors.Unreachable) as error:
-        return _write_failed(f"deleting {namespace}/{name}", error)
+        raise _write_failed(f"deleting {namespace}/{name}", error) from error
     return _answer(200, wire.RegistrationWrite(namespace=namespace, name=name, deleted=True))
 
 

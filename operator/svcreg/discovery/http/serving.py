@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from svcreg.core.errors import BadParameter
-from svcreg.discovery.http.auth import AuthError
+from svcreg.core.refusals import Refusal
 from svcreg.discovery.index import dumps
 from svcreg.telemetry.metrics import Metrics
 
@@ -45,8 +45,9 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 
 def error_for(request: web.Request, error: Exception) -> web.Response:
     """The JSON answer for an exception a handler raised; unexpected ones are logged as 500s."""
-    if isinstance(error, AuthError):
-        response = error_response(error.status, error.code, error.message)
+    if isinstance(error, Refusal):
+        extra = {"parameter": error.parameter} if error.parameter is not None else {}
+        response = error_response(error.status, error.code, error.message, **extra)
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
         return response
