@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from svcreg.discovery.http import discovery, openapi, registrations, ui
+from svcreg.discovery.http import discovery, internal, openapi, registrations, ui, writes
 from svcreg.discovery.http.front import KEEPALIVE_SECONDS
 from svcreg.discovery.http.serving import Serving
 from svcreg.telemetry.metrics import Metrics
@@ -60,9 +60,12 @@ def build_app(
     serving.add(app, "GET", "/openapi.json", openapi_json)
     if discovery_ is not None:
         discovery.add_routes(app, discovery_, serving)
+        writes.add_routes(app, serving)
+        internal.add_routes(app, serving)
         if registration_api:
             registrations.add_routes(app, serving)
         ui.add_routes(app, serving)
+        serving.add(app, "OPTIONS", "/v1/{tail:.*}", discovery.preflight)
     serving.finish(app)
     return app
 

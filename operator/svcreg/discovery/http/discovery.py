@@ -1,4 +1,6 @@
-"""The ``/v1`` routes: discovery answers from the in-memory index, for callers RBAC allows.
+"""The read routes of ``/v1`` and the state every route shares (``Discovery``): discovery answers
+from the in-memory index, for callers RBAC allows. Writes are in ``writes`` and
+``registrations``, routes between members in ``internal``.
 
 Every answer is limited to the namespaces the caller may ``list`` registrations in. List
 answers carry ``index`` (the index's change counter) and an ``ETag``; ``?index=N&wait=30s``
@@ -30,7 +32,6 @@ from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
 from svcreg.core.keys import Key
 from svcreg.core.refusals import (
-    Conflict,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -44,7 +45,6 @@ from svcreg.discovery import query as query_mod
 from svcreg.discovery.consumers import ConsumerLog
 from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import Authorizer, Identity, token_expiry
-from svcreg.discovery.http.bodies import parse_model
 from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
 from svcreg.discovery.http.replicas import Replicas
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors
@@ -768,101 +768,6 @@ async def _watch_stream(
     return response
 
 
-async def heartbeat(request: web.Request) -> web.Response:
-    """A ttl heartbeat, counted as accepted or refused (svcreg_heartbeats_total)."""
-    counter = request.app[DISCOVERY_KEY].metrics.heartbeats
-    try:
-        response = await _heartbeat(request)
-    except (Refusal, BadParameter):
-        counter.inc(("refused",))
-        raise
-    counter.inc(("accepted",) if response.status == 200 else ("refused",))
-    return response
-
-
-async def _heartbeat(request: web.Request) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    discovery = request.app[DISCOVERY_KEY]
-    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
-    discovery.admit(request, identity)
-    await discovery.auth.require(identity, "heartbeat", namespace, name)
-    if discovery.heartbeats is None:
-        return await discovery.elsewhere(
-            request, "NotProber", "this replica serves discovery only; send heartbeats to the operator"
-        )
-    item = discovery.index.items.get((namespace, name))
-    if item is None:
-        raise NotFound("NotFound", f"no registration {namespace}/{name}")
-    if item.check_type != "ttl":
-        raise Conflict(
-            "NotTtl",
-            f"{namespace}/{name} has healthCheck.type {item.check_type}, not ttl: heartbeats would be "
-            "ignored, so none is accepted",
-        )
-    body = wire.HeartbeatBody()
-    if request.can_read_body:
-        if (request.content_length or 0) > 4096:
-            raise BadParameter("body", "at most 4096 bytes")
-        body = parse_model(wire.HeartbeatBody, await request.read())
-    discovery.heartbeats.record((namespace, name), body.status, body.note)
-    owner = discovery.owner_of(request, (namespace, name))
-    if owner is not None:  # kept here too: this member may own it next
-        return await discovery.forward(request, owner)
-    answer = wire.HeartbeatAnswer(namespace=namespace, name=name, status=body.status, accepted=True)
-    return web.Response(body=dumps(answer.model_dump(by_alias=True)), content_type="application/json")
-
-
-async def report(request: web.Request) -> web.Response:
-    """A caller's report of one real call to an instance (passive health): authorized by the verb
-    ``report`` on the registration, rate-limited per identity, relayed to the operator by a
-    replica. The caller is the token's identity, never something the body says."""
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    discovery = request.app[DISCOVERY_KEY]
-    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
-    discovery.admit(request, identity)
-    await discovery.auth.require(identity, "report", namespace, name)
-    if discovery.reports is None:  # relayed as it came, the body unread
-        return await discovery.elsewhere(
-            request, "NotProber", "this replica serves discovery only; send reports to the operator"
-        )
-    if (request.content_length or 0) > 4096:
-        raise BadParameter("body", "at most 4096 bytes")
-    body = parse_model(wire.ReportBody, await request.read())
-    wait = discovery.report_rates.take(identity.username)
-    if wait:
-        raise TooManyRequests(
-            "TooManyReports", f"{identity.username} is over its report rate", retry_after=wait
-        )
-    if (namespace, name) not in discovery.index.items:
-        raise NotFound("NotFound", f"no registration {namespace}/{name}")
-    owner = discovery.owner_of(request, (namespace, name))
-    if owner is not None:
-        return await discovery.forward(request, owner)
-    # Evidence counts per tenant: one tenant's several ServiceAccounts are one reporter.
-    ejected = discovery.reports.report((namespace, name), identity.tenant, body.outcome)
-    answer = wire.ReportAnswer(namespace=namespace, name=name, accepted=True, ejected=ejected)
-    return web.Response(
-        status=202, body=dumps(answer.model_dump(by_alias=True)), content_type="application/json"
-    )
-
-
-async def vantage(request: web.Request) -> web.Response:
-    """``POST /internal/v1/vantage/{namespace}/{name}``: a member of the prober group asks what
-    this member's own probe of a registration sees now (quorum). Members only: the caller's
-    token must be the operator's own identity. Not part of the public API."""
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    discovery = request.app[DISCOVERY_KEY]
-    if discovery.vantage is None or discovery.member_username is None or discovery.member_auth is None:
-        raise NotFound("NotAMember", "this process is not a member of a prober group")
-    identity = await discovery.member_auth.identify(request.headers.get("Authorization"), request.remote)
-    if identity.username != discovery.member_username:
-        raise Forbidden("NotAMember", f"{identity.username} is not a member of the prober group")
-    instances = await discovery.vantage((namespace, name))
-    if instances is None:
-        raise NotFound("NotFound", f"no registration {namespace}/{name}")
-    return web.Response(body=dumps({"instances": instances}), content_type="application/json")
-
-
 async def _close(app: web.Application) -> None:
     await app[DISCOVERY_KEY].close()
 
@@ -879,7 +784,3 @@ def add_routes(app: web.Application, discovery: Discovery, serving: Serving) -> 
     serving.add(app, "GET", "/v1/explain", explain)
     serving.add(app, "GET", "/v1/consumers", consumers)
     serving.add(app, "GET", "/v1/watch", watch)
-    serving.add(app, "POST", "/v1/heartbeat/{namespace}/{name}", heartbeat)
-    serving.add(app, "POST", "/v1/report/{namespace}/{name}", report)
-    serving.add(app, "POST", "/internal/v1/vantage/{namespace}/{name}", vantage)
-    serving.add(app, "OPTIONS", "/v1/{tail:.*}", preflight)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from aiohttp import web
 
@@ -39,8 +38,9 @@ from svcreg.core.refusals import (
 )
 from svcreg.discovery.http.auth import Identity
 from svcreg.discovery.http.bodies import parse_model
-from svcreg.discovery.http.discovery import DISCOVERY_KEY, Discovery
+from svcreg.discovery.http.discovery import Discovery
 from svcreg.discovery.http.serving import Serving
+from svcreg.discovery.http.writes import open_write
 from svcreg.discovery.index import dumps
 from svcreg.kube import errors as kube_errors
 from svcreg.kube.api import KubeApi
@@ -52,7 +52,6 @@ SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 REGISTERED_BY = f"{model.GROUP}/registered-by"
 PATCH_ATTEMPTS = 3  # reads and patches when only a status write moved the resourceVersion
 MAX_BODY = 64 * 1024
-_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def parse_body(raw: bytes) -> wire.RegistrationBody:
@@ -70,11 +69,6 @@ async def _body(request: web.Request) -> bytes:
     if (request.content_length or 0) > MAX_BODY:
         raise BadParameter("body", f"at most {MAX_BODY} bytes")
     return await request.read()
-
-
-def _check_name(kind: str, value: str) -> None:
-    if not _DNS_NAME.match(value):
-        raise BadParameter(kind, "must be a lowercase DNS name")
 
 
 def _write_failed(what: str, error: Exception) -> Refusal:
@@ -97,13 +91,8 @@ def _write_failed(what: str, error: Exception) -> Refusal:
 
 
 async def _context(request: web.Request) -> tuple[Discovery, str, str, Identity]:
-    discovery = request.app[DISCOVERY_KEY]
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    _check_name("namespace", namespace)
-    _check_name("name", name)
-    identity = await discovery.auth.identify(request.headers.get("Authorization"), request.remote)
-    discovery.admit(request, identity)
-    return discovery, namespace, name, identity
+    write = await open_write(request)
+    return write.discovery, *write.key, write.identity
 
 
 def _writer(discovery: Discovery, identity: Identity) -> str | None:
