@@ -13,12 +13,28 @@ from kubernetes import client as k8s_client
 from svcreg.discovery.http.app import build_app
 from svcreg.discovery.http.auth import Authorizer
 from svcreg.discovery.http.discovery import Discovery
+from svcreg.discovery.http.roles import Probing
 from svcreg.discovery.index import Index
 from svcreg.kube.api import KubeApi, Response
 from svcreg.telemetry.metrics import Metrics
 from tests.unit.test_discovery_units import FakeApi
 
 BODY = {"spec": {"endpoint": "http://a.svc:80"}}
+
+
+class NoSinks:
+    """Heartbeats and reports, which these tests never send."""
+
+    def record(self, *_: Any) -> None:
+        raise AssertionError("no heartbeat expected")
+
+    def report(self, *_: Any) -> bool:
+        raise AssertionError("no report expected")
+
+
+def probing(api: KubeApi) -> Probing:
+    """The operator's role, writing through ``api``."""
+    return Probing(heartbeats=NoSinks(), reports=NoSinks(), last_probes=lambda key: None, api=api)
 
 
 class WritingApi(KubeApi):
@@ -46,7 +62,7 @@ async def put(impersonate: bool, token: str) -> tuple[int, dict[str, Any], Writi
     api = WritingApi()
     metrics = Metrics()
     discovery = Discovery(
-        Index(), Authorizer(api, metrics=metrics), metrics, api=api, impersonate=impersonate
+        Index(), Authorizer(api, metrics=metrics), metrics, role=probing(api), impersonate=impersonate
     )
     app = build_app(metrics, lambda: (True, {}), discovery)
     async with TestClient(TestServer(app)) as client:
@@ -128,7 +144,7 @@ async def test_a_patch_is_made_again_after_a_status_write_but_never_over_a_spec_
 ) -> None:
     api = RacingApi(spec_changes)
     metrics = Metrics()
-    discovery = Discovery(Index(), Authorizer(api, metrics=metrics), metrics, api=api)
+    discovery = Discovery(Index(), Authorizer(api, metrics=metrics), metrics, role=probing(api))
     app = build_app(metrics, lambda: (True, {}), discovery)
     async with TestClient(TestServer(app)) as client:
         answer = await client.patch(

@@ -229,10 +229,27 @@ def remembered(raw_query_string: str, route: str, capability: str | None = None)
 
 
 def parse(params: MultiMapping[str], route: str, capability: str | None = None) -> Query:
-    """Parse the query string of ``route``; raise BadParameter naming the first bad parameter."""
+    """Parse the query string of ``route``; raise BadParameter naming the first bad parameter
+    (names first, then lengths, then each parameter in the order below)."""
+    meta = _names_and_meta(params, route)
+    fields: dict[str, object] = {
+        **_service(params),
+        **_namespace(params),
+        **_capabilities(params, capability),
+        **_tags(params),
+        **_version(params, route, capability),
+        **_health(params),
+        **_index_and_wait(params),
+        **_select(params),
+    }
+    fields |= _verified(params, bool(fields["capabilities"]))
+    query = Query(meta=meta, **fields)  # type: ignore[arg-type]
+    return dataclasses.replace(query, canonical=canonical(query, route))
+
+
+def _names_and_meta(params: MultiMapping[str], route: str) -> tuple[tuple[str, str], ...]:
+    """Every parameter known to ``route`` and every value bounded; the metadata filters."""
     allowed = ALLOWED[route]
-    fields: dict[str, object] = {}
-    meta: list[tuple[str, str]] = []
     for name in params:
         if name.startswith("meta."):
             if route not in ("services", "watch", "capability", "explain"):
@@ -244,53 +261,76 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
             raise BadParameter(
                 name, f"unknown parameter; this route accepts {', '.join(sorted(allowed)) or 'none'}"
             )
+    meta: list[tuple[str, str]] = []
     for name, value in params.items():
         if len(value) > 1024:
             raise BadParameter(name, "value longer than 1024 characters")
         if name.startswith("meta."):
             meta.append((name[5:], value))
-    if "service" in params:
-        value = _single(params, "service")
-        if "*" in value or "?" in value:
-            if not _SERVICE_GLOB.match(value):
-                raise BadParameter("service", f"{value!r} is not a service name or pattern such as pay*")
-            fields["service_glob"] = value
-        else:
-            fields["service"] = _label("service", value)
-    if "namespace" in params:
-        value = _single(params, "namespace")
-        if len(value) > 63 or not _NAMESPACE.match(value):
-            raise BadParameter("namespace", f"{value!r} is not a namespace name")
-        fields["namespace"] = value
-    fields["capabilities"] = tuple(_label("capability", v) for v in params.getall("capability", []))
+    return tuple(sorted(set(meta)))
+
+
+def _service(params: MultiMapping[str]) -> dict[str, object]:
+    if "service" not in params:
+        return {}
+    value = _single(params, "service")
+    if "*" in value or "?" in value:
+        if not _SERVICE_GLOB.match(value):
+            raise BadParameter("service", f"{value!r} is not a service name or pattern such as pay*")
+        return {"service_glob": value}
+    return {"service": _label("service", value)}
+
+
+def _namespace(params: MultiMapping[str]) -> dict[str, object]:
+    if "namespace" not in params:
+        return {}
+    value = _single(params, "namespace")
+    if len(value) > 63 or not _NAMESPACE.match(value):
+        raise BadParameter("namespace", f"{value!r} is not a namespace name")
+    return {"namespace": value}
+
+
+def _capabilities(params: MultiMapping[str], capability: str | None) -> dict[str, object]:
+    named = tuple(_label("capability", v) for v in params.getall("capability", []))
     if capability is not None:
-        fields["capabilities"] = (_label("capability", capability),)
+        named = (_label("capability", capability),)
+    return {"capabilities": named}
+
+
+def _tags(params: MultiMapping[str]) -> dict[str, object]:
     # tag=a,b and tag=a&tag=b both mean: every one of them; empty parts name nothing (as the
     # OpenAPI document's pattern says).
-    fields["tags"] = tuple(
-        _label("tag", part) for v in params.getall("tag", []) for part in v.split(",") if part
-    )
-    if "version" in params:
-        spec = _range("version", _single(params, "version"))
-        if route == "capability":
-            fields["capability_version"] = spec
-            fields["capability_for_version"] = capability
-        else:
-            fields["version"] = spec
-    health_values = params.getall("health", [])
-    if health_values:
-        # Case-insensitive: healthy, HEALTHY and Healthy are one value.
-        wanted = {
-            part.strip().lower() for value in health_values for part in value.split(",") if part.strip()
-        }
-        if "any" in wanted:
-            fields["health"] = None  # any state, whatever else is named beside it
-        else:
-            unknown = sorted(wanted - _HEALTH_BY_LOWER.keys())
-            if unknown:
-                known = ", ".join(sorted(_HEALTH_BY_LOWER.values()))
-                raise BadParameter("health", f"{unknown[0]!r} is not one of {known} or any")
-            fields["health"] = frozenset(_HEALTH_BY_LOWER[w] for w in wanted)
+    return {
+        "tags": tuple(_label("tag", part) for v in params.getall("tag", []) for part in v.split(",") if part)
+    }
+
+
+def _version(params: MultiMapping[str], route: str, capability: str | None) -> dict[str, object]:
+    if "version" not in params:
+        return {}
+    spec = _range("version", _single(params, "version"))
+    if route == "capability":
+        return {"capability_version": spec, "capability_for_version": capability}
+    return {"version": spec}
+
+
+def _health(params: MultiMapping[str]) -> dict[str, object]:
+    values = params.getall("health", [])
+    if not values:
+        return {}
+    # Case-insensitive: healthy, HEALTHY and Healthy are one value.
+    wanted = {part.strip().lower() for value in values for part in value.split(",") if part.strip()}
+    if "any" in wanted:
+        return {"health": None}  # any state, whatever else is named beside it
+    unknown = sorted(wanted - _HEALTH_BY_LOWER.keys())
+    if unknown:
+        known = ", ".join(sorted(_HEALTH_BY_LOWER.values()))
+        raise BadParameter("health", f"{unknown[0]!r} is not one of {known} or any")
+    return {"health": frozenset(_HEALTH_BY_LOWER[w] for w in wanted)}
+
+
+def _index_and_wait(params: MultiMapping[str]) -> dict[str, object]:
+    fields: dict[str, object] = {}
     if "index" in params:
         raw = _single(params, "index")
         if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
@@ -302,21 +342,28 @@ def parse(params: MultiMapping[str], route: str, capability: str | None = None) 
         wait = _duration("wait", _single(params, "wait"))
         if "index" in params:
             fields["wait"] = wait
-    if "select" in params:
-        if _single(params, "select") != "one":
-            raise BadParameter("select", "the only selection is select=one")
-        fields["select_one"] = True
-    if "verified" in params:
-        raw = _single(params, "verified").lower()
-        if raw not in ("true", "false"):
-            raise BadParameter("verified", f"{raw!r} is not true or false")
-        if raw == "true" and not fields["capabilities"]:
-            raise BadParameter(
-                "verified", "needs a capability (capability=NAME): it says whose contract must have passed"
-            )
-        fields["verified"] = raw == "true"
-    query = Query(meta=tuple(sorted(set(meta))), **fields)  # type: ignore[arg-type]
-    return dataclasses.replace(query, canonical=canonical(query, route))
+    return fields
+
+
+def _select(params: MultiMapping[str]) -> dict[str, object]:
+    if "select" not in params:
+        return {}
+    if _single(params, "select") != "one":
+        raise BadParameter("select", "the only selection is select=one")
+    return {"select_one": True}
+
+
+def _verified(params: MultiMapping[str], has_capability: bool) -> dict[str, object]:
+    if "verified" not in params:
+        return {}
+    raw = _single(params, "verified").lower()
+    if raw not in ("true", "false"):
+        raise BadParameter("verified", f"{raw!r} is not true or false")
+    if raw == "true" and not has_capability:
+        raise BadParameter(
+            "verified", "needs a capability (capability=NAME): it says whose contract must have passed"
+        )
+    return {"verified": raw == "true"}
 
 
 Canonical = tuple[object, ...]

@@ -196,25 +196,9 @@ def up(
     """Start etcd and kube-apiserver unless they already run in ``directory``; wait for /readyz.
     With ``node``, also a node beside them, and wait until it is Ready."""
     directory = directory or default_directory()
-    running = status(directory)
-    if running is not None and _ready(running):
-        if running.node != node:
-            have = "with" if running.node else "without"
-            raise ClusterError(
-                f"a control plane {have} a node already runs in {directory}; "
-                "stop it first with: svcreg cluster down"
-            )
-        report(f"control plane already running at {running.server}")
+    running = _reusable(directory, node, report)
+    if running is not None:
         return running
-    if running is not None or (directory / STATE_FILE).exists():
-        report("found a stale or partial control plane; replacing it")
-        down(directory, report=progress.silent)
-    if node:
-        missing = node_mod.missing_prerequisites()
-        if missing:
-            raise ClusterError(
-                "a node needs " + ", ".join(missing) + " (bash scripts/install.sh installs them)"
-            )
     binaries = build.ensure_binaries(report)
     node_binaries = build.ensure_node_binaries(report) if node else None
     started = time.monotonic()
@@ -245,51 +229,15 @@ def up(
 
     try:
         records.append(
-            _spawn(
-                "etcd",
-                [
-                    str(binaries.etcd),
-                    "--name=svcreg",
-                    f"--data-dir={directory / 'etcd'}",
-                    f"--listen-client-urls={etcd_url}",
-                    f"--advertise-client-urls={etcd_url}",
-                    f"--listen-peer-urls={peer_url}",
-                    f"--initial-advertise-peer-urls={peer_url}",
-                    f"--initial-cluster=svcreg={peer_url}",
-                    "--unsafe-no-fsync",  # a throwaway test store: durability is not worth the fsyncs
-                    "--quota-backend-bytes=8589934592",
-                    "--log-level=warn",
-                ],
-                logs / "etcd.log",
-            )
+            _spawn("etcd", _etcd_command(binaries.etcd, directory, etcd_url, peer_url), logs / "etcd.log")
         )
         save()
         if node:
             node_mod.network_up()
-        records.append(
-            _spawn(
-                "kube-apiserver",
-                [
-                    str(binaries.kube_apiserver),
-                    f"--etcd-servers={etcd_url}",
-                    f"--bind-address={address}",
-                    f"--advertise-address={address}",
-                    f"--secure-port={api_port}",
-                    f"--cert-dir={directory / 'pki'}",
-                    f"--tls-cert-file={keys.serving_cert}",
-                    f"--tls-private-key-file={keys.serving_key}",
-                    f"--client-ca-file={keys.ca_cert}",
-                    f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-                    f"--service-account-key-file={keys.sa_public}",
-                    f"--service-account-signing-key-file={keys.sa_private}",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
-                    "--profiling=false",
-                    "--v=1",
-                    *(_node_flags(keys) if node else _plain_flags()),
-                ],
-                logs / "kube-apiserver.log",
-            )
+        command = _apiserver_command(
+            binaries.kube_apiserver, directory, etcd_url, address, api_port, keys, node
         )
+        records.append(_spawn("kube-apiserver", command, logs / "kube-apiserver.log"))
         cluster = Cluster(**{**asdict(cluster), "processes": tuple(records)})
         save()
         _kubeconfig(Path(cluster.kubeconfig), server, keys)
@@ -312,6 +260,70 @@ def up(
         raise
     report(f"control plane ready at {server} in {progress.elapsed(started)}; logs in {logs}")
     return cluster
+
+
+def _reusable(directory: Path, node: bool, report: progress.Reporter) -> Cluster | None:
+    """The control plane already running in ``directory`` as asked; a stale or partial one is
+    removed (None), one of the other kind (with or without a node) refused."""
+    running = status(directory)
+    if running is not None and _ready(running):
+        if running.node != node:
+            have = "with" if running.node else "without"
+            raise ClusterError(
+                f"a control plane {have} a node already runs in {directory}; "
+                "stop it first with: svcreg cluster down"
+            )
+        report(f"control plane already running at {running.server}")
+        return running
+    if running is not None or (directory / STATE_FILE).exists():
+        report("found a stale or partial control plane; replacing it")
+        down(directory, report=progress.silent)
+    if node:
+        missing = node_mod.missing_prerequisites()
+        if missing:
+            raise ClusterError(
+                "a node needs " + ", ".join(missing) + " (bash scripts/install.sh installs them)"
+            )
+    return None
+
+
+def _etcd_command(etcd: Path, directory: Path, etcd_url: str, peer_url: str) -> list[str]:
+    return [
+        str(etcd),
+        "--name=svcreg",
+        f"--data-dir={directory / 'etcd'}",
+        f"--listen-client-urls={etcd_url}",
+        f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=svcreg={peer_url}",
+        "--unsafe-no-fsync",  # a throwaway test store: durability is not worth the fsyncs
+        "--quota-backend-bytes=8589934592",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_command(  # noqa: PLR0917 - one value per flag group
+    apiserver: Path, directory: Path, etcd_url: str, address: str, port: int, keys: pki.Pki, node: bool
+) -> list[str]:
+    return [
+        str(apiserver),
+        f"--etcd-servers={etcd_url}",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
+        f"--secure-port={port}",
+        f"--cert-dir={directory / 'pki'}",
+        f"--tls-cert-file={keys.serving_cert}",
+        f"--tls-private-key-file={keys.serving_key}",
+        f"--client-ca-file={keys.ca_cert}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={keys.sa_public}",
+        f"--service-account-signing-key-file={keys.sa_private}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--profiling=false",
+        "--v=1",
+        *(_node_flags(keys) if node else _plain_flags()),
+    ]
 
 
 def _plain_flags() -> list[str]:

@@ -19,15 +19,13 @@ import json
 import logging
 import random
 import time
-import typing
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from svcreg.core import wire
 from svcreg.core.errors import BadParameter
 from svcreg.core.health import Health
 from svcreg.core.keys import Key
@@ -47,9 +45,10 @@ from svcreg.discovery.http.answers import Answer, AnswerCache
 from svcreg.discovery.http.auth import Authorizer, Identity, token_expiry
 from svcreg.discovery.http.ratelimit import Slots, TokenBuckets
 from svcreg.discovery.http.replicas import Replicas
+from svcreg.discovery.http.roles import Probing, Relaying, Role
 from svcreg.discovery.http.serving import CALLER, Serving, add_cors
 from svcreg.discovery.index import Change, Entry, Index, dumps, render
-from svcreg.kube.api import KubeApi
+from svcreg.discovery.routing import Subscription
 from svcreg.members.client import MemberClient, MemberUnreachable
 from svcreg.telemetry.metrics import Metrics
 
@@ -63,35 +62,19 @@ REPORTS_PER_SECOND = 5.0
 FORWARDED_HEADER = "X-Svcreg-Forwarded"
 
 
-class ReportSink(typing.Protocol):
-    """Where callers' reports go: the prober's outlier detection, in the operator."""
-
-    def report(self, key: Key, caller: str, outcome: str) -> bool: ...
-
-
-class HeartbeatSink(typing.Protocol):
-    """Where accepted heartbeats go: the prober's heartbeat store, in the operator."""
-
-    def record(self, key: Key, status: wire.HeartbeatStatus, note: str) -> None: ...
-
-
 @dataclass
 class Discovery:
     index: Index
     auth: Authorizer
     metrics: Metrics
-    heartbeats: HeartbeatSink | None = None  # None on discovery-only replicas
+    # Probing (the operator) or Relaying (a discovery-only replica): see roles.py.
+    role: Role = field(default_factory=Relaying)
     cors_origins: tuple[str, ...] = ()
     max_wait: float = query_mod.MAX_WAIT_SECONDS
-    # Discovery-only replicas forward writes (heartbeats, registrations) here, the operator's
-    # Service: ttl state lives in the one prober, only the operator's ServiceAccount may write,
-    # and callers should not need to know which pod answers.
-    operator_url: str | None = None
-    # The CA an https operator_url is verified against (None: the system's trust store).
+    # The CA an https operator or member URL is verified against (None: the system's trust
+    # store).
     operator_ca_file: str | None = None
-    # The operator's API client, for the registration facade's writes (None on replicas).
-    api: KubeApi | None = None
-    # The registration facade writes as the calling ServiceAccount (see registrations.py).
+    # The registration API writes as the calling ServiceAccount (see registrations.py).
     impersonate: bool = True
     # Bounds on long-lived answers, in all and per identity (by default a tenth of the whole,
     # so it takes ten identities to fill them); over them a caller gets 429 with Retry-After.
@@ -103,28 +86,8 @@ class Discovery:
     rate_limit: float = 0.0
     # Discovery replicas whose part of GET /v1/consumers this process merges into its own.
     consumer_replicas: Replicas | None = None
-    # The prober's last probe of each instance of a registration (the operator only): served on
-    # GET /v1/services/{ns}/{name}, from memory, so steady state makes no status writes for it.
-    last_probes: Callable[[Key], list[dict[str, Any]] | None] | None = None
-
     # Who asked for which service or capability (GET /v1/consumers), over this window.
     consumer_window: float = 24 * 3600.0
-    # Callers' reports of real calls (POST /v1/report): the operator's outlier detection; None on
-    # replicas, which relay reports to the operator.
-    reports: ReportSink | None = None
-    # With a prober group: the URL of the member that probes a registration, when it is not this
-    # process. Heartbeats, reports and last probes concern that member; they are sent on to it
-    # (one hop: a request that was sent on is answered where it lands).
-    owner_url: Callable[[Key], str | None] | None = None
-    # The name a member's https certificate is checked for (its URL holds a pod address).
-    member_server_name: str | None = None
-    # Multi-vantage quorum: another member asks this one to probe a registration now. Only the
-    # members' own identity (``member_username``, the operator's ServiceAccount) may ask.
-    vantage: Callable[[Key], Awaitable[dict[str, bool] | None]] | None = None
-    member_username: str | None = None
-    # Members present their pod's own ServiceAccount token, whose audience is the API server's,
-    # not --token-audience: reviewed by an authorizer of its own.
-    member_auth: Authorizer | None = None
 
     def __post_init__(self) -> None:
         # (query, readable namespaces, index) -> (body, etag, headers): identical long polls woken by
@@ -137,7 +100,10 @@ class Discovery:
         self.metrics.watchers.set_function(lambda: self.watchers.held)
         self.metrics.long_polls.set_function(lambda: self.long_polls.held)
         # The one pool to the operator and the members (writes relayed, last probes asked).
-        self.members = MemberClient(ca_file=self.operator_ca_file, server_name=self.member_server_name)
+        group = self.role.group if isinstance(self.role, Probing) else None
+        self.members = MemberClient(
+            ca_file=self.operator_ca_file, server_name=group.server_name if group is not None else None
+        )
         self.rates = TokenBuckets(self.rate_limit, 2 * self.rate_limit) if self.rate_limit > 0 else None
         self.consumer_log = ConsumerLog(window=self.consumer_window)
         # Reports per identity: a burst of failures from one caller is no more evidence than one.
@@ -158,12 +124,27 @@ class Discovery:
                     "TooManyRequests", f"{identity.username} is over its request rate", retry_after=wait
                 )
 
+    @property
+    def probing(self) -> Probing | None:
+        """This process's prober side, or None on a discovery-only replica."""
+        return self.role if isinstance(self.role, Probing) else None
+
+    @property
+    def operator_url(self) -> str | None:
+        """Where a replica relays writes and last-probe questions (None: it refuses them)."""
+        return self.role.operator_url if isinstance(self.role, Relaying) else None
+
+    def last_probes(self, key: Key) -> list[dict[str, Any]] | None:
+        """The prober's last probes of ``key`` when this process probes, else None."""
+        return self.role.last_probes(key) if isinstance(self.role, Probing) else None
+
     def owner_of(self, request: web.Request, key: Key) -> str | None:
         """The prober-group member to send what concerns ``key`` on to, or None: this process
         answers (it owns it, there is no group, or the request was sent on already)."""
-        if self.owner_url is None or request.headers.get(FORWARDED_HEADER):
+        group = self.role.group if isinstance(self.role, Probing) else None
+        if group is None or request.headers.get(FORWARDED_HEADER):
             return None
-        return self.owner_url(key)
+        return group.owner_url(key)
 
     async def forward(self, request: web.Request, base_url: str | None = None) -> web.Response:
         """Relay a write (heartbeat, registration, report) to the operator, or to ``base_url``
@@ -520,7 +501,7 @@ async def one_service(request: web.Request) -> web.Response:
     if item is None:
         raise NotFound("NotFound", f"no registration {namespace}/{name}")
     answer: dict[str, Any] = {"index": discovery.index.index, **item.view}
-    probes = discovery.last_probes((namespace, name)) if discovery.last_probes is not None else None
+    probes = discovery.last_probes((namespace, name))
     owner = discovery.owner_of(request, (namespace, name))
     if probes is None and owner is not None:
         probes = await discovery.operator_probes(request, (namespace, name), owner)
@@ -668,104 +649,122 @@ async def _watch_stream(
 ) -> web.StreamResponse:
     """The stream of one watch, from its first write to its end (its slot is held by ``watch``)."""
     discovery = request.app[DISCOVERY_KEY]
-    authorization = request.headers.get("Authorization")
-    expires = token_expiry(authorization)
-    index = discovery.index
-    position: int | None = index.index
-    last = request.headers.get("Last-Event-ID")
-    if last is not None:
-        position = index.resume_point(last)  # None: unknown here, the client must list again
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     add_cors(request, response, discovery.cors_origins)
     await response.prepare(request)
-    await response.write(f": svcreg watch from index {index.index}\nretry: 2000\n\n".encode())
+    await response.write(f": svcreg watch from index {discovery.index.index}\nretry: 2000\n\n".encode())
+    stream = _WatchStream(request, response, query, identity, readable)
+    # Subscribed before the history is read, with no await between: every later change is in
+    # the subscription, every earlier one in the history.
+    subscription = discovery.index.router.subscribe(query)
+    try:
+        await stream.run(subscription)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        discovery.index.router.unsubscribe(subscription)
+    return response
 
-    async def event_kind(change: Change) -> str | None:
+
+class _WatchStream:
+    """One subscriber's events: caught up from the history, then live, re-authorized every
+    ``REAUTHORIZE_SECONDS`` and ended when its token expires or its rights are revoked."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        query: query_mod.Query,
+        identity: Identity,
+        readable: frozenset[str] | None,
+    ) -> None:
+        self.request, self.response, self.query = request, response, query
+        self.identity, self.readable = identity, readable
+        self.discovery = request.app[DISCOVERY_KEY]
+        self.expires = token_expiry(request.headers.get("Authorization"))
+
+    async def run(self, subscription: Subscription[Change]) -> None:
+        index = self.discovery.index
+        last = self.request.headers.get("Last-Event-ID")
+        # None: a resume point unknown here (another process's), the client must list again.
+        position = index.resume_point(last) if last is not None else index.index
+        caught_up = None if position is None else index.changes_since(position)
+        if position is None or caught_up is None:  # unknown, or older than the kept history
+            position = await self.reset()
+        else:
+            position = await self.send(caught_up, position)
+        checked = time.monotonic()
+        while True:
+            if self.expires is not None and time.time() >= self.expires:
+                return  # the token the stream was opened with has expired
+            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
+                # Rights can be revoked while a stream is open: ask again (cached, so this costs
+                # a lookup until the reviews behind it expire) and end the stream on a refusal.
+                try:
+                    self.identity, self.readable = await _caller(self.request, self.query)
+                except Refusal:
+                    return
+                checked = time.monotonic()
+            if subscription.overflowed:
+                subscription.take()
+                subscription.overflowed = False
+                position = await self.reset()
+                continue
+            position = await self.send(subscription.take(), position)
+            if not await subscription.wait(self.keepalive()):
+                await self.response.write(b": keep-alive\n\n")
+
+    def keepalive(self) -> float:
+        """How long to wait for a change before a keep-alive: never past the token's expiry."""
+        if self.expires is None:
+            return KEEPALIVE_SECONDS
+        return max(0.0, min(KEEPALIVE_SECONDS, self.expires - time.time()))
+
+    async def event_kind(self, change: Change) -> str | None:
         """What this subscriber hears of ``change``: its kind, ``deleted`` when an update took
         the item out of the subscriber's filter, or nothing."""
         item = change.instance
         # A namespace that appeared after the watch began: ask (cached) rather than assume.
         if (
-            readable is not None
-            and item.namespace not in readable
-            and not await discovery.auth.allowed(identity, "list", item.namespace)
+            self.readable is not None
+            and item.namespace not in self.readable
+            and not await self.discovery.auth.allowed(self.identity, "list", item.namespace)
         ):
             return None
-        if query.selects(item):
+        if self.query.selects(item):
             return change.kind
-        if change.kind != "deleted" and change.previous is not None and query.selects(change.previous):
+        if change.kind != "deleted" and change.previous is not None and self.query.selects(change.previous):
             return "deleted"
         return None
 
-    async def reset() -> int:
+    async def reset(self) -> int:
         """Tell the client to list again (a resume point unknown here, or a reader that fell
         too far behind), and go on from now."""
-        now = index.index
+        now = self.discovery.index.index
         data = json.dumps({"type": "reset", "index": now})
-        await response.write(f"id: {now}\nevent: reset\ndata: {data}\n\n".encode())
+        await self.response.write(f"id: {now}\nevent: reset\ndata: {data}\n\n".encode())
         return now
 
-    async def send(changes: list[Change], after: int) -> int:
+    async def send(self, changes: list[Change], after: int) -> int:
         """Send what this subscriber hears of ``changes``, in one write (one syscall for a
         burst, not one per event)."""
         chunks, entered = [], []
         for change in changes:
             if change.index <= after:
                 continue  # already sent while catching up from the history
-            kind = await event_kind(change)
+            kind = await self.event_kind(change)
             if kind is not None:
                 chunks.append(_event(change, kind))
                 entered.append(change.at)
             after = change.index
         if chunks:
-            await response.write(b"".join(chunks))
+            await self.response.write(b"".join(chunks))
             written = time.monotonic()
             for at in entered:
-                discovery.metrics.watch_delivery.observe(written - at)
+                self.discovery.metrics.watch_delivery.observe(written - at)
         return after
-
-    # Subscribed before the history is read, with no await between: every later change is in
-    # the subscription, every earlier one in the history.
-    subscription = index.router.subscribe(query)
-    checked = time.monotonic()
-    try:
-        caught_up = None if position is None else index.changes_since(position)
-        if position is None or caught_up is None:
-            # A resume point from another process, or older than the kept history.
-            position = await reset()
-        else:
-            position = await send(caught_up, position)
-        while True:
-            if expires is not None and time.time() >= expires:
-                return response  # the token the stream was opened with has expired
-            if time.monotonic() - checked >= REAUTHORIZE_SECONDS:
-                # Rights can be revoked while a stream is open: ask again (cached, so this costs
-                # a lookup until the reviews behind it expire) and end the stream on a refusal.
-                try:
-                    identity, readable = await _caller(request, query)
-                except Refusal:
-                    return response
-                checked = time.monotonic()
-            if subscription.overflowed:
-                subscription.take()
-                subscription.overflowed = False
-                position = await reset()
-                continue
-            position = await send(subscription.take(), position)
-            wait = (
-                KEEPALIVE_SECONDS
-                if expires is None
-                else max(0.0, min(KEEPALIVE_SECONDS, expires - time.time()))
-            )
-            if not await subscription.wait(wait):
-                await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        index.router.unsubscribe(subscription)
-    return response
 
 
 async def _close(app: web.Application) -> None:

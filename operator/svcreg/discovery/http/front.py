@@ -52,6 +52,7 @@ from yarl import URL
 from svcreg.core.errors import BadParameter
 from svcreg.discovery import query as query_mod
 from svcreg.discovery.http import discovery as routes
+from svcreg.discovery.http.answers import Answer
 from svcreg.discovery.http.auth import Identity
 from svcreg.discovery.http.serving import REQUEST_ID
 
@@ -192,52 +193,23 @@ class Front:
         if parsed is None:
             return None
         target, headers = parsed
-        if "%" in target or "#" in target:
+        routed = _route(target)
+        if routed is None:
             return None
-        path, _, query_string = target.partition("?")
-        capability: str | None = None
-        if path == SERVICES_ROUTE:
-            route, label = "services", SERVICES_ROUTE
-        elif path.startswith(CAPABILITY_PREFIX) and "/" not in path[len(CAPABILITY_PREFIX) :]:
-            capability = path[len(CAPABILITY_PREFIX) :]
-            route, label = "capability", CAPABILITY_ROUTE
-            if not capability:
-                return None
-        else:
+        route, label, capability, query_string = routed
+        understood = _understood(target, query_string, route, capability)
+        if understood is None:
             return None
-        query = query_mod.remembered(query_string, route, capability)
-        parsed_here = query is None
-        if query is None:
-            # First sight of this query string: parsed as aiohttp's path parses it (yarl), and
-            # remembered once the caller is known (below). "+" is left to aiohttp.
-            if "+" in query_string or len(query_string) > query_mod.MAX_QUERY_LENGTH:
-                return None
-            try:
-                query = query_mod.parse(URL(target).query, route, capability)
-            except BadParameter:
-                return None  # a 400 naming the parameter, there
-        if query.select_one or (query.index is not None and query.wait):
-            return None
+        query, parsed_here = understood
         discovery = self.discovery
         index = discovery.index
-        if index.staleness() is not None:
-            return None
         authorization = headers.get("authorization")
-        if not authorization:
-            return None  # 401 there
-        readable: frozenset[str] | None
-        if query.namespace:
-            lister = discovery.auth.remembered_lister(authorization, query.namespace)
-            if lister is None:
-                return Review(authorization, query.namespace)
-            identity, readable = lister, frozenset({query.namespace})
-        else:
-            caller = discovery.auth.remembered_reader(authorization, index.namespaces_version)
-            if caller is None:
-                return Review(authorization)
-            identity, readable = caller
-            if readable is not None and not readable:
-                return None  # 403 there
+        if index.staleness() is not None or not authorization:
+            return None  # the stale answer, or the 401, there
+        caller = self._caller(authorization, query)
+        if caller is None or isinstance(caller, Review):
+            return caller
+        identity, readable = caller
         if parsed_here:  # the caller's reviews hold: it is authenticated
             query_mod.remember(query_string, route, capability, query)
         if not charged and discovery.rates is not None and discovery.rates.take(identity.username):
@@ -253,6 +225,31 @@ class Front:
                 else routes.capability_payload(index, query, readable, capability)
             ),
         )
+        status, answer = self._written(cached, headers)
+        self._observe(label, "GET", status, time.perf_counter() - started)
+        self._answered.inc(())
+        return answer
+
+    def _caller(
+        self, authorization: str, query: query_mod.Query
+    ) -> tuple[Identity, frozenset[str] | None] | Review | None:
+        """Who asks and what it may read, from remembered reviews only: a ``Review`` when they
+        must be made first, None when the answer is a refusal (made there)."""
+        auth = self.discovery.auth
+        if query.namespace:
+            lister = auth.remembered_lister(authorization, query.namespace)
+            if lister is None:
+                return Review(authorization, query.namespace)
+            return lister, frozenset({query.namespace})
+        caller = auth.remembered_reader(authorization, self.discovery.index.namespaces_version)
+        if caller is None:
+            return Review(authorization)
+        if caller[1] is not None and not caller[1]:
+            return None  # 403 there
+        return caller
+
+    def _written(self, cached: Answer, headers: dict[str, str]) -> tuple[int, bytes]:
+        """The status and bytes of ``cached`` for this request: 304 when the caller holds it."""
         wire = cached.wire
         request_id = headers.get("x-request-id")
         extra = (
@@ -261,12 +258,43 @@ class Front:
             else b"X-Request-Id: %s\r\n" % request_id.encode()
         )
         if routes.not_modified(headers.get("if-none-match"), cached.etag):
-            status, answer = 304, wire.not_modified + extra + self._date_lines()
-        else:
-            status, answer = 200, b"".join((wire.head, extra, wire.length, self._date_lines(), cached.body))
-        self._observe(label, "GET", status, time.perf_counter() - started)
-        self._answered.inc(())
-        return answer
+            return 304, wire.not_modified + extra + self._date_lines()
+        return 200, b"".join((wire.head, extra, wire.length, self._date_lines(), cached.body))
+
+
+def _route(target: str) -> tuple[str, str, str | None, str] | None:
+    """The route a target asks for (route, metric label, capability, query string), or None
+    when it is not one the front answers (or its spelling is left to aiohttp's parser)."""
+    if "%" in target or "#" in target:
+        return None
+    path, _, query_string = target.partition("?")
+    if path == SERVICES_ROUTE:
+        return "services", SERVICES_ROUTE, None, query_string
+    if path.startswith(CAPABILITY_PREFIX) and "/" not in path[len(CAPABILITY_PREFIX) :]:
+        capability = path[len(CAPABILITY_PREFIX) :]
+        return ("capability", CAPABILITY_ROUTE, capability, query_string) if capability else None
+    return None
+
+
+def _understood(
+    target: str, query_string: str, route: str, capability: str | None
+) -> tuple[query_mod.Query, bool] | None:
+    """The parsed query (remembered, else parsed here: True) when the front answers it; None
+    for a 400, a long poll or select=one, which aiohttp answers."""
+    query = query_mod.remembered(query_string, route, capability)
+    parsed_here = query is None
+    if query is None:
+        # First sight of this query string: parsed as aiohttp's path parses it (yarl), and
+        # remembered once the caller is known. "+" is left to aiohttp.
+        if "+" in query_string or len(query_string) > query_mod.MAX_QUERY_LENGTH:
+            return None
+        try:
+            query = query_mod.parse(URL(target).query, route, capability)
+        except BadParameter:
+            return None  # a 400 naming the parameter, there
+    if query.select_one or (query.index is not None and query.wait):
+        return None
+    return query, parsed_here
 
 
 class _Counted(asyncio.Protocol):

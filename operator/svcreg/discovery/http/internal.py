@@ -15,13 +15,14 @@ async def vantage(request: web.Request) -> web.Response:
     this member's own probe of a registration sees now (quorum). Members only: the caller's
     token must be the operator's own identity."""
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    discovery = request.app[DISCOVERY_KEY]
-    if discovery.vantage is None or discovery.member_username is None or discovery.member_auth is None:
+    probing = request.app[DISCOVERY_KEY].probing
+    group = probing.group if probing is not None else None
+    if group is None or group.username is None:
         raise NotFound("NotAMember", "this process is not a member of a prober group")
-    identity = await discovery.member_auth.identify(request.headers.get("Authorization"), request.remote)
-    if identity.username != discovery.member_username:
+    identity = await group.auth.identify(request.headers.get("Authorization"), request.remote)
+    if identity.username != group.username:
         raise Forbidden("NotAMember", f"{identity.username} is not a member of the prober group")
-    instances = await discovery.vantage((namespace, name))
+    instances = await group.vantage((namespace, name))
     if instances is None:
         raise NotFound("NotFound", f"no registration {namespace}/{name}")
     return web.Response(body=dumps({"instances": instances}), content_type="application/json")

@@ -123,9 +123,10 @@ async def put_registration(request: web.Request) -> web.Response:
     update is a server-side apply, which is a ``patch``; a caller that may only ``create`` gets
     create-only semantics (409 when the name exists), never an overwrite."""
     discovery, namespace, name, identity = await _context(request)
-    api = discovery.api
-    if api is None:
+    probing = discovery.probing
+    if probing is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
+    api = probing.api
     raw = await _body(request)
     body = parse_body(raw)
     may_create = await discovery.auth.allowed(identity, "create", namespace)
@@ -195,9 +196,10 @@ def parse_patch(raw: bytes) -> dict[str, dict[str, object]]:
 async def patch_registration(request: web.Request) -> web.Response:
     """Change part of a registration, as the caller may (``patch`` on that name)."""
     discovery, namespace, name, identity = await _context(request)
-    api = discovery.api
-    if api is None:
+    probing = discovery.probing
+    if probing is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
+    api = probing.api
     patch = parse_patch(await _body(request))
     await discovery.auth.require(identity, "patch", namespace, name)
     writer = _writer(discovery, identity)
@@ -264,9 +266,10 @@ async def _exists(api: KubeApi, namespace: str, name: str) -> bool:
 
 async def delete_registration(request: web.Request) -> web.Response:
     discovery, namespace, name, identity = await _context(request)
-    api = discovery.api
-    if api is None:
+    probing = discovery.probing
+    if probing is None:
         return await discovery.elsewhere(request, "NotOperator", "this replica serves discovery only")
+    api = probing.api
     await discovery.auth.require(identity, "delete", namespace, name)
     writer = _writer(discovery, identity)
     try:

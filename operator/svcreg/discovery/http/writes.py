@@ -101,8 +101,8 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 async def _heartbeat(write: Write) -> web.Response:
     await write.require("heartbeat")
-    heartbeats = write.discovery.heartbeats
-    if heartbeats is None:
+    probing = write.discovery.probing
+    if probing is None:
         return await write.elsewhere(
             "NotProber", "this replica serves discovery only; send heartbeats to the operator"
         )
@@ -115,7 +115,7 @@ async def _heartbeat(write: Write) -> web.Response:
         )
     raw = await write.small_body()
     body = parse_model(wire.HeartbeatBody, raw) if raw is not None else wire.HeartbeatBody()
-    heartbeats.record(write.key, body.status, body.note)
+    probing.heartbeats.record(write.key, body.status, body.note)
     owner = write.owner()
     if owner is not None:  # kept here too: this member may own it next
         return await write.to_owner(owner)
@@ -131,8 +131,8 @@ async def report(request: web.Request) -> web.Response:
     replica. The caller is the token's identity, never something the body says."""
     write = await open_write(request)
     await write.require("report")
-    reports = write.discovery.reports
-    if reports is None:  # relayed as it came, the body unread
+    probing = write.discovery.probing
+    if probing is None:  # relayed as it came, the body unread
         return await write.elsewhere(
             "NotProber", "this replica serves discovery only; send reports to the operator"
         )
@@ -148,7 +148,7 @@ async def report(request: web.Request) -> web.Response:
     if owner is not None:
         return await write.to_owner(owner)
     # Evidence counts per tenant: one tenant's several ServiceAccounts are one reporter.
-    ejected = reports.report(write.key, write.identity.tenant, body.outcome)
+    ejected = probing.reports.report(write.key, write.identity.tenant, body.outcome)
     answer = wire.ReportAnswer(namespace=write.key[0], name=write.key[1], accepted=True, ejected=ejected)
     return web.Response(
         status=202, body=dumps(answer.model_dump(by_alias=True)), content_type="application/json"
